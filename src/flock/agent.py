@@ -1,0 +1,385 @@
+"""Agents and the chainable builder that declares them.
+
+Example:
+    >>> from pydantic import BaseModel
+    >>> from flock import Flock, flock_type
+    >>> @flock_type
+    ... class Idea(BaseModel):
+    ...     topic: str
+    >>> @flock_type
+    ... class Pizza(BaseModel):
+    ...     name: str
+    >>> flock = Flock()
+    >>> chef = (
+    ...     flock.agent("chef")
+    ...     .description("Turns ideas into pizzas")
+    ...     .consumes(Idea)
+    ...     .publishes(Pizza)
+    ...     .with_engines(lambda idea: Pizza(name=f"{idea.topic} pizza"))
+    ... )
+    >>> chef.name
+    'chef'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.trace import Link
+from pydantic import BaseModel, ValidationError
+
+from flock.artifacts import Artifact
+from flock.components import HOOKS, AgentComponent, OutputUtilityComponent, RunContext, overrides
+from flock.engines.base import Engine
+from flock.engines.function import FunctionEngine
+from flock.exceptions import ConfigurationError
+from flock.registry import registry
+from flock.subscription import Predicate, Subscription, normalize_predicates
+
+if TYPE_CHECKING:
+    from flock.orchestrator import Flock
+    from flock.tracing._instrument import Instrument
+
+__all__ = ["Agent", "AgentBuilder"]
+
+Emit = Callable[[RunContext, list[BaseModel]], Awaitable[list[Artifact]]]
+PAYLOAD_ATTRIBUTE_CHARS = 2048
+
+
+class Agent:
+    """An agent as the scheduler runs it. Built with :meth:`Flock.agent`, not directly."""
+
+    def __init__(self, name: str, *, flock: Flock) -> None:
+        self.name = name
+        self.flock = flock
+        self.description: str | None = None
+        self.subscriptions: list[Subscription] = []
+        self.outputs: list[type[BaseModel]] = []
+        self.utilities: list[AgentComponent] = [OutputUtilityComponent()]
+        self.engines: list[Engine] = []
+        self.max_concurrency = 2
+        self.prevent_self_trigger = True
+        self.retries = 0
+        self.retry_backoff = 0.5
+        self.timeout: float | None = None
+        self.model: str | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._semaphore_loop: asyncio.AbstractEventLoop | None = None
+        self._hooks: dict[str, tuple[AgentComponent, ...]] | None = None
+
+    def __repr__(self) -> str:
+        return f"Agent({self.name!r})"
+
+    @property
+    def consumed_types(self) -> frozenset[str]:
+        return frozenset(t for sub in self.subscriptions for t in sub.types)
+
+    @property
+    def published_types(self) -> tuple[str, ...]:
+        return tuple(registry.name_of(t) for t in self.outputs)
+
+    @property
+    def components(self) -> list[AgentComponent]:
+        """Utilities first, then engines: the order hooks run in."""
+        return [*self.utilities, *self.resolved_engines()]
+
+    def resolved_engines(self) -> list[Engine]:
+        if not self.engines:
+            from flock.engines.dspy import DSPyEngine
+
+            self.engines = [DSPyEngine()]
+            self._hooks = None
+        return self.engines
+
+    def check(self) -> None:
+        """Raise :class:`ConfigurationError` if the agent cannot run."""
+        if not self.subscriptions:
+            raise ConfigurationError(
+                f"agent {self.name!r} consumes nothing; "
+                f"call flock.agent({self.name!r}).consumes(SomeType)"
+            )
+
+    def semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._semaphore is None or self._semaphore_loop is not loop:
+            self._semaphore = asyncio.Semaphore(self.max_concurrency)
+            self._semaphore_loop = loop
+        return self._semaphore
+
+    def hooks(self, hook: str) -> tuple[AgentComponent, ...]:
+        if self._hooks is None:
+            components = self.components
+            self._hooks = {h: tuple(c for c in components if overrides(c, h)) for h in HOOKS}
+        return self._hooks[hook]
+
+    def coerce_outputs(self, result: Any) -> list[BaseModel]:
+        """Turn an engine's return value into a list of declared output models."""
+        if result is None:
+            return []
+        items = [result] if isinstance(result, BaseModel | dict) else list(result)
+        outputs: list[BaseModel] = []
+        for item in items:
+            if isinstance(item, dict) and len(self.outputs) == 1:
+                try:
+                    item = self.outputs[0].model_validate(item)
+                except ValidationError as exc:
+                    raise TypeError(
+                        f"agent {self.name!r} returned a dict that is not a valid "
+                        f"{self.outputs[0].__name__}: {exc}"
+                    ) from exc
+            if not isinstance(item, BaseModel) or type(item) not in self.outputs:
+                declared = ", ".join(t.__name__ for t in self.outputs) or "nothing"
+                raise TypeError(
+                    f"agent {self.name!r} returned {type(item).__name__} ({item!r:.200}), "
+                    f"but it publishes {declared}; add .publishes({type(item).__name__}) "
+                    "or return one of the declared types"
+                )
+            outputs.append(item)
+        return outputs
+
+    async def execute(
+        self, ctx: RunContext, inputs: list[Artifact], *, instrument: Instrument, emit: Emit
+    ) -> list[Artifact]:
+        """Run the components and engines once over ``inputs`` (the ``Agent.execute`` span)."""
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": self.name,
+            "flock.agent.name": self.name,
+            "flock.correlation_id": ctx.correlation_id,
+            "flock.run_id": ctx.run_id,
+            "flock.attempt": ctx.attempt,
+            "flock.input.ids": [a.id for a in inputs],
+            "flock.input.types": [a.type for a in inputs],
+        }
+        links = None
+        if instrument.enabled:
+            links = [
+                Link(a.span_context, {"flock.artifact.id": a.id, "flock.artifact.type": a.type})
+                for a in inputs
+                if a.span_context is not None and a.span_context.is_valid
+            ]
+            attributes["input.value"] = _payload_text(inputs)
+        with instrument.span("Agent.execute", attributes, links=links) as span:
+            try:
+                if self.timeout is None:
+                    published = await self._steps(ctx, inputs, instrument, emit)
+                else:
+                    async with asyncio.timeout(self.timeout):
+                        published = await self._steps(ctx, inputs, instrument, emit)
+            except BaseException as error:
+                for component in self.hooks("on_error"):
+                    with instrument.span(f"{type(component).__name__}.on_error"):
+                        await component.on_error(ctx, error)
+                raise
+            finally:
+                for component in self.hooks("on_terminate"):
+                    with instrument.span(f"{type(component).__name__}.on_terminate"):
+                        await component.on_terminate(ctx)
+            if instrument.enabled:
+                span.set_attribute("flock.output.ids", [a.id for a in published])
+                span.set_attribute("output.value", _payload_text(published))
+            return published
+
+    async def _steps(
+        self, ctx: RunContext, inputs: list[Artifact], instrument: Instrument, emit: Emit
+    ) -> list[Artifact]:
+        for component in self.hooks("on_initialize"):
+            with instrument.span(f"{type(component).__name__}.on_initialize"):
+                await component.on_initialize(ctx)
+        for component in self.hooks("on_pre_consume"):
+            with instrument.span(f"{type(component).__name__}.on_pre_consume"):
+                inputs = await component.on_pre_consume(ctx, inputs)
+            if not inputs:
+                return []
+        for component in self.hooks("on_pre_evaluate"):
+            with instrument.span(f"{type(component).__name__}.on_pre_evaluate"):
+                inputs = await component.on_pre_evaluate(ctx, inputs)
+        outputs: list[BaseModel] = []
+        for engine in self.resolved_engines():
+            with instrument.span(
+                f"{type(engine).__name__}.evaluate", {"gen_ai.agent.name": self.name}
+            ):
+                outputs.extend(self.coerce_outputs(await engine.evaluate(ctx, inputs)))
+        for component in self.hooks("on_post_evaluate"):
+            with instrument.span(f"{type(component).__name__}.on_post_evaluate"):
+                outputs = self.coerce_outputs(
+                    await component.on_post_evaluate(ctx, inputs, outputs)
+                )
+        published = await emit(ctx, outputs)
+        for artifact in published:
+            for component in self.hooks("on_post_publish"):
+                with instrument.span(f"{type(component).__name__}.on_post_publish"):
+                    await component.on_post_publish(ctx, artifact)
+        return published
+
+
+def _payload_text(artifacts: Sequence[Artifact]) -> str:
+    if len(artifacts) == 1:
+        text = artifacts[0].payload.model_dump_json()
+    else:
+        text = "[" + ",".join(a.payload.model_dump_json() for a in artifacts) + "]"
+    if len(text) > PAYLOAD_ATTRIBUTE_CHARS:
+        return text[:PAYLOAD_ATTRIBUTE_CHARS] + f"…[truncated {len(text) - PAYLOAD_ATTRIBUTE_CHARS} chars]"
+    return text
+
+
+def _model_type(t: Any, *, role: str, agent: str) -> type[BaseModel]:
+    if not (isinstance(t, type) and issubclass(t, BaseModel)):
+        raise ConfigurationError(
+            f"agent {agent!r}: {role}() takes Pydantic model classes, got {t!r}; "
+            "declare the type as `class X(BaseModel): ...` and decorate it with @flock_type"
+        )
+    registry.register(t)
+    return t
+
+
+class AgentBuilder:
+    """Chainable declaration of an agent; every method returns the builder.
+
+    Mistakes fail at the call that makes them (a non-model type, a bad limit); an agent that
+    consumes nothing fails when the orchestrator is first used.
+    """
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def __repr__(self) -> str:
+        return f"AgentBuilder({self.agent.name!r})"
+
+    def _changed(self) -> AgentBuilder:
+        self.agent._hooks = None
+        self.agent.flock._agents_changed()
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.agent.name
+
+    def description(self, text: str) -> AgentBuilder:
+        """What the agent does (also given to LLM engines as instructions)."""
+        if not isinstance(text, str):
+            raise ConfigurationError(f"description must be a string, got {text!r}")
+        self.agent.description = text
+        return self
+
+    def consumes(
+        self,
+        *types: type[BaseModel],
+        where: Predicate | Sequence[Predicate] | None = None,
+        from_agents: Iterable[str] | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> AgentBuilder:
+        """Run this agent for each published artifact of one of ``types``.
+
+        Args:
+            *types: registered Pydantic models (unregistered ones are registered here).
+            where: predicate(s) on the payload; all must return True.
+            from_agents: only artifacts published by these agents.
+            tags: only artifacts that carry all of these tags.
+        """
+        if not types:
+            raise ConfigurationError(
+                f"agent {self.agent.name!r}: consumes() needs at least one type"
+            )
+        models = [_model_type(t, role="consumes", agent=self.agent.name) for t in types]
+        if isinstance(from_agents, str) or isinstance(tags, str):
+            raise ConfigurationError(
+                f"agent {self.agent.name!r}: from_agents= and tags= take a list of names, "
+                f"not a single string (write [{(from_agents or tags)!r}])"
+            )
+        self.agent.subscriptions.append(
+            Subscription(
+                types=frozenset(registry.name_of(m) for m in models),
+                where=normalize_predicates(where),
+                from_agents=frozenset(from_agents) if from_agents is not None else None,
+                tags=frozenset(tags) if tags is not None else None,
+            )
+        )
+        return self._changed()
+
+    def publishes(self, *types: type[BaseModel]) -> AgentBuilder:
+        """The model types this agent's outputs may have."""
+        for t in types:
+            model = _model_type(t, role="publishes", agent=self.agent.name)
+            if model not in self.agent.outputs:
+                self.agent.outputs.append(model)
+        return self._changed()
+
+    def with_engines(self, *engines: Engine | Callable[..., Any]) -> AgentBuilder:
+        """Replace the engines; a plain function becomes a :class:`FunctionEngine`."""
+        resolved: list[Engine] = []
+        for engine in engines:
+            if isinstance(engine, Engine):
+                resolved.append(engine)
+            elif callable(engine) and not inspect.isclass(engine):
+                resolved.append(FunctionEngine(engine))
+            else:
+                raise ConfigurationError(
+                    f"agent {self.agent.name!r}: with_engines() takes Engine instances or "
+                    f"functions, got {engine!r}"
+                )
+        if not resolved:
+            raise ConfigurationError(f"agent {self.agent.name!r}: with_engines() needs an engine")
+        self.agent.engines = resolved
+        return self._changed()
+
+    def with_utilities(self, *components: AgentComponent) -> AgentBuilder:
+        """Add components (after the default OutputUtilityComponent)."""
+        for component in components:
+            if not isinstance(component, AgentComponent) or isinstance(component, Engine):
+                raise ConfigurationError(
+                    f"agent {self.agent.name!r}: with_utilities() takes AgentComponent "
+                    f"instances (engines go to with_engines()), got {component!r}"
+                )
+            self.agent.utilities.append(component)
+        return self._changed()
+
+    def without_output(self) -> AgentBuilder:
+        """Drop the default OutputUtilityComponent."""
+        self.agent.utilities = [
+            c for c in self.agent.utilities if not isinstance(c, OutputUtilityComponent)
+        ]
+        return self._changed()
+
+    def max_concurrency(self, n: int) -> AgentBuilder:
+        """At most ``n`` runs of this agent at once (default 2)."""
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigurationError(
+                f"agent {self.agent.name!r}: max_concurrency must be an int ≥ 1, got {n!r}"
+            )
+        self.agent.max_concurrency = n
+        self.agent._semaphore = None
+        return self
+
+    def prevent_self_trigger(self, enabled: bool = True) -> AgentBuilder:
+        """Whether the agent ignores artifacts it published itself (default True)."""
+        self.agent.prevent_self_trigger = bool(enabled)
+        return self
+
+    def retries(self, n: int, *, backoff: float = 0.5) -> AgentBuilder:
+        """Retry a failed run up to ``n`` times, waiting ``backoff * 2**k`` seconds between."""
+        if not isinstance(n, int) or n < 0 or backoff < 0:
+            raise ConfigurationError(
+                f"agent {self.agent.name!r}: retries needs n ≥ 0 and backoff ≥ 0, "
+                f"got n={n!r}, backoff={backoff!r}"
+            )
+        self.agent.retries = n
+        self.agent.retry_backoff = backoff
+        return self
+
+    def timeout(self, seconds: float | None) -> AgentBuilder:
+        """Fail a run (with ``TimeoutError``) that takes longer than ``seconds``."""
+        if seconds is not None and not seconds > 0:
+            raise ConfigurationError(
+                f"agent {self.agent.name!r}: timeout must be > 0 seconds or None, got {seconds!r}"
+            )
+        self.agent.timeout = seconds
+        return self
+
+    def model(self, name: str) -> AgentBuilder:
+        """The LLM model for this agent's default engine (overrides the Flock's)."""
+        self.agent.model = name
+        return self

@@ -1,0 +1,65 @@
+"""Artifacts: the immutable envelopes in which validated payloads live on the blackboard."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry.trace import SpanContext
+from pydantic import BaseModel
+
+__all__ = ["EXTERNAL", "Artifact"]
+
+EXTERNAL = "external"
+"""``produced_by`` of artifacts published from outside any agent."""
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Artifact:
+    """A validated payload on the blackboard, with where it came from.
+
+    Attributes:
+        type: the registered type name of ``payload`` (see :mod:`flock.registry`).
+        payload: the validated Pydantic model.
+        produced_by: the agent that published it, or ``"external"``.
+        correlation_id: groups the artifacts of one workflow; outputs inherit it from inputs.
+        tags: free labels given at publish time.
+        span_context: the trace context of the span that published it, so consumers can be
+            parented to it or linked to it (W3C ``traceparent`` via :attr:`traceparent`).
+    """
+
+    type: str
+    payload: BaseModel
+    produced_by: str = EXTERNAL
+    correlation_id: str = field(default_factory=new_id)
+    tags: frozenset[str] = frozenset()
+    id: str = field(default_factory=new_id)
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    span_context: SpanContext | None = None
+
+    @property
+    def traceparent(self) -> str | None:
+        """The W3C ``traceparent`` of the publishing span, or ``None`` if untraced."""
+        ctx = self.span_context
+        if ctx is None or not ctx.is_valid:
+            return None
+        return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (for the dashboard, exports and logs)."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "payload": self.payload.model_dump(mode="json"),
+            "produced_by": self.produced_by,
+            "correlation_id": self.correlation_id,
+            "tags": sorted(self.tags),
+            "created_at": self.created_at.isoformat(),
+            "traceparent": self.traceparent,
+        }

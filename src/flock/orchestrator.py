@@ -1,0 +1,548 @@
+"""The orchestrator: a typed blackboard that schedules agents as artifacts appear.
+
+Example:
+    >>> import asyncio
+    >>> from pydantic import BaseModel
+    >>> from flock.orchestrator import Flock
+    >>> from flock.registry import flock_type
+    >>> @flock_type
+    ... class Question(BaseModel):
+    ...     text: str
+    >>> @flock_type
+    ... class Answer(BaseModel):
+    ...     text: str
+    >>> flock = Flock()
+    >>> _ = (
+    ...     flock.agent("echo")
+    ...     .consumes(Question)
+    ...     .publishes(Answer)
+    ...     .with_engines(lambda q: Answer(text=q.text.upper()))
+    ... )
+    >>> async def main():
+    ...     await flock.publish(Question(text="hi"))
+    ...     await flock.run_until_idle()
+    ...     return await flock.store.query(type="flock.orchestrator.Answer")
+    >>> [a.payload.text for a in asyncio.run(main())]
+    ['HI']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.trace import Span, TracerProvider
+from pydantic import BaseModel, ValidationError
+
+from flock.agent import Agent, AgentBuilder
+from flock.artifacts import EXTERNAL, Artifact, new_id
+from flock.components import RunContext
+from flock.exceptions import (
+    AgentFailures,
+    AgentRunError,
+    ConfigurationError,
+    PayloadValidationError,
+    RegistryError,
+    RunawayLoopError,
+)
+from flock.registry import registry
+from flock.store.base import Store
+from flock.store.memory import MemoryStore
+from flock.subscription import matches
+from flock.tracing._instrument import Instrument
+
+if TYPE_CHECKING:
+    from flock.tracing.workflow import Workflows
+
+__all__ = ["Flock"]
+
+log = logging.getLogger("flock")
+
+PublishInput = BaseModel | dict[str, Any]
+
+
+class _ClassOrInstanceMethod:
+    """Lets ``Flock.clear_traces(...)`` be called on the class and on an instance alike."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+        self.__doc__ = fn.__doc__
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        return self.fn
+
+
+class Flock:
+    """A blackboard of typed artifacts and the agents that react to them.
+
+    Args:
+        model: default LLM model of agents that use the default :class:`DSPyEngine`
+            (a LiteLLM name such as ``"openai/gpt-4o"``).
+        store: where artifacts live (default: a new :class:`MemoryStore`).
+        max_agent_runs: how often one agent may run within one workflow (one correlation
+            id) before the orchestrator stops it as a runaway loop.
+        tracer_provider: the OpenTelemetry provider for flock's spans; by default the
+            global one, set up from the environment on first use (see :mod:`flock.tracing`).
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        store: Store | None = None,
+        max_agent_runs: int = 1000,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
+        if model is not None and not isinstance(model, str):
+            raise ConfigurationError(f"model must be a string like 'openai/gpt-4o', got {model!r}")
+        if store is not None and not isinstance(store, Store):
+            raise ConfigurationError(f"store must be a flock.store.Store, got {store!r}")
+        if not isinstance(max_agent_runs, int) or max_agent_runs < 1:
+            raise ConfigurationError(f"max_agent_runs must be an int ≥ 1, got {max_agent_runs!r}")
+        self.model = model
+        self.store: Store = store if store is not None else MemoryStore()
+        self.max_agent_runs = max_agent_runs
+        self._tracer_provider = tracer_provider
+        self._instrument: Instrument | None = None
+        self._workflows: Workflows | None = None
+        self._agents: dict[str, Agent] = {}
+        self._routes: dict[str, list[Agent]] | None = None
+        self._checked = False
+        self._runs: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._failures: list[AgentRunError] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._idle: asyncio.Event | None = None
+        self._idle_loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"Flock(model={self.model!r}, agents={list(self._agents)!r})"
+
+    # Agents ---------------------------------------------------------------
+
+    def agent(self, name: str) -> AgentBuilder:
+        """Declare a new agent; chain ``.consumes(...)``, ``.publishes(...)`` etc. on the result."""
+        if not isinstance(name, str) or not name.strip() or not name.isprintable():
+            raise ConfigurationError(
+                f"agent name must be a non-empty printable string, got {name!r}"
+            )
+        if name == EXTERNAL:
+            raise ConfigurationError(f"{EXTERNAL!r} is reserved for artifacts published from outside")
+        if name in self._agents:
+            raise ConfigurationError(
+                f"an agent named {name!r} already exists; pick another name or reuse "
+                f"flock.get_agent({name!r})"
+            )
+        agent = Agent(name, flock=self)
+        self._agents[name] = agent
+        self._agents_changed()
+        return AgentBuilder(agent)
+
+    @property
+    def agents(self) -> list[Agent]:
+        return list(self._agents.values())
+
+    def get_agent(self, name: str) -> Agent:
+        try:
+            return self._agents[name]
+        except KeyError:
+            raise ConfigurationError(
+                f"no agent named {name!r} (agents: {', '.join(self._agents) or 'none'})"
+            ) from None
+
+    def _agents_changed(self) -> None:
+        self._routes = None
+        self._checked = False
+
+    def _prepare(self) -> Instrument:
+        """Checks the agents once after each change and resolves tracing (cheap when done)."""
+        if not self._checked:
+            for agent in self._agents.values():
+                agent.check()
+            self._checked = True
+        if self._instrument is None:
+            from flock.tracing.setup import instrument_for
+
+            self._instrument, self._workflows = instrument_for(self._tracer_provider)
+        return self._instrument
+
+    def _route(self, type_name: str) -> list[Agent]:
+        if self._routes is None:
+            routes: dict[str, list[Agent]] = {}
+            for agent in self._agents.values():
+                for t in agent.consumed_types:
+                    routes.setdefault(t, []).append(agent)
+            self._routes = routes
+        return self._routes.get(type_name, [])
+
+    # Publishing -----------------------------------------------------------
+
+    async def publish(
+        self,
+        obj: PublishInput | Sequence[PublishInput],
+        *,
+        correlation_id: str | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> Any:
+        """Validate and store ``obj`` (a model, a ``{"type", "payload"}`` dict, or a list of
+        them) and schedule every agent it matches. Returns the artifact (or list of them).
+
+        Nothing is stored if any item fails validation.
+        """
+        if isinstance(obj, list | tuple):
+            return await self.publish_many(obj, correlation_id=correlation_id, tags=tags)
+        return (await self._publish([obj], correlation_id, tags))[0]
+
+    async def publish_many(
+        self,
+        objs: Iterable[PublishInput],
+        *,
+        correlation_id: str | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> list[Artifact]:
+        """Publish several items at once: all are validated before any is stored."""
+        return await self._publish(list(objs), correlation_id, tags)
+
+    async def _publish(
+        self, objs: list[Any], correlation_id: str | None, tags: Iterable[str] | None
+    ) -> list[Artifact]:
+        instrument = self._prepare()
+        if correlation_id is not None and (not isinstance(correlation_id, str) or not correlation_id):
+            raise ConfigurationError(f"correlation_id must be a non-empty string, got {correlation_id!r}")
+        if isinstance(tags, str):
+            raise ConfigurationError(f"tags takes a list of strings, not a string: write [{tags!r}]")
+        tag_set = frozenset(tags) if tags else frozenset()
+        payloads = [self._validate(obj) for obj in objs]
+        workflows = self._workflows
+        if workflows is not None:
+            workflows.auto_begin()
+        with instrument.span("Flock.publish", {"flock.artifact.count": len(payloads)}) as span:
+            span_context = span.get_span_context() if instrument.enabled else None
+            artifacts = [
+                Artifact(
+                    type=type_name,
+                    payload=payload,
+                    correlation_id=correlation_id or new_id(),
+                    tags=tag_set,
+                    span_context=span_context,
+                )
+                for type_name, payload in payloads
+            ]
+            if instrument.enabled:
+                span.set_attribute("flock.artifact.ids", [a.id for a in artifacts])
+                span.set_attribute("flock.artifact.types", sorted({a.type for a in artifacts}))
+            await self.store.put(artifacts)
+            for artifact in artifacts:
+                self._schedule(artifact)
+        return artifacts
+
+    def _validate(self, obj: Any) -> tuple[str, BaseModel]:
+        """(type name, validated model) for a publishable object, or a clear error."""
+        if isinstance(obj, BaseModel):
+            model_cls = type(obj)
+            if not registry.is_registered(model_cls):
+                raise RegistryError(
+                    f"{model_cls.__qualname__} is not a registered flock type; decorate it with "
+                    "@flock_type or declare it in an agent's consumes()/publishes()"
+                )
+            try:
+                # Re-validate: the instance may have been mutated or built with model_construct.
+                payload = model_cls.model_validate(obj.model_dump(), strict=False)
+            except ValidationError as exc:
+                raise PayloadValidationError(
+                    f"{model_cls.__qualname__} payload is invalid; nothing was stored:\n{exc}"
+                ) from exc
+            return registry.name_of(model_cls), payload
+        if isinstance(obj, dict):
+            if "type" not in obj:
+                raise PayloadValidationError(
+                    f"a dict needs a 'type' key naming a registered type, got keys {sorted(obj)!r}; "
+                    "publish {'type': 'Idea', 'payload': {...}} or a model instance"
+                )
+            type_name = obj["type"]
+            if not isinstance(type_name, str):
+                raise PayloadValidationError(f"'type' must be a string, got {type_name!r}")
+            model_cls = registry.resolve(type_name)
+            data = obj.get("payload", {k: v for k, v in obj.items() if k != "type"})
+            try:
+                return registry.name_of(model_cls), model_cls.model_validate(data)
+            except ValidationError as exc:
+                raise PayloadValidationError(
+                    f"{type_name} payload is invalid; nothing was stored:\n{exc}"
+                ) from exc
+        raise PayloadValidationError(
+            f"publish() takes a registered Pydantic model instance or a {{'type', 'payload'}} "
+            f"dict, got {type(obj).__name__}: {obj!r:.200}"
+        )
+
+    # Scheduling -----------------------------------------------------------
+
+    def _idle_event(self) -> asyncio.Event:
+        loop = asyncio.get_running_loop()
+        if self._idle is None or self._idle_loop is not loop:
+            self._idle = asyncio.Event()
+            self._idle_loop = loop
+            if not self._tasks:
+                self._idle.set()
+        return self._idle
+
+    def _schedule(self, artifact: Artifact) -> None:
+        for agent in self._route(artifact.type):
+            if agent.prevent_self_trigger and artifact.produced_by == agent.name:
+                continue
+            try:
+                if not any(matches(sub, artifact) for sub in agent.subscriptions):
+                    continue
+            except Exception as exc:
+                self._fail(agent, (artifact,), exc, what="its where= predicate raised")
+                continue
+            key = (artifact.correlation_id, agent.name)
+            self._runs[key] += 1
+            if self._runs[key] > self.max_agent_runs:
+                if self._runs[key] == self.max_agent_runs + 1:
+                    error = RunawayLoopError(
+                        f"agent {agent.name!r} ran {self.max_agent_runs} times in workflow "
+                        f"{artifact.correlation_id!r} and was stopped as a runaway loop; fix the "
+                        "loop or raise Flock(max_agent_runs=...)",
+                        agent=agent.name,
+                        artifacts=(artifact,),
+                    )
+                    log.error("%s", error)
+                    self._failures.append(error)
+                continue
+            self._spawn(agent, (artifact,))
+
+    def _spawn(self, agent: Agent, artifacts: tuple[Artifact, ...]) -> None:
+        idle = self._idle_event()
+        idle.clear()
+        task = asyncio.get_running_loop().create_task(
+            self._run(agent, artifacts), name=f"flock:{agent.name}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # a bug in flock itself
+            log.error("flock internal error", exc_info=task.exception())
+        if not self._tasks and self._idle is not None:
+            self._idle.set()
+
+    async def _run(self, agent: Agent, artifacts: tuple[Artifact, ...]) -> None:
+        try:
+            await self._attempts(agent, artifacts, publish=True)
+        except AgentRunError as error:
+            self._failures.append(error)
+        except Exception as exc:  # e.g. the store failed while recording the run
+            self._failures.append(self._error(agent, artifacts, exc, attempts=1))
+
+    async def _attempts(
+        self, agent: Agent, artifacts: tuple[Artifact, ...], *, publish: bool
+    ) -> list[Artifact]:
+        """Run ``agent`` with retries; raise :class:`AgentRunError` when every attempt failed."""
+        instrument = self._prepare()
+        run_id = new_id()
+        correlation_id = artifacts[0].correlation_id
+        emit = self._emit if publish else self._wrap_outputs
+        async with agent.semaphore():
+            for attempt in range(1, agent.retries + 2):
+                ctx = RunContext(
+                    agent=agent,
+                    store=self.store,
+                    correlation_id=correlation_id,
+                    run_id=run_id,
+                    attempt=attempt,
+                    model=agent.model or self.model,
+                )
+                try:
+                    outputs = await agent.execute(
+                        ctx, list(artifacts), instrument=instrument, emit=emit
+                    )
+                except Exception as exc:
+                    if attempt <= agent.retries:
+                        log.warning(
+                            "agent %r failed (attempt %d of %d), retrying: %r",
+                            agent.name, attempt, agent.retries + 1, exc,
+                        )
+                        await asyncio.sleep(agent.retry_backoff * 2 ** (attempt - 1))
+                        continue
+                    raise self._error(agent, artifacts, exc, attempts=attempt) from exc
+                for artifact in artifacts:
+                    await self.store.record_consumption(artifact.id, agent.name)
+                return outputs
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _error(
+        self, agent: Agent, artifacts: tuple[Artifact, ...], exc: BaseException, *, attempts: int
+    ) -> AgentRunError:
+        inputs = ", ".join(f"{a.type} {a.id}" for a in artifacts)
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        error = AgentRunError(
+            f"agent {agent.name!r} failed{tries} on {inputs}: {type(exc).__name__}: {exc}",
+            agent=agent.name,
+            artifacts=artifacts,
+            attempts=attempts,
+        )
+        error.__cause__ = exc
+        log.error("%s", error, exc_info=exc)
+        return error
+
+    def _fail(self, agent: Agent, artifacts: tuple[Artifact, ...], exc: Exception, *, what: str) -> None:
+        error = self._error(agent, artifacts, exc, attempts=1)
+        error.args = (f"{error.args[0]} ({what})",)
+        self._failures.append(error)
+
+    async def _wrap_outputs(self, ctx: RunContext, outputs: list[BaseModel]) -> list[Artifact]:
+        from opentelemetry import trace
+
+        span_context = trace.get_current_span().get_span_context()
+        return [
+            Artifact(
+                type=registry.name_of(type(o)),
+                payload=o,
+                produced_by=ctx.agent.name,
+                correlation_id=ctx.correlation_id,
+                span_context=span_context if span_context.is_valid else None,
+            )
+            for o in outputs
+        ]
+
+    async def _emit(self, ctx: RunContext, outputs: list[BaseModel]) -> list[Artifact]:
+        """Publish an agent's outputs (inside its Agent.execute span) and schedule them."""
+        artifacts = await self._wrap_outputs(ctx, outputs)
+        if artifacts:
+            await self.store.put(artifacts)
+            for artifact in artifacts:
+                self._schedule(artifact)
+        return artifacts
+
+    # Running --------------------------------------------------------------
+
+    async def run_until_idle(self, *, timeout: float | None = None) -> None:
+        """Wait until no agent run is pending or running.
+
+        Raises:
+            AgentFailures: agent runs failed since the previous call (the others completed);
+                each failure names the agent, its inputs and the original exception.
+            TimeoutError: ``timeout`` seconds passed first (the runs keep going).
+        """
+        instrument = self._prepare()
+        try:
+            with instrument.span("Flock.run_until_idle") as span:
+                await self._wait_idle(timeout)
+                await self.shutdown()
+                self._runs.clear()
+                failures, self._failures = self._failures, []
+                if instrument.enabled:
+                    span.set_attribute("flock.failures", len(failures))
+                if failures:
+                    raise AgentFailures(
+                        f"{len(failures)} agent run(s) failed: "
+                        + "; ".join(sorted({f.agent for f in failures})),
+                        failures,
+                    )
+        except BaseException as exc:
+            if self._workflows is not None:
+                await self._workflows.auto_end(exc)
+            raise
+        if self._workflows is not None:
+            await self._workflows.auto_end()
+
+    async def _wait_idle(self, timeout: float | None) -> None:
+        idle = self._idle_event()
+        if timeout is None:
+            await idle.wait()
+            return
+        try:
+            await asyncio.wait_for(idle.wait(), timeout)
+        except TimeoutError:
+            agents = sorted({t.get_name() for t in self._tasks})
+            raise TimeoutError(
+                f"run_until_idle timed out after {timeout}s with {len(self._tasks)} agent "
+                f"run(s) still going ({', '.join(agents)}); they keep running"
+            ) from None
+
+    async def invoke(
+        self,
+        agent: AgentBuilder | Agent | str,
+        obj: BaseModel,
+        *,
+        publish_outputs: bool = False,
+        correlation_id: str | None = None,
+    ) -> list[Artifact]:
+        """Run one agent once on ``obj`` and return its output artifacts.
+
+        With ``publish_outputs=True`` the input and the outputs are stored and the outputs
+        are scheduled to their subscribers (once); otherwise nothing touches the blackboard.
+
+        Raises:
+            AgentRunError: the run failed (after its retries).
+        """
+        target = self._resolve_agent(agent)
+        instrument = self._prepare()
+        type_name, payload = self._validate(obj)
+        if type_name not in target.consumed_types:
+            raise PayloadValidationError(
+                f"agent {target.name!r} consumes {', '.join(sorted(target.consumed_types))}, "
+                f"not {type_name}"
+            )
+        with instrument.span("Flock.invoke", {"gen_ai.agent.name": target.name}) as span:
+            artifact = Artifact(
+                type=type_name,
+                payload=payload,
+                correlation_id=correlation_id or new_id(),
+                span_context=span.get_span_context() if instrument.enabled else None,
+            )
+            if publish_outputs:
+                await self.store.put([artifact])
+            return await self._attempts(target, (artifact,), publish=publish_outputs)
+
+    def _resolve_agent(self, agent: AgentBuilder | Agent | str) -> Agent:
+        if isinstance(agent, AgentBuilder):
+            agent = agent.agent
+        if isinstance(agent, str):
+            return self.get_agent(agent)
+        if not isinstance(agent, Agent) or self._agents.get(agent.name) is not agent:
+            raise ConfigurationError(f"{agent!r} is not an agent of this Flock")
+        return agent
+
+    async def shutdown(self) -> None:
+        """Flush traces (without waiting); the Flock stays usable. Called by run_until_idle."""
+        instrument = self._prepare()
+        with instrument.span("Flock.shutdown"):
+            if self._workflows is not None:
+                self._workflows.request_flush()
+
+    # Tracing --------------------------------------------------------------
+
+    @asynccontextmanager
+    async def traced_run(self, name: str = "workflow") -> AsyncIterator[Span]:
+        """Group everything inside into one trace under a root span called ``name``.
+
+        The span carries ``flock.workflow=true`` and ``workflow.name``, as does every span
+        inside it; an exception is recorded on it and re-raised. Spans are in the trace file
+        when the outermost ``traced_run`` exits.
+
+        Example:
+            >>> async def main(flock):
+            ...     async with flock.traced_run("pizza_workflow") as span:
+            ...         span.set_attribute("pipeline.version", "2.0")
+        """
+        self._prepare()
+        assert self._workflows is not None
+        async with self._workflows.workflow(name) as span:
+            yield span
+
+    @_ClassOrInstanceMethod
+    def clear_traces(db_path: str = ".flock/traces.duckdb") -> dict[str, Any]:  # noqa: N805
+        """Delete every span in the trace file and reclaim its space.
+
+        Returns ``{"success": bool, "deleted_count": int, "error": str | None}``; a missing or
+        unreadable file gives ``success=False`` with the reason, never an exception.
+        """
+        from flock.tracing.store import clear_traces
+
+        return clear_traces(db_path)

@@ -1,0 +1,44 @@
+"""The blackboard store interface."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from flock.artifacts import Artifact
+
+__all__ = ["Store"]
+
+
+class Store(ABC):
+    """Where artifacts live. Implementations must be safe to call from one event loop."""
+
+    @abstractmethod
+    async def put(self, artifacts: Sequence[Artifact]) -> None:
+        """Store validated artifacts (all of them, or none on error)."""
+
+    @abstractmethod
+    async def get(self, artifact_id: str) -> Artifact | None:
+        """The artifact with this id, or ``None``."""
+
+    @abstractmethod
+    async def query(
+        self,
+        *,
+        type: str | None = None,
+        correlation_id: str | None = None,
+        produced_by: str | None = None,
+        limit: int | None = None,
+    ) -> list[Artifact]:
+        """Artifacts matching every given filter, oldest first (the newest ``limit`` if given)."""
+
+    @abstractmethod
+    async def record_consumption(self, artifact_id: str, agent: str) -> None:
+        """Remember that ``agent`` consumed the artifact."""
+
+    @abstractmethod
+    async def consumers(self, artifact_id: str) -> list[str]:
+        """The agents that consumed the artifact, in order."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources. The default does nothing."""

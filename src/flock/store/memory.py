@@ -1,0 +1,69 @@
+"""The default in-memory store."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from flock.artifacts import Artifact
+from flock.store.base import Store
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(Store):
+    """Keeps artifacts in dicts, indexed by type, correlation id and producer."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, Artifact] = {}
+        self._by_type: defaultdict[str, list[Artifact]] = defaultdict(list)
+        self._by_correlation: defaultdict[str, list[Artifact]] = defaultdict(list)
+        self._by_producer: defaultdict[str, list[Artifact]] = defaultdict(list)
+        self._consumers: defaultdict[str, list[str]] = defaultdict(list)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    async def put(self, artifacts: Sequence[Artifact]) -> None:
+        for artifact in artifacts:
+            self._by_id[artifact.id] = artifact
+            self._by_type[artifact.type].append(artifact)
+            self._by_correlation[artifact.correlation_id].append(artifact)
+            self._by_producer[artifact.produced_by].append(artifact)
+
+    async def get(self, artifact_id: str) -> Artifact | None:
+        return self._by_id.get(artifact_id)
+
+    async def query(
+        self,
+        *,
+        type: str | None = None,
+        correlation_id: str | None = None,
+        produced_by: str | None = None,
+        limit: int | None = None,
+    ) -> list[Artifact]:
+        # Start from the smallest index that applies, then filter by the rest.
+        candidates: list[list[Artifact]] = []
+        if type is not None:
+            candidates.append(self._by_type.get(type, []))
+        if correlation_id is not None:
+            candidates.append(self._by_correlation.get(correlation_id, []))
+        if produced_by is not None:
+            candidates.append(self._by_producer.get(produced_by, []))
+        base = min(candidates, key=len) if candidates else list(self._by_id.values())
+        result = [
+            a
+            for a in base
+            if (type is None or a.type == type)
+            and (correlation_id is None or a.correlation_id == correlation_id)
+            and (produced_by is None or a.produced_by == produced_by)
+        ]
+        if limit is not None:
+            result = result[-limit:] if limit > 0 else []
+        return result
+
+    async def record_consumption(self, artifact_id: str, agent: str) -> None:
+        self._consumers[artifact_id].append(agent)
+
+    async def consumers(self, artifact_id: str) -> list[str]:
+        return list(self._consumers.get(artifact_id, []))

@@ -1,0 +1,263 @@
+"""The span processor that writes finished spans into the DuckDB trace file.
+
+``on_end`` only appends the span to a queue (a few hundred nanoseconds, never any I/O). A
+background thread wakes every ``flush_interval`` seconds (or when ``batch_size`` spans are
+waiting, or a flush is requested), encodes the spans as one Arrow table and appends it with
+a single INSERT over a connection that it opens and closes around the write, so other
+processes can open the file read-only between flushes.
+
+When the file is locked by another process the spans stay queued and the write is retried
+with backoff; nothing is dropped unless the queue exceeds ``max_queue`` spans, and drops are
+counted (``dropped``) and reported on stderr, never silent.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from flock.exceptions import TracingError
+from flock.tracing.store import connect, spans_to_arrow
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from flock.tracing._attributes import Redactor
+
+__all__ = ["DuckDBSpanProcessor", "active_writers"]
+
+log = logging.getLogger("flock.tracing")
+
+_WRITERS: weakref.WeakSet[DuckDBSpanProcessor] = weakref.WeakSet()
+ENCODE_CHUNK = 512  # spans encoded between GIL releases, to keep the event loop responsive
+
+
+def active_writers(path: str | Path) -> Iterator[DuckDBSpanProcessor]:
+    """The processors of this process that write to ``path``."""
+    resolved = Path(path).resolve()
+    return (w for w in list(_WRITERS) if w.path == resolved)
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    return "lock" in str(exc).lower()
+
+
+class DuckDBSpanProcessor(SpanProcessor):
+    """Queues finished spans and writes them to ``path`` from a background thread."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        flush_interval: float = 1.0,
+        batch_size: int = 100_000,
+        max_queue: int = 2_000_000,
+        max_attribute_chars: int = 4096,
+        redact: Redactor | None = None,
+        exit_timeout: float = 10.0,
+    ) -> None:
+        self.path = Path(path).resolve()
+        self.flush_interval = flush_interval
+        self.batch_size = batch_size
+        self.max_queue = max_queue
+        self.max_attribute_chars = max_attribute_chars
+        self.redact = redact
+        self.exit_timeout = exit_timeout
+        self.dropped = 0
+        self.written = 0
+        self.last_error: str | None = None
+        self._queue: deque[ReadableSpan | threading.Event] = deque()
+        self._wake = threading.Event()
+        self._file_lock = threading.Lock()
+        self._stopping = False
+        self._closed = False
+        self._warned_lock = False
+        self._check_file()
+        self._thread = threading.Thread(target=self._loop, name="flock-trace-writer", daemon=True)
+        self._thread.start()
+        _WRITERS.add(self)
+        atexit.register(self.shutdown)
+
+    def _check_file(self) -> None:
+        try:
+            connect(self.path).close()
+        except Exception as exc:
+            if is_lock_error(exc):
+                return  # another process reads it right now; the writer will retry
+            raise TracingError(
+                f"cannot use trace file {str(self.path)!r}: {type(exc).__name__}: {exc}. "
+                "Move or delete the file (or set FLOCK_TRACE_DB to another path, or "
+                "FLOCK_TRACE_FILE=false to trace without a file)."
+            ) from exc
+
+    # SpanProcessor --------------------------------------------------------
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        queue = self._queue
+        if len(queue) >= self.max_queue:
+            self._drop(1)
+            return
+        queue.append(span)
+        if len(queue) >= self.batch_size:
+            self._wake.set()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Write every span queued so far; False if that did not finish in time."""
+        if self._closed or not self._thread.is_alive():
+            return not self._queue
+        marker = threading.Event()
+        self._queue.append(marker)
+        self._wake.set()
+        return marker.wait(timeout_millis / 1000)
+
+    def request_flush(self) -> None:
+        """Ask the writer to flush soon, without waiting."""
+        self._wake.set()
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(self.exit_timeout + 5)
+        lost = sum(1 for item in self._queue if isinstance(item, ReadableSpan))
+        if lost or self.dropped:
+            print(
+                f"flock: {lost + self.dropped} span(s) could not be written to {self.path} "
+                f"({self.dropped} dropped over the queue bound, {lost} unwritten at exit"
+                f"{': ' + self.last_error if self.last_error else ''})",
+                file=sys.stderr,
+            )
+        atexit.unregister(self.shutdown)
+
+    # Writer thread --------------------------------------------------------
+
+    def _drop(self, n: int) -> None:
+        if not self.dropped:
+            log.warning(
+                "flock trace queue is full (%d spans); dropping spans until the writer catches "
+                "up (the count is reported at exit)",
+                self.max_queue,
+            )
+        self.dropped += n
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            stopping = self._stopping
+            try:
+                self._drain(deadline=time.monotonic() + self.exit_timeout if stopping else None)
+            except Exception as exc:  # never let the writer die silently
+                error = f"{type(exc).__name__}: {exc}"
+                if error != self.last_error:
+                    log.exception("flock trace writer failed; spans stay queued and are retried")
+                self.last_error = error
+                time.sleep(min(self.flush_interval, 1.0))
+            if stopping:
+                return
+
+    def _drain(self, *, deadline: float | None) -> None:
+        queue = self._queue
+        while queue:
+            batch: list[ReadableSpan] = []
+            markers: list[threading.Event] = []
+            while queue and len(batch) < self.batch_size:
+                item = queue.popleft()
+                if isinstance(item, threading.Event):
+                    markers.append(item)
+                    break  # write what precedes the marker, then release its waiter
+                batch.append(item)
+            if batch:
+                try:
+                    written = self._write(batch, deadline=deadline)
+                except Exception:
+                    queue.extendleft(reversed([*batch, *markers]))
+                    raise
+                if not written:
+                    queue.extendleft(reversed([*batch, *markers]))
+                    return
+            for marker in markers:
+                marker.set()
+
+    def _encode(self, batch: list[ReadableSpan]) -> Any:
+        import pyarrow as pa
+
+        tables = []
+        for i in range(0, len(batch), ENCODE_CHUNK):
+            tables.append(
+                spans_to_arrow(
+                    batch[i : i + ENCODE_CHUNK],
+                    max_chars=self.max_attribute_chars,
+                    redact=self.redact,
+                )
+            )
+            time.sleep(0)  # let the event loop thread take the GIL
+        return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+    def _write(self, batch: list[ReadableSpan], *, deadline: float | None) -> bool:
+        """Append ``batch``; retry while the file is locked. False: give up for now."""
+        table = self._encode(batch)
+        delay = 0.05
+        while True:
+            try:
+                with self._file_lock:
+                    conn = connect(self.path)
+                    try:
+                        conn.register("flock_batch", table)
+                        conn.execute("INSERT INTO spans SELECT * FROM flock_batch")
+                    finally:
+                        conn.close()
+            except Exception as exc:
+                if not is_lock_error(exc):
+                    raise
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if not self._warned_lock:
+                    self._warned_lock = True
+                    log.warning(
+                        "trace file %s is locked by another process; keeping spans in memory "
+                        "and retrying",
+                        self.path,
+                    )
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    return False
+                if deadline is None and not self._stopping and delay >= 1.0:
+                    # Keep retrying from the loop so newly queued spans join the same write.
+                    time.sleep(delay)
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            self.written += len(batch)
+            self._warned_lock = False
+            self.last_error = None
+            return True
+
+    def pause(self) -> _Paused:
+        """Hold off writes (e.g. while the file is cleared in this process)."""
+        return _Paused(self._file_lock)
+
+
+class _Paused:
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()

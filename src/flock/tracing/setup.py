@@ -1,0 +1,237 @@
+"""Tracing set-up from the environment, done on first use of a Flock (never at import).
+
+| variable | default | effect |
+|---|---|---|
+| ``FLOCK_AUTO_TRACE`` | ``true`` | install an OpenTelemetry SDK provider if none is set |
+| ``FLOCK_TRACE_FILE`` | ``true`` | write spans to the DuckDB trace file |
+| ``FLOCK_TRACE_DB`` | ``.flock/traces.duckdb`` | where the trace file is |
+| ``FLOCK_TRACE_FLUSH_INTERVAL`` | ``1.0`` | seconds between background writes |
+| ``FLOCK_AUTO_WORKFLOW_TRACE`` | ``false`` | group publish…run_until_idle into one workflow trace |
+| ``OTEL_SDK_DISABLED`` | ``false`` | turn all tracing off |
+| ``OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`` | unset | also export over OTLP |
+| ``OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`` | ``http/protobuf`` | ``grpc`` or ``http/protobuf`` |
+| ``OTEL_SERVICE_NAME`` | ``flock`` | ``service.name`` of the spans |
+
+A tracer provider the application installed itself is respected: flock adds its processors
+to it instead of replacing it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+
+from flock.exceptions import TracingError
+from flock.tracing._instrument import Instrument
+from flock.tracing.store import DEFAULT_DB_PATH
+from flock.tracing.workflow import WorkflowSpanProcessor, Workflows
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
+
+    from flock.tracing._attributes import Redactor
+    from flock.tracing.processor import DuckDBSpanProcessor
+
+__all__ = ["TracingSettings", "configure", "instrument_for"]
+
+log = logging.getLogger("flock.tracing")
+_lock = threading.Lock()
+_TRUE = ("1", "true", "yes", "on")
+
+
+def env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    return value.strip().lower() in _TRUE
+
+
+@dataclass(slots=True)
+class TracingSettings:
+    """What :func:`configure` set up (one per tracer provider)."""
+
+    provider: Any
+    file: DuckDBSpanProcessor | None = None
+    workflow_processor: WorkflowSpanProcessor | None = None
+    redact: Redactor | None = None
+
+
+_configured: dict[int, TracingSettings] = {}
+
+
+def _sdk_disabled() -> bool:
+    return env_flag("OTEL_SDK_DISABLED", False)
+
+
+def _is_sdk_provider(provider: object) -> bool:
+    from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
+
+    return isinstance(provider, SDKTracerProvider)
+
+
+def configure(
+    provider: Any | None = None,
+    *,
+    trace_file: bool | None = None,
+    db_path: str | None = None,
+    redact: Redactor | None = None,
+    max_attribute_chars: int | None = None,
+) -> TracingSettings | None:
+    """Set up tracing for flock (idempotent per provider); ``None`` when tracing is off.
+
+    Args:
+        provider: an SDK ``TracerProvider``; default: the global one, or a new one installed
+            globally when ``FLOCK_AUTO_TRACE`` is on and none is set.
+        trace_file: write to the DuckDB file (default ``FLOCK_TRACE_FILE``, true; only for
+            the global provider unless given).
+        db_path: the trace file (default ``FLOCK_TRACE_DB`` or ``.flock/traces.duckdb``).
+        redact: ``redact(key, value) -> value | None`` applied to attributes before they are
+            written to the file (``None`` drops the attribute).
+        max_attribute_chars: longer string attributes are truncated with a marker.
+    """
+    if _sdk_disabled():
+        return None
+    with _lock:
+        explicit = provider is not None
+        if provider is None:
+            provider = trace.get_tracer_provider()
+            if not _is_sdk_provider(provider):
+                if not env_flag("FLOCK_AUTO_TRACE", True):
+                    return None
+                provider = _new_provider()
+                trace.set_tracer_provider(provider)
+        elif not _is_sdk_provider(provider):
+            return None  # a custom API provider: use it as it is
+        settings = _configured.get(id(provider))
+        if settings is None or settings.provider is not provider:
+            settings = TracingSettings(provider=provider)
+            settings.workflow_processor = WorkflowSpanProcessor()
+            provider.add_span_processor(settings.workflow_processor)
+            _configured[id(provider)] = settings
+        want_file = trace_file if trace_file is not None else (
+            not explicit and env_flag("FLOCK_TRACE_FILE", True)
+        )
+        if want_file and settings.file is None:
+            settings.file = _file_processor(
+                db_path or os.environ.get("FLOCK_TRACE_DB") or DEFAULT_DB_PATH,
+                redact=redact,
+                max_attribute_chars=max_attribute_chars,
+            )
+            if settings.file is not None:
+                provider.add_span_processor(settings.file)
+                _install_sigterm_flush()
+        return settings
+
+
+def _new_provider() -> SDKTracerProvider:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
+
+    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "flock"}
+    provider = SDKTracerProvider(resource=Resource.create(attributes))
+    exporter = _otlp_exporter()
+    if exporter is not None:
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def _otlp_exporter() -> Any | None:
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if not endpoint:
+        return None
+    protocol = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    elif protocol in ("http/protobuf", "http/json"):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
+            OTLPSpanExporter,
+        )
+    else:
+        warnings.warn(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported (use 'grpc' or "
+            "'http/protobuf'); OTLP export is off",
+            stacklevel=2,
+        )
+        return None
+    # The exporters read the endpoint, headers, timeout etc. from the OTEL_* variables.
+    return OTLPSpanExporter()
+
+
+def _file_processor(
+    path: str, *, redact: Redactor | None, max_attribute_chars: int | None
+) -> DuckDBSpanProcessor | None:
+    from flock.tracing.processor import DuckDBSpanProcessor
+
+    try:
+        interval = float(os.environ.get("FLOCK_TRACE_FLUSH_INTERVAL", "1.0"))
+    except ValueError:
+        interval = 1.0
+    try:
+        return DuckDBSpanProcessor(
+            path,
+            flush_interval=interval,
+            redact=redact,
+            max_attribute_chars=max_attribute_chars or 4096,
+        )
+    except TracingError as exc:
+        warnings.warn(f"flock tracing without a trace file: {exc}", RuntimeWarning, stacklevel=3)
+        return None
+
+
+_sigterm_installed = False
+
+
+def _install_sigterm_flush() -> None:
+    """On SIGTERM, exit through SystemExit so atexit flushes the trace file.
+
+    Only when SIGTERM has its default handler (the application's own handler wins) and we are
+    in the main thread.
+    """
+    global _sigterm_installed
+    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def _on_sigterm(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    _sigterm_installed = True
+
+
+def instrument_for(provider: Any | None) -> tuple[Instrument, Workflows]:
+    """The span helper and workflow manager a Flock uses, set up from the environment."""
+    auto = env_flag("FLOCK_AUTO_WORKFLOW_TRACE", False)
+    settings = configure(provider)
+    if settings is None:
+        if provider is not None and not _sdk_disabled():
+            tracer = provider.get_tracer("flock")
+            return Instrument(tracer), Workflows(tracer, auto=auto)
+        return Instrument(None), Workflows(None)
+    from flock import __version__
+
+    tracer = settings.provider.get_tracer("flock", __version__)
+    file = settings.file
+    return Instrument(tracer), Workflows(
+        tracer,
+        flush=(lambda: file.force_flush(10_000)) if file is not None else None,
+        request_flush=file.request_flush if file is not None else None,
+        auto=auto,
+    )
