@@ -44,6 +44,9 @@ __all__ = ["TracingSettings", "configure", "instrument_for"]
 log = logging.getLogger("flock.tracing")
 _lock = threading.Lock()
 _TRUE = ("1", "true", "yes", "on")
+EXIT_FLUSH_WAIT_MS = 2_000
+"""How long the exit of traced_run waits for its spans to be written (e.g. while another
+process holds the file); after that they stay queued and are written on the next chance."""
 
 
 def env_flag(name: str, default: bool) -> bool:
@@ -231,7 +234,7 @@ def instrument_for(provider: Any | None) -> tuple[Instrument, Workflows]:
     file = settings.file
     return Instrument(tracer), Workflows(
         tracer,
-        flush=(lambda: file.force_flush(10_000)) if file is not None else None,
+        flush=(lambda: file.force_flush(EXIT_FLUSH_WAIT_MS)) if file is not None else None,
         request_flush=file.request_flush if file is not None else None,
         auto=auto,
     )

@@ -1,0 +1,272 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from flock import Flock
+from flock.tracing import configure
+from flock.tracing._attributes import flatten, nest
+from flock.tracing.processor import DuckDBSpanProcessor
+from tests.models import Idea, Pizza
+
+# The seed's queries, as printed in the docs (the first with the GROUP BY fix).
+WORKFLOWS_QUERY = """
+    SELECT
+        trace_id,
+        json_extract(attributes, '$.workflow.name') as workflow_name,
+        COUNT(*) as span_count,
+        MIN(start_time) as start_time,
+        MAX(end_time) as end_time,
+        (MAX(end_time) - MIN(start_time)) / 1000000.0 as duration_ms
+    FROM spans
+    WHERE json_extract(attributes, '$.flock.workflow') = 'true'
+    GROUP BY trace_id, workflow_name
+    ORDER BY start_time DESC
+"""
+SLOWEST_QUERY = """
+SELECT
+    json_extract(attributes, '$.workflow.name') as workflow,
+    AVG((end_time - start_time) / 1000000.0) as avg_duration_ms,
+    COUNT(*) as executions
+FROM spans
+WHERE name LIKE '%workflow%'
+  AND json_extract(attributes, '$.flock.workflow') = 'true'
+GROUP BY workflow
+ORDER BY avg_duration_ms DESC
+LIMIT 10
+"""
+PARENT_QUERY = """
+    SELECT name, parent_id
+    FROM spans
+    WHERE trace_id = '{trace_id}'
+    ORDER BY start_time
+"""
+
+
+@pytest.fixture
+def traced(tmp_path: Path) -> Iterator[tuple[TracerProvider, DuckDBSpanProcessor, Path]]:
+    db = tmp_path / ".flock" / "traces.duckdb"
+    provider = TracerProvider()
+    settings = configure(provider, trace_file=True, db_path=str(db))
+    assert settings is not None and settings.file is not None
+    yield provider, settings.file, db
+    settings.file.shutdown()
+
+
+def pizza_flock(provider: TracerProvider) -> Flock:
+    flock = Flock("openai/gpt-4o", tracer_provider=provider)
+    flock.agent("chef").consumes(Idea).publishes(Pizza).with_engines(
+        lambda idea: Pizza(name=f"{idea.topic} pizza")
+    )
+    return flock
+
+
+async def run_workflow(flock: Flock, name: str, n: int = 1) -> None:
+    async with flock.traced_run(name):
+        for i in range(n):
+            await flock.publish(Idea(topic=f"t{i}"))
+        await flock.run_until_idle()
+
+
+async def test_seed_queries_return_the_right_rows(traced) -> None:  # type: ignore[no-untyped-def]
+    provider, _, db = traced
+    flock = pizza_flock(provider)
+    await run_workflow(flock, "pizza_workflow")
+    await run_workflow(flock, "pizza_workflow")
+    await run_workflow(flock, "batch_workflow", n=3)
+    await flock.publish(Idea(topic="untraced"))  # a root trace outside any workflow
+    await flock.run_until_idle()
+    await asyncio_flush(flock)
+
+    conn = duckdb.connect(str(db), read_only=True)
+    try:
+        spans_per_workflow = {
+            trace_id: count
+            for trace_id, count in conn.execute(
+                "SELECT trace_id, count(*) FROM spans GROUP BY trace_id"
+            ).fetchall()
+        }
+        rows = conn.execute(WORKFLOWS_QUERY).fetchall()
+        assert [r[1] for r in rows] == ['"batch_workflow"', '"pizza_workflow"', '"pizza_workflow"']
+        for trace_id, _, span_count, start, end, duration in rows:
+            assert span_count == spans_per_workflow[trace_id]  # all spans of the workflow
+            root_start, root_end = conn.execute(
+                "SELECT start_time, end_time FROM spans WHERE trace_id = ? AND parent_id IS NULL",
+                [trace_id],
+            ).fetchone()
+            assert (start, end) == (root_start, root_end)  # its whole duration
+            assert duration == pytest.approx((root_end - root_start) / 1e6)
+        assert rows[0][2] == 1 + 3 * 5 + 2  # root, 3 x (publish, execute, 2 hooks, engine), run, shutdown
+        slowest = conn.execute(SLOWEST_QUERY).fetchall()
+        assert sorted((w, n) for w, _, n in slowest) == [('"batch_workflow"', 1), ('"pizza_workflow"', 2)]
+        trace_id = rows[-1][0]
+        listing = conn.execute(PARENT_QUERY.format(trace_id=trace_id)).fetchall()
+        names = [name for name, _ in listing]
+        assert names[0] == "pizza_workflow" and listing[0][1] is None
+        ids = dict(conn.execute("SELECT name, span_id FROM spans WHERE trace_id = ?", [trace_id]).fetchall())
+        parents = dict(listing)
+        assert parents["Flock.publish"] == ids["pizza_workflow"]
+        assert parents["Agent.execute"] == ids["Flock.publish"]
+        assert parents["Flock.shutdown"] == ids["Flock.run_until_idle"]
+    finally:
+        conn.close()
+
+
+async def asyncio_flush(flock: Flock) -> None:
+    assert flock._workflows is not None
+    await flock._workflows.flush()
+
+
+async def test_spans_are_in_the_file_when_traced_run_exits(traced) -> None:  # type: ignore[no-untyped-def]
+    provider, processor, db = traced
+    processor.flush_interval = 3600  # only the exit of traced_run may write
+    flock = pizza_flock(provider)
+    await run_workflow(flock, "pizza_workflow")
+    conn = duckdb.connect(str(db), read_only=True)
+    try:
+        assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 8
+    finally:
+        conn.close()
+
+
+async def test_columns_and_json(traced) -> None:  # type: ignore[no-untyped-def]
+    provider, _, db = traced
+    flock = pizza_flock(provider)
+    await run_workflow(flock, "pizza_workflow")
+    conn = duckdb.connect(str(db), read_only=True)
+    try:
+        cols = {r[0]: r[1] for r in conn.execute("DESCRIBE spans").fetchall()}
+        for name in ("trace_id", "span_id", "parent_id", "name", "service", "operation", "kind", "status_code", "status_description"):
+            assert cols[name] == "VARCHAR"
+        assert cols["start_time"] == cols["end_time"] == "BIGINT"
+        assert cols["duration_ms"] == "DOUBLE"
+        for name in ("attributes", "events", "links", "resource"):
+            assert cols[name] == "JSON"
+        row = conn.execute(
+            "SELECT attributes, links, resource, kind, status_code, start_time, end_time, duration_ms "
+            "FROM spans WHERE name = 'Agent.execute'"
+        ).fetchone()
+        attributes, links, resource = (json.loads(v) for v in row[:3])
+        assert attributes["gen_ai"]["agent"]["name"] == "chef"
+        assert attributes["workflow"]["name"] == "pizza_workflow"
+        assert links[0]["attributes"]["flock.artifact.type"].endswith("Idea")
+        assert "telemetry.sdk.name" in resource
+        assert row[3] == "INTERNAL" and row[4] == "UNSET"
+        assert row[6] > row[5] > 1_600_000_000 * 10**9  # integer ns since the epoch
+        assert row[7] == pytest.approx((row[6] - row[5]) / 1e6)
+    finally:
+        conn.close()
+
+
+async def test_long_attributes_are_capped_and_redaction_applies(tmp_path: Path) -> None:
+    db = tmp_path / "t.duckdb"
+    provider = TracerProvider()
+    settings = configure(
+        provider,
+        trace_file=True,
+        db_path=str(db),
+        max_attribute_chars=100,
+        redact=lambda key, value: None if "secret" in key else value,
+    )
+    assert settings is not None and settings.file is not None
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("capped") as span:
+        span.set_attribute("big", "x" * 10_000)
+        span.set_attribute("api.secret", "hunter2")
+        span.set_attribute("keep", "ok")
+    assert settings.file.force_flush()
+    settings.file.shutdown()
+    conn = duckdb.connect(str(db), read_only=True)
+    attributes = json.loads(conn.execute("SELECT attributes FROM spans").fetchone()[0])
+    conn.close()
+    assert attributes["big"] == "x" * 100 + "…[truncated 9900 chars]"
+    assert attributes["keep"] == "ok"
+    assert "api" not in attributes
+
+
+def test_clear_traces_contract(tmp_path: Path) -> None:
+    missing = Flock.clear_traces(str(tmp_path / "nope.duckdb"))
+    assert missing["success"] is False and missing["deleted_count"] == 0
+    assert "not found" in missing["error"]
+
+
+async def test_clear_traces_deletes_and_reclaims_space(traced) -> None:  # type: ignore[no-untyped-def]
+    provider, processor, db = traced
+    flock = pizza_flock(provider)
+    for _ in range(50):
+        await run_workflow(flock, "pizza_workflow", n=20)
+    assert processor.force_flush()
+    size_before = db.stat().st_size
+    result = flock.clear_traces(str(db))  # on an instance
+    assert result == {"success": True, "deleted_count": 50 * (2 + 20 * 5 + 1), "error": None}
+    assert db.stat().st_size < size_before
+    again = Flock.clear_traces(str(db))  # on the class
+    assert again == {"success": True, "deleted_count": 0, "error": None}
+    await run_workflow(flock, "after_clear")
+    assert processor.force_flush()
+    conn = duckdb.connect(str(db), read_only=True)
+    assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 8
+    conn.close()
+
+
+def test_clear_traces_on_a_non_trace_file(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.duckdb"
+    bogus.write_text("not a database")
+    result = Flock.clear_traces(str(bogus))
+    assert result["success"] is False and result["error"]
+
+
+READER = """
+import duckdb, sys, time
+conn = duckdb.connect(sys.argv[1], read_only=True)
+print(conn.execute("SELECT count(*) FROM spans").fetchone()[0], flush=True)
+time.sleep(float(sys.argv[2]))
+conn.close()
+"""
+
+
+async def test_reader_process_holding_the_file_loses_no_span(traced, caplog) -> None:  # type: ignore[no-untyped-def]
+    provider, processor, db = traced
+    processor.flush_interval = 0.05
+    flock = pizza_flock(provider)
+    await run_workflow(flock, "before_reader")
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(db), "2"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert reader.stdout is not None
+        assert int(reader.stdout.readline()) == 8  # the reader sees the flushed workflow
+        flock_workflows = 20
+        for i in range(flock_workflows):
+            await run_workflow(flock, f"during_reader_{i}")  # exits even though the file is locked
+        assert "locked by another process" in caplog.text
+    finally:
+        reader.wait(10)
+        reader.stdout.close()
+    deadline = time.monotonic() + 20
+    while processor.written < 8 * 21 and time.monotonic() < deadline:
+        processor.force_flush(1000)
+    assert processor.dropped == 0
+    conn = duckdb.connect(str(db), read_only=True)
+    try:
+        assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 8 * 21
+    finally:
+        conn.close()
+
+
+def test_nest_round_trip_keeps_leaf_and_prefix() -> None:
+    flat = {"a": 1, "a.b": 2, "a.b.c": "x", "flock.workflow": True, "z": [1, 2]}
+    nested = nest(flat, max_chars=100)
+    assert nested["flock"] == {"workflow": True}
+    assert nested["a"] == {"": 1, "b": {"": 2, "c": "x"}}
+    assert flatten(nested) == flat
+    reverse = dict(reversed(list(flat.items())))
+    assert flatten(nest(reverse, max_chars=100)) == flat
