@@ -28,7 +28,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.trace import Link
+from opentelemetry.trace import Link, StatusCode
 from pydantic import BaseModel, ValidationError
 
 from flock.artifacts import Artifact
@@ -170,6 +170,11 @@ class Agent:
                     async with asyncio.timeout(self.timeout):
                         published = await self._steps(ctx, inputs, instrument, emit)
             except BaseException as error:
+                if not isinstance(error, Exception) and instrument.enabled:
+                    # OpenTelemetry leaves CancelledError/SystemExit unrecorded; an interrupted
+                    # run did not complete, so mark it.
+                    span.record_exception(error)
+                    span.set_status(StatusCode.ERROR, f"interrupted: {type(error).__name__}")
                 for component in self.hooks("on_error"):
                     with instrument.span(f"{type(component).__name__}.on_error"):
                         await component.on_error(ctx, error)

@@ -1,0 +1,416 @@
+"""Benchmark workloads for *our* flock, run by the benchmark scripts in a fresh process.
+
+    python _child_ours.py WORKLOAD PARAMS_JSON RESULT_PATH
+
+Runs in a temporary working directory; writes one JSON object (figures + peak RSS) to
+RESULT_PATH. Not meant to be run by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+# Shared shapes ------------------------------------------------------------------
+
+
+class LagProbe:
+    """Sleeps 1 ms in a loop on the event loop and records how late each wake-up is."""
+
+    def __init__(self, interval: float = 0.001) -> None:
+        self.interval = interval
+        self.overshoots_ms: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+        self._running = False
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._running:
+            before = loop.time()
+            await asyncio.sleep(self.interval)
+            self.overshoots_ms.append((loop.time() - before - self.interval) * 1000)
+
+    def start(self) -> None:
+        self._running = True
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+
+    async def stop(self) -> dict[str, Any]:
+        self._running = False
+        if self._task is not None:
+            await self._task
+        return lag_stats(self.overshoots_ms)
+
+
+def lag_stats(samples: list[float]) -> dict[str, Any]:
+    if not samples:
+        return {"ticks": 0, "max_ms": None, "p99_ms": None, "median_ms": None}
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return {
+        "ticks": len(samples),
+        "max_ms": ordered[-1],
+        "p99_ms": p99,
+        "median_ms": statistics.median(ordered),
+    }
+
+
+def make_types(count: int) -> list[type[BaseModel]]:
+    from pydantic import create_model
+
+    from flock import flock_type
+
+    return [
+        flock_type(create_model(f"Item{i}", __module__="bench", text=(str, ...), n=(int, ...)))
+        for i in range(count)
+    ]
+
+
+def build_flock(topology: str, engine: str) -> tuple[Any, type[BaseModel], int]:
+    """A Flock with plain-Python engines; (flock, input type, outputs per input)."""
+    from flock import Flock
+
+    flock = Flock()
+
+    def engine_for(out: type[BaseModel]) -> Any:
+        if engine == "async":
+
+            async def fn(item: Any) -> BaseModel:
+                return out(text=item.text, n=item.n + 1)
+
+        else:
+
+            def fn(item: Any) -> BaseModel:  # type: ignore[misc]
+                return out(text=item.text, n=item.n + 1)
+
+        return fn
+
+    if topology == "one":
+        a, b = make_types(2)
+        flock.agent("a").consumes(a).publishes(b).with_engines(engine_for(b))
+        return flock, a, 1
+    if topology == "chain":
+        t = make_types(4)
+        for i in range(3):
+            flock.agent(f"a{i}").consumes(t[i]).publishes(t[i + 1]).with_engines(
+                engine_for(t[i + 1])
+            )
+        return flock, t[0], 3
+    if topology == "fanout":
+        t = make_types(6)
+        for i in range(5):
+            flock.agent(f"a{i}").consumes(t[0]).publishes(t[i + 1]).with_engines(
+                engine_for(t[i + 1])
+            )
+        return flock, t[0], 5
+    raise SystemExit(f"unknown topology {topology!r}")
+
+
+# Workloads ----------------------------------------------------------------------
+
+
+async def throughput(p: dict[str, Any]) -> dict[str, Any]:
+    """N inputs published one by one, then run_until_idle (optionally traced, with a lag probe)."""
+    flock, in_type, fan = build_flock(p["topology"], p["engine"])
+    n, warmup = int(p["n"]), int(p.get("warmup", 0))
+    if warmup:
+        for i in range(warmup):
+            await flock.publish(in_type(text=f"warm {i}", n=i))
+        await flock.run_until_idle()
+        settings = _settings()
+        if settings is not None and settings.file is not None:
+            settings.file.force_flush(60_000)
+    probe = LagProbe() if p.get("lag") else None
+    if probe:
+        probe.start()
+    before = len(flock.store)
+    t0 = time.perf_counter()
+    if p.get("publish_many"):
+        await flock.publish_many([in_type(text=f"idea {i}", n=i) for i in range(n)])
+    else:
+        for i in range(n):
+            await flock.publish(in_type(text=f"idea {i}", n=i))
+    t_published = time.perf_counter()
+    await flock.run_until_idle()
+    t_idle = time.perf_counter()
+    settings = _settings()
+    spans_written = None
+    if settings is not None and settings.file is not None:
+        await asyncio.to_thread(settings.file.force_flush, 600_000)
+        spans_written = settings.file.written
+    t_flushed = time.perf_counter()
+    lag = await probe.stop() if probe else None
+    stored = len(flock.store) - before
+    expected = n * (1 + fan)
+    return {
+        "n": n,
+        "stored": stored,
+        "complete": stored == expected,
+        "publish_s": t_published - t0,
+        "idle_s": t_idle - t0,
+        "flushed_s": t_flushed - t0,
+        "per_s": n / (t_idle - t0),
+        "per_s_flushed": n / (t_flushed - t0),
+        "spans_written": spans_written,
+        "lag": lag,
+    }
+
+
+def _settings() -> Any:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        return None
+    from flock.tracing.setup import _configured
+
+    return _configured.get(id(provider))
+
+
+SPAN_ATTRS = {
+    "gen_ai.agent.name": "chef",
+    "flock.run_id": "8f0c2f6e-3c1b-4bd4-9a43-2d1c8a0d6f11",
+    "flock.attempt": 1,
+    "flock.input.ids": ["0b9d8c4e-1f7a-4c3b-8f55-6a2e9d7c1b03"],
+}
+
+
+def span_cost(p: dict[str, Any]) -> dict[str, Any]:
+    """ns per span (enter + exit of a current span with 4 attributes), best of `repeats` loops."""
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+    variant, m, repeats = p["variant"], int(p["m"]), int(p.get("repeats", 3))
+    provider = TracerProvider()
+    writer = None
+    if variant == "bare_noop_processor":
+        provider.add_span_processor(SpanProcessor())
+    elif variant in ("flock", "flock_writer_idle"):
+        from flock.tracing import configure
+
+        if variant == "flock":
+            settings = configure(provider, trace_file=True, db_path="traces.duckdb")
+            assert settings is not None and settings.file is not None
+            writer = settings.file
+        else:  # flock's processors, the writer told not to run during the loop
+            from flock.tracing.processor import DuckDBSpanProcessor
+            from flock.tracing.workflow import WorkflowSpanProcessor
+
+            provider.add_span_processor(WorkflowSpanProcessor())  # type: ignore[arg-type]
+            writer = DuckDBSpanProcessor(
+                "traces.duckdb", flush_interval=3600, batch_size=10**9, max_queue=10**9
+            )
+            provider.add_span_processor(writer)
+    elif variant != "bare_no_processor":
+        raise SystemExit(f"unknown variant {variant!r}")
+
+    if variant.startswith("flock"):
+        from flock.tracing._instrument import Instrument
+
+        instrument = Instrument(provider.get_tracer("flock"))
+
+        def one() -> None:
+            with instrument.span("Agent.execute", SPAN_ATTRS):
+                pass
+    else:
+        tracer = provider.get_tracer("bench")
+
+        def one() -> None:
+            with tracer.start_as_current_span("Agent.execute", attributes=SPAN_ATTRS):
+                pass
+
+    for _ in range(1000):
+        one()
+    loops = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        for _ in range(m):
+            one()
+        loops.append((time.perf_counter_ns() - t0) / m)
+    result: dict[str, Any] = {"ns_per_span": min(loops), "loops_ns": loops, "m": m}
+    if writer is not None:
+        t0 = time.perf_counter()
+        writer.force_flush(600_000)
+        result["flush_after_s"] = time.perf_counter() - t0
+        result["written"] = writer.written
+    return result
+
+
+def make_spans(m: int, *, payload_chars: int = 120) -> list[Any]:
+    """m finished SDK spans shaped like flock's Agent.execute spans (not timed)."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "flock"}))
+    tracer = provider.get_tracer("flock")
+    text = ("x" * payload_chars)[:payload_chars]
+    spans = []
+    with tracer.start_as_current_span("pizza_workflow") as root:
+        root.set_attribute("flock.workflow", True)
+        for i in range(m):
+            span = tracer.start_span(
+                "Agent.execute",
+                attributes={
+                    **SPAN_ATTRS,
+                    "flock.workflow": True,
+                    "workflow.name": "pizza_workflow",
+                    "flock.correlation_id": f"corr-{i % 997}",
+                    "input.value": f'{{"topic":"{text}","n":{i}}}',
+                },
+            )
+            span.end()
+            spans.append(span)
+    return spans
+
+
+def writer(p: dict[str, Any]) -> dict[str, Any]:
+    """Push m finished spans through DuckDBSpanProcessor; spans/s until force_flush returns."""
+    from flock.tracing.processor import DuckDBSpanProcessor
+
+    m = int(p["m"])
+    spans = make_spans(m)
+    proc = DuckDBSpanProcessor("traces.duckdb")
+    t0 = time.perf_counter()
+    for span in spans:
+        proc.on_end(span)
+    t_queued = time.perf_counter()
+    ok = proc.force_flush(600_000)
+    t1 = time.perf_counter()
+    proc.shutdown()
+    import duckdb
+
+    with duckdb.connect("traces.duckdb", read_only=True) as conn:
+        row = conn.execute("SELECT count(*) FROM spans").fetchone()
+    count = int(row[0]) if row else 0
+    return {
+        "m": m,
+        "flushed": ok,
+        "rows": count,
+        "enqueue_s": t_queued - t0,
+        "total_s": t1 - t0,
+        "spans_per_s": m / (t1 - t0),
+        "file_bytes": _file_bytes(Path("traces.duckdb")),
+    }
+
+
+def _file_bytes(path: Path) -> int:
+    total = 0
+    for p in (path, path.with_name(path.name + ".wal")):
+        if p.exists():
+            total += p.stat().st_size
+    return total
+
+
+async def lag(p: dict[str, Any]) -> dict[str, Any]:
+    """Event-loop lag (1 ms sleeper) while m spans are encoded and written in the background."""
+    from flock.tracing.processor import DuckDBSpanProcessor
+
+    m = int(p["m"])
+    spans = make_spans(m)
+    proc = DuckDBSpanProcessor("traces.duckdb")
+    idle = LagProbe()
+    idle.start()
+    await asyncio.sleep(0.5)
+    baseline = await idle.stop()
+    probe = LagProbe()
+    probe.start()
+    t0 = time.perf_counter()
+    chunk = 2000
+    for i in range(0, m, chunk):  # the spans "end" in bursts, as a busy app's would
+        for span in spans[i : i + chunk]:
+            proc.on_end(span)
+        await asyncio.sleep(0)
+    await asyncio.to_thread(proc.force_flush, 600_000)
+    write_s = time.perf_counter() - t0
+    during = await probe.stop()
+    proc.shutdown()
+    return {"m": m, "write_s": write_s, "written": proc.written, "idle": baseline, "during": during}
+
+
+async def pizza(p: dict[str, Any]) -> dict[str, Any]:
+    """The seed-like workflow, traced into .flock/traces.duckdb, `runs` times."""
+    from flock import Flock, flock_type
+
+    @flock_type
+    class Idea(BaseModel):
+        topic: str
+
+    @flock_type
+    class Pizza(BaseModel):
+        name: str
+        toppings: list[str]
+        steps: list[str]
+
+    async def chef(idea: Idea) -> Pizza:
+        return Pizza(
+            name=f"{idea.topic} pizza",
+            toppings=["tomato", "mozzarella", "basil", idea.topic],
+            steps=["make dough", "add sauce", "add toppings", "bake at 250°C for 10 min"],
+        )
+
+    flock = Flock()
+    flock.agent("pizza_master").consumes(Idea).publishes(Pizza).with_engines(chef)
+    runs = int(p["runs"])
+    t0 = time.perf_counter()
+    for i in range(runs):
+        async with flock.traced_run("pizza_workflow"):
+            await flock.publish(Idea(topic=f"pineapple {i}"))
+            await flock.run_until_idle()
+    elapsed = time.perf_counter() - t0
+    settings = _settings()
+    settings.provider.shutdown()
+    return {"runs": runs, "elapsed_s": elapsed, **trace_file_stats(Path(".flock/traces.duckdb"))}
+
+
+def trace_file_stats(path: Path) -> dict[str, Any]:
+    import duckdb
+
+    size = _file_bytes(path)
+    with duckdb.connect(str(path), read_only=True) as conn:
+        spans, attr_bytes = conn.execute(
+            "SELECT count(*), coalesce(sum(strlen(attributes::VARCHAR)), 0) FROM spans"
+        ).fetchone()  # type: ignore[misc]
+        by_name = conn.execute(
+            "SELECT name, count(*), avg(strlen(attributes::VARCHAR)) FROM spans "
+            "GROUP BY name ORDER BY 3 DESC LIMIT 8"
+        ).fetchall()
+    return {
+        "file_bytes": size,
+        "spans": int(spans),
+        "attr_bytes": int(attr_bytes),
+        "bytes_per_1000_spans": size / spans * 1000 if spans else None,
+        "top_spans": [[name, int(c), float(a)] for name, c, a in by_name],
+    }
+
+
+WORKLOADS = {
+    "throughput": throughput,
+    "span_cost": span_cost,
+    "writer": writer,
+    "lag": lag,
+    "pizza": pizza,
+}
+
+
+def main() -> None:
+    name, params, out = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3])
+    fn = WORKLOADS[name]
+    result = asyncio.run(fn(params)) if asyncio.iscoroutinefunction(fn) else fn(params)
+    result["peak_rss_mb"] = peak_rss_mb()
+    out.write_text(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""Benchmark workloads for the baseline (flock-core 0.5.7), run in the peer's own venv.
+
+    /path/to/peer-venv/bin/python _child_peer.py WORKLOAD PARAMS_JSON RESULT_PATH
+
+Imports nothing from this repository (the two packages share the import name ``flock``).
+Tracing is switched by the environment the parent sets (FLOCK_AUTO_TRACE, FLOCK_TRACE_FILE);
+the peer writes its trace file to .flock/traces.duckdb under the working directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, create_model
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+class LagProbe:
+    """Sleeps 1 ms in a loop on the event loop and records how late each wake-up is."""
+
+    def __init__(self, interval: float = 0.001) -> None:
+        self.interval = interval
+        self.overshoots_ms: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+        self._running = False
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._running:
+            before = loop.time()
+            await asyncio.sleep(self.interval)
+            self.overshoots_ms.append((loop.time() - before - self.interval) * 1000)
+
+    def start(self) -> None:
+        self._running = True
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+
+    async def stop(self) -> dict[str, Any]:
+        self._running = False
+        if self._task is not None:
+            await self._task
+        samples = sorted(self.overshoots_ms)
+        if not samples:
+            return {"ticks": 0, "max_ms": None, "p99_ms": None, "median_ms": None}
+        return {
+            "ticks": len(samples),
+            "max_ms": samples[-1],
+            "p99_ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
+            "median_ms": statistics.median(samples),
+        }
+
+
+def make_types(count: int) -> list[type[BaseModel]]:
+    from flock import flock_type
+
+    return [
+        flock_type(create_model(f"Item{i}", __module__="bench", text=(str, ...), n=(int, ...)))
+        for i in range(count)
+    ]
+
+
+def engine_for(out: type[BaseModel]) -> Any:
+    """A plain-Python engine: the peer's EngineComponent whose evaluate returns the model
+    (the peer wraps a returned BaseModel into an EvalResult itself)."""
+    from flock.components import EngineComponent
+
+    class FnEngine(EngineComponent):
+        async def evaluate(self, agent: Any, ctx: Any, inputs: Any) -> Any:
+            payload = inputs.artifacts[0].payload
+            return out(text=payload["text"], n=payload["n"] + 1)
+
+    return FnEngine(name=f"fn_{out.__name__}")
+
+
+def build_flock(topology: str) -> tuple[Any, type[BaseModel], int]:
+    from flock import Flock
+
+    flock = Flock()
+    if topology == "one":
+        a, b = make_types(2)
+        flock.agent("a").consumes(a).publishes(b).with_engines(engine_for(b))
+        return flock, a, 1
+    if topology == "chain":
+        t = make_types(4)
+        for i in range(3):
+            flock.agent(f"a{i}").consumes(t[i]).publishes(t[i + 1]).with_engines(
+                engine_for(t[i + 1])
+            )
+        return flock, t[0], 3
+    if topology == "fanout":
+        t = make_types(6)
+        for i in range(5):
+            flock.agent(f"a{i}").consumes(t[0]).publishes(t[i + 1]).with_engines(
+                engine_for(t[i + 1])
+            )
+        return flock, t[0], 5
+    raise SystemExit(f"unknown topology {topology!r}")
+
+
+async def throughput(p: dict[str, Any]) -> dict[str, Any]:
+    flock, in_type, fan = build_flock(p["topology"])
+    n, warmup = int(p["n"]), int(p.get("warmup", 0))
+    if warmup:
+        for i in range(warmup):
+            await flock.publish(in_type(text=f"warm {i}", n=i))
+        await flock.run_until_idle()
+    before = len(await flock.store.list())
+    probe = LagProbe() if p.get("lag") else None
+    if probe:
+        probe.start()
+    t0 = time.perf_counter()
+    for i in range(n):
+        await flock.publish(in_type(text=f"idea {i}", n=i))
+    t_published = time.perf_counter()
+    await flock.run_until_idle()
+    t_idle = time.perf_counter()
+    lag = await probe.stop() if probe else None
+    stored = len(await flock.store.list()) - before
+    return {
+        "n": n,
+        "stored": stored,
+        "complete": stored == n * (1 + fan),
+        "publish_s": t_published - t0,
+        "idle_s": t_idle - t0,
+        "per_s": n / (t_idle - t0),
+        "lag": lag,
+    }
+
+
+def span_cost(p: dict[str, Any]) -> dict[str, Any]:
+    """Cost of one span on the peer's own path: a call of a @traced_and_logged function
+    (what every public method of its agents and components goes through)."""
+    from flock.logging.trace_and_logged import traced_and_logged
+
+    @traced_and_logged
+    def step(run_id: str, attempt: int) -> None:
+        return None
+
+    m, repeats = int(p["m"]), int(p.get("repeats", 3))
+    for _ in range(min(m, 100)):
+        step("8f0c2f6e-3c1b-4bd4-9a43-2d1c8a0d6f11", 1)
+    loops = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        for _ in range(m):
+            step("8f0c2f6e-3c1b-4bd4-9a43-2d1c8a0d6f11", 1)
+        loops.append((time.perf_counter_ns() - t0) / m)
+    return {"ns_per_span": min(loops), "loops_ns": loops, "m": m}
+
+
+def writer(p: dict[str, Any]) -> dict[str, Any]:
+    """The peer's DuckDBSpanExporter: m spans exported one per call (as its
+    SimpleSpanProcessor does) or in one batch call (the most favourable use)."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from flock.logging.telemetry_exporter.duckdb_exporter import DuckDBSpanExporter
+
+    m = int(p["m"])
+    provider = TracerProvider(resource=Resource.create({"service.name": "flock"}))
+    tracer = provider.get_tracer("flock")
+    spans = []
+    for i in range(m):
+        span = tracer.start_span(
+            "Agent.execute",
+            attributes={
+                "gen_ai.agent.name": "chef",
+                "flock.run_id": "8f0c2f6e-3c1b-4bd4-9a43-2d1c8a0d6f11",
+                "flock.attempt": 1,
+                "flock.input.ids": ["0b9d8c4e-1f7a-4c3b-8f55-6a2e9d7c1b03"],
+                "flock.workflow": True,
+                "workflow.name": "pizza_workflow",
+                "flock.correlation_id": f"corr-{i % 997}",
+                "input.value": '{"topic":"' + "x" * 120 + f'","n":{i}}}',
+            },
+        )
+        span.end()
+        spans.append(span)
+    exporter = DuckDBSpanExporter(".flock", "traces.duckdb")
+    t0 = time.perf_counter()
+    if p.get("batch"):
+        exporter.export(spans)
+    else:
+        for span in spans:
+            exporter.export([span])
+    elapsed = time.perf_counter() - t0
+    import duckdb
+
+    with duckdb.connect(".flock/traces.duckdb", read_only=True) as conn:
+        rows = conn.execute("SELECT count(*) FROM spans").fetchone()[0]
+    return {"m": m, "rows": int(rows), "total_s": elapsed, "spans_per_s": m / elapsed}
+
+
+async def pizza(p: dict[str, Any]) -> dict[str, Any]:
+    from flock import Flock, flock_type
+    from flock.components import EngineComponent
+
+    @flock_type
+    class Idea(BaseModel):
+        topic: str
+
+    @flock_type
+    class Pizza(BaseModel):
+        name: str
+        toppings: list[str]
+        steps: list[str]
+
+    class Chef(EngineComponent):
+        async def evaluate(self, agent: Any, ctx: Any, inputs: Any) -> Any:
+            topic = inputs.artifacts[0].payload["topic"]
+            return Pizza(
+                name=f"{topic} pizza",
+                toppings=["tomato", "mozzarella", "basil", topic],
+                steps=["make dough", "add sauce", "add toppings", "bake at 250°C for 10 min"],
+            )
+
+    flock = Flock()
+    flock.agent("pizza_master").consumes(Idea).publishes(Pizza).with_engines(Chef())
+    runs = int(p["runs"])
+    t0 = time.perf_counter()
+    for i in range(runs):
+        async with flock.traced_run("pizza_workflow"):
+            await flock.publish(Idea(topic=f"pineapple {i}"))
+            await flock.run_until_idle()
+    elapsed = time.perf_counter() - t0
+    from opentelemetry import trace
+
+    trace.get_tracer_provider().shutdown()
+    return {"runs": runs, "elapsed_s": elapsed, **trace_file_stats(Path(".flock/traces.duckdb"))}
+
+
+def trace_file_stats(path: Path) -> dict[str, Any]:
+    import duckdb
+
+    size = sum(q.stat().st_size for q in (path, Path(f"{path}.wal")) if q.exists())
+    with duckdb.connect(str(path), read_only=True) as conn:
+        spans, attr_bytes = conn.execute(
+            "SELECT count(*), coalesce(sum(strlen(attributes::VARCHAR)), 0) FROM spans"
+        ).fetchone()
+        by_name = conn.execute(
+            "SELECT name, count(*), avg(strlen(attributes::VARCHAR)) FROM spans "
+            "GROUP BY name ORDER BY 3 DESC LIMIT 8"
+        ).fetchall()
+    return {
+        "file_bytes": size,
+        "spans": int(spans),
+        "attr_bytes": int(attr_bytes),
+        "bytes_per_1000_spans": size / spans * 1000 if spans else None,
+        "top_spans": [[name, int(c), float(a)] for name, c, a in by_name],
+    }
+
+
+WORKLOADS = {"throughput": throughput, "span_cost": span_cost, "writer": writer, "pizza": pizza}
+
+
+def main() -> None:
+    name, params, out = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3])
+    fn = WORKLOADS[name]
+    result = asyncio.run(fn(params)) if asyncio.iscoroutinefunction(fn) else fn(params)
+    result["peak_rss_mb"] = peak_rss_mb()
+    result["auto_trace"] = os.environ.get("FLOCK_AUTO_TRACE")
+    out.write_text(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    main()
