@@ -177,7 +177,9 @@ def machine_note() -> str:
 def report_errors(results: dict[str, Any]) -> None:
     for name, result in results.items():
         if isinstance(result, dict) and "error" in result:
-            print(f"\n!! {name}: {result['error']}\n{result.get('stderr_tail', '')}", file=sys.stderr)
+            print(
+                f"\n!! {name}: {result['error']}\n{result.get('stderr_tail', '')}", file=sys.stderr
+            )
 
 
 def dump_json(path: Path | None, payload: dict[str, Any]) -> None:

@@ -88,7 +88,9 @@ async def test_where_from_agents_and_tags_filters() -> None:
     async def keep(idea: Idea) -> None:
         got.append(idea.topic)
 
-    flock.agent("picky").consumes(Idea, where=lambda i: i.topic.startswith("s"), tags=["hot"]).with_engines(keep)
+    flock.agent("picky").consumes(
+        Idea, where=lambda i: i.topic.startswith("s"), tags=["hot"]
+    ).with_engines(keep)
     flock.agent("only_from_chef").consumes(Pizza, from_agents=["chef"]).with_engines(
         lambda p: got.append("from-chef:" + p.name)
     )
@@ -131,7 +133,9 @@ async def test_sync_function_engine_runs_off_the_event_loop() -> None:
         ("just a string", PayloadValidationError, "got str"),
     ],
 )
-async def test_invalid_payloads_raise_and_store_nothing(obj: object, error: type, fragment: str) -> None:
+async def test_invalid_payloads_raise_and_store_nothing(
+    obj: object, error: type, fragment: str
+) -> None:
     flock = Flock()
     chef(flock)
     with pytest.raises(error, match=fragment):
@@ -187,7 +191,9 @@ def test_builder_misuse_fails_with_a_fix() -> None:
 async def test_agent_without_consumes_fails_at_first_use() -> None:
     flock = Flock()
     flock.agent("lazy").publishes(Pizza)
-    with pytest.raises(ConfigurationError, match=r"consumes nothing; call flock.agent\('lazy'\).consumes"):
+    with pytest.raises(
+        ConfigurationError, match=r"consumes nothing; call flock.agent\('lazy'\).consumes"
+    ):
         await flock.publish(Idea(topic="x"))
     assert await flock.store.query() == []
 
@@ -228,7 +234,9 @@ async def test_wrong_output_type_is_a_failure() -> None:
 async def test_retries_with_backoff_then_success() -> None:
     flock = Flock()
     engine = ScriptedEngine(RuntimeError("flaky"), RuntimeError("flaky"), Pizza(name="third time"))
-    flock.agent("flaky").consumes(Idea).publishes(Pizza).with_engines(engine).retries(2, backoff=0.01)
+    flock.agent("flaky").consumes(Idea).publishes(Pizza).with_engines(engine).retries(
+        2, backoff=0.01
+    )
     await flock.publish(Idea(topic="x"))
     await flock.run_until_idle()
     assert len(engine.calls) == 3
@@ -405,9 +413,9 @@ class Recorder(AgentComponent):
 async def test_hooks_run_in_documented_order() -> None:
     log: list[str] = []
     flock = Flock()
-    flock.agent("a").consumes(Idea).publishes(Pizza).with_utilities(Recorder(log, "r1"), Recorder(log, "r2")).with_engines(
-        ScriptedEngine(lambda i: (log.append("evaluate"), Pizza(name="p"))[1])
-    )
+    flock.agent("a").consumes(Idea).publishes(Pizza).with_utilities(
+        Recorder(log, "r1"), Recorder(log, "r2")
+    ).with_engines(ScriptedEngine(lambda i: (log.append("evaluate"), Pizza(name="p"))[1]))
     await flock.publish(Idea(topic="x"))
     await flock.run_until_idle()
     assert log == [
@@ -452,7 +460,9 @@ async def test_pre_consume_can_drop_inputs() -> None:
     assert [c.topic for c in engine.calls] == ["keep"]
 
 
-async def test_output_component_renders_with_rich(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_output_component_renders_with_rich(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FLOCK_OUTPUT", "rich")
     flock = Flock()
     chef(flock)
@@ -462,7 +472,9 @@ async def test_output_component_renders_with_rich(capsys: pytest.CaptureFixture[
     assert "chef → Pizza" in out and "loud pizza" in out
 
 
-async def test_output_component_quiet_when_not_a_terminal(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_output_component_quiet_when_not_a_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("FLOCK_OUTPUT")
     flock = Flock()
     chef(flock)

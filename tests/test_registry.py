@@ -10,7 +10,9 @@ from flock.registry import TypeRegistry, flock_type, registry
 
 
 def make_module_class(module: str, name: str = "Idea") -> type[BaseModel]:
-    cls = types.new_class(name, (BaseModel,), exec_body=lambda ns: ns.update({"__annotations__": {"x": int}}))
+    cls = types.new_class(
+        name, (BaseModel,), exec_body=lambda ns: ns.update({"__annotations__": {"x": int}})
+    )
     cls.__module__ = module
     cls.__qualname__ = name
     return cls

@@ -9,7 +9,9 @@ from flock.subscription import Subscription, matches
 from tests.models import Idea
 
 
-def artifact(type_: str = "Idea", produced_by: str = "external", tags: frozenset[str] = frozenset()) -> Artifact:
+def artifact(
+    type_: str = "Idea", produced_by: str = "external", tags: frozenset[str] = frozenset()
+) -> Artifact:
     return Artifact(type=type_, payload=Idea(topic="t"), produced_by=produced_by, tags=tags)
 
 

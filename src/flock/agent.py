@@ -227,7 +227,10 @@ def _payload_text(artifacts: Sequence[Artifact]) -> str:
     else:
         text = "[" + ",".join(a.payload.model_dump_json() for a in artifacts) + "]"
     if len(text) > PAYLOAD_ATTRIBUTE_CHARS:
-        return text[:PAYLOAD_ATTRIBUTE_CHARS] + f"…[truncated {len(text) - PAYLOAD_ATTRIBUTE_CHARS} chars]"
+        return (
+            text[:PAYLOAD_ATTRIBUTE_CHARS]
+            + f"…[truncated {len(text) - PAYLOAD_ATTRIBUTE_CHARS} chars]"
+        )
     return text
 
 

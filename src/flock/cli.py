@@ -26,7 +26,9 @@ from flock.tracing.store import DEFAULT_DB_PATH
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(help="flock: agents on a typed blackboard, traced into DuckDB.", no_args_is_help=True)
+app = typer.Typer(
+    help="flock: agents on a typed blackboard, traced into DuckDB.", no_args_is_help=True
+)
 traces_app = typer.Typer(help="Inspect the trace file.", no_args_is_help=True)
 app.add_typer(traces_app, name="traces")
 
@@ -41,13 +43,15 @@ def _console() -> Console:
 
 
 def _fail(message: str) -> typer.Exit:
-    Console(stderr=True, highlight=False).print(f"[red]error:[/red] {message}")
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {message}")
     return typer.Exit(code=1)
 
 
 @app.command()
 def demo(
-    topic: Annotated[str, typer.Option(help="The pizza idea.")] = "spicy pineapple with chili honey",
+    topic: Annotated[
+        str, typer.Option(help="The pizza idea.")
+    ] = "spicy pineapple with chili honey",
     db: DbOption = DEFAULT_DB_PATH,
 ) -> None:
     """Run the pizza workflow inside traced_run and draw its trace.
@@ -72,8 +76,12 @@ def demo(
 @traces_app.command("list")
 def list_traces(
     db: DbOption = DEFAULT_DB_PATH,
-    name: Annotated[str | None, typer.Option(help="Only traces whose root name contains this.")] = None,
-    errors: Annotated[bool, typer.Option("--errors", help="Only traces with an error span.")] = False,
+    name: Annotated[
+        str | None, typer.Option(help="Only traces whose root name contains this.")
+    ] = None,
+    errors: Annotated[
+        bool, typer.Option("--errors", help="Only traces with an error span.")
+    ] = False,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines for scripts.")] = False,
 ) -> None:
@@ -143,7 +151,11 @@ def clear(
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI (``argv`` defaults to ``sys.argv[1:]``) and return its exit code."""
     try:
-        app(args=argv if argv is not None else sys.argv[1:], prog_name="flock", standalone_mode=False)
+        code = app(
+            args=argv if argv is not None else sys.argv[1:],
+            prog_name="flock",
+            standalone_mode=False,
+        )
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
@@ -155,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return exc.exit_code
         raise
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

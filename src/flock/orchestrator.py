@@ -130,7 +130,9 @@ class Flock:
                 f"agent name must be a non-empty printable string, got {name!r}"
             )
         if name == EXTERNAL:
-            raise ConfigurationError(f"{EXTERNAL!r} is reserved for artifacts published from outside")
+            raise ConfigurationError(
+                f"{EXTERNAL!r} is reserved for artifacts published from outside"
+            )
         if name in self._agents:
             raise ConfigurationError(
                 f"an agent named {name!r} already exists; pick another name or reuse "
@@ -210,10 +212,16 @@ class Flock:
         self, objs: list[Any], correlation_id: str | None, tags: Iterable[str] | None
     ) -> list[Artifact]:
         instrument = self._prepare()
-        if correlation_id is not None and (not isinstance(correlation_id, str) or not correlation_id):
-            raise ConfigurationError(f"correlation_id must be a non-empty string, got {correlation_id!r}")
+        if correlation_id is not None and (
+            not isinstance(correlation_id, str) or not correlation_id
+        ):
+            raise ConfigurationError(
+                f"correlation_id must be a non-empty string, got {correlation_id!r}"
+            )
         if isinstance(tags, str):
-            raise ConfigurationError(f"tags takes a list of strings, not a string: write [{tags!r}]")
+            raise ConfigurationError(
+                f"tags takes a list of strings, not a string: write [{tags!r}]"
+            )
         tag_set = frozenset(tags) if tags else frozenset()
         payloads = [self._validate(obj) for obj in objs]
         workflows = self._workflows
@@ -365,7 +373,10 @@ class Flock:
                     if attempt <= agent.retries:
                         log.warning(
                             "agent %r failed (attempt %d of %d), retrying: %r",
-                            agent.name, attempt, agent.retries + 1, exc,
+                            agent.name,
+                            attempt,
+                            agent.retries + 1,
+                            exc,
                         )
                         await asyncio.sleep(agent.retry_backoff * 2 ** (attempt - 1))
                         continue
@@ -390,7 +401,9 @@ class Flock:
         log.error("%s", error, exc_info=exc)
         return error
 
-    def _fail(self, agent: Agent, artifacts: tuple[Artifact, ...], exc: Exception, *, what: str) -> None:
+    def _fail(
+        self, agent: Agent, artifacts: tuple[Artifact, ...], exc: Exception, *, what: str
+    ) -> None:
         error = self._error(agent, artifacts, exc, attempts=1)
         error.args = (f"{error.args[0]} ({what})",)
         self._failures.append(error)
@@ -537,7 +550,7 @@ class Flock:
             yield span
 
     @_ClassOrInstanceMethod
-    def clear_traces(db_path: str = ".flock/traces.duckdb") -> dict[str, Any]:  # noqa: N805
+    def clear_traces(db_path: str = ".flock/traces.duckdb") -> dict[str, Any]:
         """Delete every span in the trace file and reclaim its space.
 
         Returns ``{"success": bool, "deleted_count": int, "error": str | None}``; a missing or

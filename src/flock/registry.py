@@ -82,8 +82,7 @@ class TypeRegistry:
             return self._by_type[model]
         except KeyError:
             raise RegistryError(
-                f"{model.__qualname__} is not a registered flock type; "
-                "decorate it with @flock_type"
+                f"{model.__qualname__} is not a registered flock type; decorate it with @flock_type"
             ) from None
 
     def is_registered(self, model: type[BaseModel]) -> bool:

@@ -37,7 +37,10 @@ def matches(subscription: Subscription, artifact: Artifact) -> bool:
     """
     if artifact.type not in subscription.types:
         return False
-    if subscription.from_agents is not None and artifact.produced_by not in subscription.from_agents:
+    if (
+        subscription.from_agents is not None
+        and artifact.produced_by not in subscription.from_agents
+    ):
         return False
     if subscription.tags is not None and not subscription.tags <= artifact.tags:
         return False

@@ -84,7 +84,9 @@ class SpanCapture:
 def span_tree(spans: Sequence[ReadableSpan], *, trace_id: int | None = None) -> SpanTree:
     """Summarise spans as nested ``(name, children)`` tuples in start order."""
     selected = [
-        s for s in spans if s.context is not None and (trace_id is None or s.context.trace_id == trace_id)
+        s
+        for s in spans
+        if s.context is not None and (trace_id is None or s.context.trace_id == trace_id)
     ]
     ids = {s.context.span_id for s in selected if s.context is not None}
     children: dict[int | None, list[ReadableSpan]] = {}

@@ -104,14 +104,23 @@ async def test_seed_queries_return_the_right_rows(traced) -> None:  # type: igno
             ).fetchone()
             assert (start, end) == (root_start, root_end)  # its whole duration
             assert duration == pytest.approx((root_end - root_start) / 1e6)
-        assert rows[0][2] == 1 + 3 * 5 + 2  # root, 3 x (publish, execute, 2 hooks, engine), run, shutdown
+        assert (
+            rows[0][2] == 1 + 3 * 5 + 2
+        )  # root, 3 x (publish, execute, 2 hooks, engine), run, shutdown
         slowest = conn.execute(SLOWEST_QUERY).fetchall()
-        assert sorted((w, n) for w, _, n in slowest) == [('"batch_workflow"', 1), ('"pizza_workflow"', 2)]
+        assert sorted((w, n) for w, _, n in slowest) == [
+            ('"batch_workflow"', 1),
+            ('"pizza_workflow"', 2),
+        ]
         trace_id = rows[-1][0]
         listing = conn.execute(PARENT_QUERY.format(trace_id=trace_id)).fetchall()
         names = [name for name, _ in listing]
         assert names[0] == "pizza_workflow" and listing[0][1] is None
-        ids = dict(conn.execute("SELECT name, span_id FROM spans WHERE trace_id = ?", [trace_id]).fetchall())
+        ids = dict(
+            conn.execute(
+                "SELECT name, span_id FROM spans WHERE trace_id = ?", [trace_id]
+            ).fetchall()
+        )
         parents = dict(listing)
         assert parents["Flock.publish"] == ids["pizza_workflow"]
         assert parents["Agent.execute"] == ids["Flock.publish"]
@@ -144,7 +153,17 @@ async def test_columns_and_json(traced) -> None:  # type: ignore[no-untyped-def]
     conn = duckdb.connect(str(db), read_only=True)
     try:
         cols = {r[0]: r[1] for r in conn.execute("DESCRIBE spans").fetchall()}
-        for name in ("trace_id", "span_id", "parent_id", "name", "service", "operation", "kind", "status_code", "status_description"):
+        for name in (
+            "trace_id",
+            "span_id",
+            "parent_id",
+            "name",
+            "service",
+            "operation",
+            "kind",
+            "status_code",
+            "status_description",
+        ):
             assert cols[name] == "VARCHAR"
         assert cols["start_time"] == cols["end_time"] == "BIGINT"
         assert cols["duration_ms"] == "DOUBLE"
@@ -238,7 +257,7 @@ async def test_reader_process_holding_the_file_loses_no_span(traced, caplog) -> 
     processor.flush_interval = 0.05
     flock = pizza_flock(provider)
     await run_workflow(flock, "before_reader")
-    reader = subprocess.Popen(
+    reader = subprocess.Popen(  # noqa: ASYNC220 - a helper process, started once
         [sys.executable, "-c", READER, str(db), "2"], stdout=subprocess.PIPE, text=True
     )
     try:

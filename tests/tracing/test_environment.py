@@ -55,17 +55,27 @@ WORKFLOW = textwrap.dedent(
 )
 
 
-def run(tmp_path: Path, mode: str, env: dict[str, str], *, prelude: str = "") -> subprocess.CompletedProcess[str]:
+def run(
+    tmp_path: Path, mode: str, env: dict[str, str], *, prelude: str = ""
+) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "pizza.py"
     script.write_text(prelude + WORKFLOW)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOCK_", "OTEL_"))}
     full_env.update(env)
     return subprocess.run(
-        [sys.executable, str(script), mode], cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=60
+        [sys.executable, str(script), mode],
+        cwd=tmp_path,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
-def rows(db: Path, sql: str = "SELECT name, trace_id, parent_id, status_code, attributes FROM spans ORDER BY start_time") -> list[tuple]:
+def rows(
+    db: Path,
+    sql: str = "SELECT name, trace_id, parent_id, status_code, attributes FROM spans ORDER BY start_time",
+) -> list[tuple]:
     conn = duckdb.connect(str(db), read_only=True)
     try:
         return conn.execute(sql).fetchall()
@@ -106,7 +116,10 @@ def test_auto_workflow_trace_groups_a_plain_script(tmp_path: Path) -> None:
     assert all(json.loads(s[4])["workflow"]["name"] == "pizza_workflow" for s in spans)
 
 
-@pytest.mark.parametrize("env", [{"FLOCK_AUTO_TRACE": "false"}, {"FLOCK_TRACE_FILE": "false"}, {"OTEL_SDK_DISABLED": "true"}])
+@pytest.mark.parametrize(
+    "env",
+    [{"FLOCK_AUTO_TRACE": "false"}, {"FLOCK_TRACE_FILE": "false"}, {"OTEL_SDK_DISABLED": "true"}],
+)
 def test_switches_that_turn_the_file_off(tmp_path: Path, env: dict[str, str]) -> None:
     result = run(tmp_path, "traced", env)
     assert result.returncode == 0, result.stderr
@@ -115,7 +128,9 @@ def test_switches_that_turn_the_file_off(tmp_path: Path, env: dict[str, str]) ->
 
 
 def test_trace_db_and_service_name(tmp_path: Path) -> None:
-    result = run(tmp_path, "traced", {"FLOCK_TRACE_DB": "custom/t.duckdb", "OTEL_SERVICE_NAME": "pizzeria"})
+    result = run(
+        tmp_path, "traced", {"FLOCK_TRACE_DB": "custom/t.duckdb", "OTEL_SERVICE_NAME": "pizzeria"}
+    )
     assert result.returncode == 0, result.stderr
     services = rows(tmp_path / "custom" / "t.duckdb", "SELECT DISTINCT service FROM spans")
     assert services == [("pizzeria",)]
@@ -142,7 +157,9 @@ def test_users_own_provider_is_respected(tmp_path: Path) -> None:
     result = run(tmp_path, "traced", {}, prelude=USER_PROVIDER)
     assert result.returncode == 0, result.stderr
     assert "user exporter saw 8" in result.stdout
-    assert rows(tmp_path / ".flock" / "traces.duckdb", "SELECT DISTINCT service FROM spans") == [("mine",)]
+    assert rows(tmp_path / ".flock" / "traces.duckdb", "SELECT DISTINCT service FROM spans") == [
+        ("mine",)
+    ]
 
 
 def test_sigterm_mid_workflow_keeps_finished_spans_and_marks_the_root(tmp_path: Path) -> None:
@@ -151,7 +168,12 @@ def test_sigterm_mid_workflow_keeps_finished_spans_and_marks_the_root(tmp_path: 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOCK_", "OTEL_"))}
     env["COOK_SECONDS"] = "30"
     child = subprocess.Popen(
-        [sys.executable, str(script), "traced"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, str(script), "traced"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert child.stdout is not None

@@ -87,7 +87,10 @@ async def test_nested_traced_run_is_a_child_span(capture: SpanCapture) -> None:
     (inner,) = capture.named("inner_task")
     assert inner.attributes["flock.workflow"] is True
     executes = capture.named("Agent.execute")
-    assert sorted(e.attributes["workflow.name"] for e in executes) == ["inner_task", "outer_workflow"]
+    assert sorted(e.attributes["workflow.name"] for e in executes) == [
+        "inner_task",
+        "outer_workflow",
+    ]
     assert len({s.context.trace_id for s in capture.spans}) == 1
 
 
@@ -125,10 +128,15 @@ async def test_failing_agent_span_is_an_error_and_so_is_the_workflow(capture: Sp
 
 async def test_retries_are_visible_as_attempts(capture: SpanCapture) -> None:
     flock = Flock(tracer_provider=capture.provider)
-    flock.agent("flaky").consumes(Idea).with_engines(ScriptedEngine(RuntimeError("x"), None)).retries(1, backoff=0)
+    flock.agent("flaky").consumes(Idea).with_engines(
+        ScriptedEngine(RuntimeError("x"), None)
+    ).retries(1, backoff=0)
     await flock.publish(Idea(topic="x"))
     await flock.run_until_idle()
-    attempts = [(s.attributes["flock.attempt"], s.status.status_code) for s in capture.named("Agent.execute")]
+    attempts = [
+        (s.attributes["flock.attempt"], s.status.status_code)
+        for s in capture.named("Agent.execute")
+    ]
     assert attempts == [(1, StatusCode.ERROR), (2, StatusCode.UNSET)]
 
 
@@ -178,7 +186,9 @@ async def test_traced_run_rejects_bad_names(capture: SpanCapture, name: object) 
             pass
 
 
-async def test_otel_sdk_disabled_traces_nothing_and_does_not_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_otel_sdk_disabled_traces_nothing_and_does_not_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     capture = SpanCapture()
     flock = pizza_flock(capture)

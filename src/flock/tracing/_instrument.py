@@ -13,7 +13,9 @@ from opentelemetry.trace import INVALID_SPAN, Link, Span, SpanKind, Tracer
 
 __all__ = ["Instrument"]
 
-AttributeValue = str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]
+AttributeValue = (
+    str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]
+)
 
 
 class _NoopSpanContext(AbstractContextManager[Span]):

@@ -50,7 +50,9 @@ class SpanNode:
 class TraceStore:
     """Queries over a trace file."""
 
-    def __init__(self, path: str | os.PathLike[str] = DEFAULT_DB_PATH, *, lock_wait: float = 5.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] = DEFAULT_DB_PATH, *, lock_wait: float = 5.0
+    ) -> None:
         self.path = Path(path)
         self.lock_wait = lock_wait
 
@@ -122,7 +124,7 @@ class TraceStore:
             WHERE {" AND ".join(where)}
             ORDER BY start_time DESC
             LIMIT ? OFFSET ?
-        """  # noqa: S608 - only fixed fragments are formatted in; values are parameters
+        """
         with self.connect() as conn:
             rows = conn.execute(sql, [*params, limit, offset]).fetchall()
         return [TraceSummary(*row) for row in rows]

@@ -1,10 +1,10 @@
 """Drawing a trace as a tree, exactly like the docs' "Trace Hierarchy Example"::
 
-    pizza_workflow (5319ms) ← ROOT
-    ├─ Flock.publish (3ms)
-    │  └─ Agent.execute (5218ms)
-    └─ Flock.run_until_idle (5268ms)
-       └─ Flock.shutdown (0.17ms)
+pizza_workflow (5319ms) ← ROOT
+├─ Flock.publish (3ms)
+│  └─ Agent.execute (5218ms)
+└─ Flock.run_until_idle (5268ms)
+   └─ Flock.shutdown (0.17ms)
 """
 
 from __future__ import annotations
@@ -68,4 +68,7 @@ def _walk(
 
 
 def _attribute_lines(node: SpanNode) -> list[str]:
-    return [f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in sorted(flatten(node.attributes).items())]
+    return [
+        f"{k} = {json.dumps(v, ensure_ascii=False)}"
+        for k, v in sorted(flatten(node.attributes).items())
+    ]

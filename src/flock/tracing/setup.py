@@ -31,7 +31,7 @@ from opentelemetry import trace
 from flock.exceptions import TracingError
 from flock.tracing._instrument import Instrument
 from flock.tracing.store import DEFAULT_DB_PATH
-from flock.tracing.workflow import WorkflowSpanProcessor, Workflows
+from flock.tracing.workflow import Workflows, WorkflowSpanProcessor
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
@@ -118,8 +118,10 @@ def configure(
             settings.workflow_processor = WorkflowSpanProcessor()
             provider.add_span_processor(settings.workflow_processor)
             _configured[id(provider)] = settings
-        want_file = trace_file if trace_file is not None else (
-            not explicit and env_flag("FLOCK_TRACE_FILE", True)
+        want_file = (
+            trace_file
+            if trace_file is not None
+            else (not explicit and env_flag("FLOCK_TRACE_FILE", True))
         )
         if want_file and settings.file is None:
             settings.file = _file_processor(

@@ -122,7 +122,9 @@ def spans_to_arrow(
                     {
                         "name": e.name,
                         "timestamp": e.timestamp,
-                        "attributes": nest(e.attributes or {}, max_chars=max_chars * 4, redact=redact),
+                        "attributes": nest(
+                            e.attributes or {}, max_chars=max_chars * 4, redact=redact
+                        ),
                     }
                     for e in span.events
                 ]
@@ -159,7 +161,9 @@ def _arrow_schema() -> pa.Schema:
         _SCHEMA_CACHE.append(
             pa.schema(
                 [
-                    pa.field(name, types.get(sql.split()[0], pa.string()), nullable="NOT NULL" not in sql)
+                    pa.field(
+                        name, types.get(sql.split()[0], pa.string()), nullable="NOT NULL" not in sql
+                    )
                     for name, sql in COLUMNS
                 ]
             )
@@ -191,7 +195,9 @@ def clear_traces(db_path: str | os.PathLike[str] = DEFAULT_DB_PATH) -> dict[str,
 
             conn = duckdb.connect(str(path))
             try:
-                tables = {r[0] for r in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+                tables = {
+                    r[0] for r in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+                }
                 if "spans" not in tables:
                     return {
                         "success": False,
