@@ -162,10 +162,9 @@ def span_cost(p: dict[str, Any]) -> dict[str, Any]:
 def writer(p: dict[str, Any]) -> dict[str, Any]:
     """The peer's DuckDBSpanExporter: m spans exported one per call (as its
     SimpleSpanProcessor does) or in one batch call (the most favourable use)."""
+    from flock.logging.telemetry_exporter.duckdb_exporter import DuckDBSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-
-    from flock.logging.telemetry_exporter.duckdb_exporter import DuckDBSpanExporter
 
     m = int(p["m"])
     provider = TracerProvider(resource=Resource.create({"service.name": "flock"}))

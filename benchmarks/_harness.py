@@ -78,7 +78,7 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in TRACE_VARS}
     env.pop("PYTHONPATH", None)
     env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONDONTWRITEBYTECODE"] = "0"
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update(extra or {})
     return env
 
@@ -134,23 +134,24 @@ def best_of(runs: Sequence[dict[str, Any]], key: str, *, higher: bool = True) ->
 # Formatting -------------------------------------------------------------------
 
 
-def fmt(value: Any, digits: int = 0) -> str:
+def fmt(value: Any, digits: int | None = None) -> str:
+    """Thousands separators; `digits` decimals (default: none from 100 up, else 2)."""
     if value is None:
-        return "–"
+        return "-"
     if isinstance(value, str):
         return value
     if isinstance(value, float | int):
-        if digits == 0 and abs(value) >= 100:
-            return f"{value:,.0f}"
-        return f"{value:,.{max(digits, 2) if abs(value) < 100 else digits}f}"
+        if digits is None:
+            digits = 0 if abs(value) >= 100 or isinstance(value, int) else 2
+        return f"{value:,.{digits}f}"
     return str(value)
 
 
 def ratio(ours: Any, peer: Any) -> str:
     if not isinstance(ours, int | float) or not isinstance(peer, int | float) or not peer:
-        return "–"
+        return "-"
     r = ours / peer
-    return f"{r:,.1f}×" if r >= 10 else f"{r:,.2f}×"
+    return f"{r:,.1f}x" if r >= 10 else f"{r:,.2f}x"
 
 
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

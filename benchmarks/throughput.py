@@ -152,7 +152,7 @@ def main() -> None:
     def done(key: str) -> str:
         r = results.get(key)
         if not r:
-            return "–"
+            return "-"
         if "error" in r:
             return "ERROR"
         return "" if r.get("complete") else " (INCOMPLETE)"
@@ -178,7 +178,7 @@ def main() -> None:
             k = f"ours_{topology}_async_publish_many"
             rows.append(
                 [
-                    f"    ours with publish_many",
+                    "    ours with publish_many",
                     fmt(g(k, "per_s")) + done(k),
                     "",
                     "",

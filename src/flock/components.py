@@ -105,6 +105,7 @@ class OutputUtilityComponent(AgentComponent):
     def __init__(self, *, enabled: bool | None = None, max_chars: int = 4000) -> None:
         self.enabled = enabled
         self.max_chars = max_chars
+        self._auto: tuple[str, object, bool] | None = None
 
     async def on_initialize(self, ctx: RunContext) -> None:
         ctx.state["output.render"] = self._should_render()
@@ -112,7 +113,10 @@ class OutputUtilityComponent(AgentComponent):
     async def on_post_evaluate(
         self, ctx: RunContext, inputs: list[Artifact], outputs: list[BaseModel]
     ) -> list[BaseModel]:
-        if outputs and ctx.state.get("output.render", self._should_render()):
+        render = ctx.state.get("output.render")
+        if render is None:
+            render = self._should_render()
+        if outputs and render:
             self.render(ctx.agent.name, outputs)
         return outputs
 
@@ -124,7 +128,11 @@ class OutputUtilityComponent(AgentComponent):
             return True
         if mode in ("off", "quiet", "false", "0"):
             return False
-        return sys.stdout.isatty()
+        # isatty() is a system call; ask once per stdout object, not once per run.
+        stdout = sys.stdout
+        if self._auto is None or self._auto[1] is not stdout:
+            self._auto = (mode, stdout, stdout.isatty())
+        return self._auto[2]
 
     def render(self, agent_name: str, outputs: list[BaseModel]) -> None:
         from rich.console import Console

@@ -91,4 +91,4 @@ class AgentFailures(FlockError, ExceptionGroup[AgentRunError]):  # type: ignore[
 
     @property
     def failures(self) -> tuple[AgentRunError, ...]:
-        return self.exceptions  # type: ignore[return-value]
+        return tuple(e for e in self.exceptions if isinstance(e, AgentRunError))

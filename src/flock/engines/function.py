@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from flock.artifacts import Artifact
 from flock.components import RunContext
@@ -48,8 +48,8 @@ class FunctionEngine(Engine):
     async def evaluate(self, ctx: RunContext, inputs: list[Artifact]) -> EngineOutput:
         arg: Any = [a.payload for a in inputs] if self.batch else inputs[0].payload
         if self.is_async:
-            return await self.fn(arg)  # type: ignore[no-any-return]
-        return await asyncio.to_thread(self.fn, arg)  # type: ignore[arg-type]
+            return await cast("Callable[[Any], Awaitable[EngineOutput]]", self.fn)(arg)
+        return await asyncio.to_thread(cast("Callable[[Any], EngineOutput]", self.fn), arg)
 
     def __repr__(self) -> str:
         return f"FunctionEngine({self.name})"

@@ -21,36 +21,55 @@ LEAF = ""
 
 def cap(value: Any, max_chars: int) -> Any:
     """Truncate long strings (alone or in sequences) and mark how much was cut."""
-    if isinstance(value, str):
+    cls = value.__class__
+    if cls is str:
         if len(value) > max_chars:
             return value[:max_chars] + TRUNCATION_MARKER.format(len(value) - max_chars)
         return value
-    if isinstance(value, tuple | list):
+    if cls is tuple or cls is list:
         return [cap(v, max_chars) for v in value]
     return value
+
+
+_PARTS: dict[str, list[str]] = {}
+
+
+def _parts(key: str) -> list[str]:
+    parts = _PARTS.get(key)
+    if parts is None:
+        parts = key.split(".")
+        if len(_PARTS) < 10_000:  # attribute keys are few; don't grow without bound
+            _PARTS[key] = parts
+    return parts
 
 
 def nest(
     attributes: Mapping[str, Any], *, max_chars: int, redact: Redactor | None = None
 ) -> dict[str, Any]:
-    """Dotted keys to nested dicts, values capped (and redacted when a hook is given)."""
+    """Dotted keys to nested dicts, values capped (and redacted when a hook is given).
+
+    This runs once per span in the writer thread, so it avoids per-key overhead where it can.
+    """
     root: dict[str, Any] = {}
-    for key, raw in attributes.items():
-        value = redact(key, raw) if redact is not None else raw
-        if value is None:
-            continue
-        value = cap(value, max_chars)
+    for key, value in attributes.items():
+        if redact is not None:
+            value = redact(key, value)
+            if value is None:
+                continue
+        cls = value.__class__
+        if (cls is str and len(value) > max_chars) or cls is tuple or cls is list:
+            value = cap(value, max_chars)
+        parts = _parts(key)
         node = root
-        parts = key.split(".")
         for part in parts[:-1]:
             child = node.get(part)
-            if not isinstance(child, dict):
+            if child.__class__ is not dict:
                 child = {} if child is None else {LEAF: child}
                 node[part] = child
             node = child
         last = parts[-1]
         existing = node.get(last)
-        if isinstance(existing, dict):
+        if existing.__class__ is dict:
             existing[LEAF] = value
         else:
             node[last] = value

@@ -24,7 +24,7 @@ import signal
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import trace
 
@@ -103,6 +103,7 @@ def configure(
         return None
     with _lock:
         explicit = provider is not None
+        sdk_provider: SDKTracerProvider
         if provider is None:
             provider = trace.get_tracer_provider()
             if not _is_sdk_provider(provider):
@@ -112,11 +113,12 @@ def configure(
                 trace.set_tracer_provider(provider)
         elif not _is_sdk_provider(provider):
             return None  # a custom API provider: use it as it is
+        sdk_provider = cast("SDKTracerProvider", provider)
         settings = _configured.get(id(provider))
         if settings is None or settings.provider is not provider:
             settings = TracingSettings(provider=provider)
             settings.workflow_processor = WorkflowSpanProcessor()
-            provider.add_span_processor(settings.workflow_processor)
+            sdk_provider.add_span_processor(settings.workflow_processor)  # type: ignore[arg-type]
             _configured[id(provider)] = settings
         want_file = (
             trace_file
@@ -130,7 +132,7 @@ def configure(
                 max_attribute_chars=max_attribute_chars,
             )
             if settings.file is not None:
-                provider.add_span_processor(settings.file)
+                sdk_provider.add_span_processor(settings.file)
                 _install_sigterm_flush()
         return settings
 

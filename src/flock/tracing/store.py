@@ -16,7 +16,6 @@ JSON (see :mod:`flock.tracing._attributes`) so the queries of the docs work as p
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,24 +71,49 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> duckdb.
     return conn
 
 
-def _hex(value: int, width: int) -> str:
-    return format(value, f"0{width}x")
+def _dumps(value: Any) -> bytes:
+    import orjson
+
+    return orjson.dumps(value, default=str)
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+def _raw(obj: Any, private: str, public: str) -> Any:
+    # The SDK's public properties copy (and lock) on every access; the private fields hold the
+    # same finished, immutable data. Fall back to the public API if the SDK changes.
+    value = getattr(obj, private, None)
+    return value if value is not None else getattr(obj, public)
 
 
 def spans_to_arrow(
     spans: Sequence[ReadableSpan], *, max_chars: int = 4096, redact: Redactor | None = None
 ) -> pa.Table:
-    """Encode finished spans as an Arrow table with the ``spans`` columns."""
+    """Encode finished spans as an Arrow table with the ``spans`` columns.
+
+    Runs in the writer thread; it is the per-span cost of tracing, so it is kept lean.
+    """
+    import orjson
     import pyarrow as pa
 
     from flock.tracing._attributes import nest
 
-    cols: dict[str, list[Any]] = {name: [] for name, _ in COLUMNS}
-    resources: dict[int, tuple[str | None, str]] = {}
+    dumps = orjson.dumps
+    trace_ids: list[str] = []
+    span_ids: list[str] = []
+    parent_ids: list[str | None] = []
+    names: list[str] = []
+    services: list[str | None] = []
+    operations: list[str] = []
+    kinds: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    durations: list[float] = []
+    status_codes: list[str] = []
+    status_descriptions: list[str | None] = []
+    attributes: list[bytes] = []
+    events: list[bytes] = []
+    links: list[bytes] = []
+    resources_col: list[bytes] = []
+    resources: dict[int, tuple[str | None, bytes]] = {}
     for span in spans:
         ctx = span.context
         start = span.start_time or 0
@@ -101,23 +125,35 @@ def spans_to_arrow(
             service = attrs.get("service.name")
             cached = (str(service) if service is not None else None, _dumps(attrs))
             resources[id(resource)] = cached
-        cols["trace_id"].append(_hex(ctx.trace_id, 32) if ctx else "")
-        cols["span_id"].append(_hex(ctx.span_id, 16) if ctx else "")
-        cols["parent_id"].append(_hex(span.parent.span_id, 16) if span.parent else None)
-        cols["name"].append(span.name)
-        cols["service"].append(cached[0])
-        cols["operation"].append(span.name.rsplit(".", 1)[-1])
-        cols["kind"].append(span.kind.name)
-        cols["start_time"].append(start)
-        cols["end_time"].append(end)
-        cols["duration_ms"].append((end - start) / 1e6)
-        cols["status_code"].append(span.status.status_code.name)
-        cols["status_description"].append(span.status.description)
-        cols["attributes"].append(
-            _dumps(nest(span.attributes or {}, max_chars=max_chars, redact=redact))
+        if ctx is not None:
+            trace_ids.append(f"{ctx.trace_id:032x}")
+            span_ids.append(f"{ctx.span_id:016x}")
+        else:
+            trace_ids.append("")
+            span_ids.append("")
+        parent = span.parent
+        parent_ids.append(f"{parent.span_id:016x}" if parent is not None else None)
+        name = span.name
+        names.append(name)
+        services.append(cached[0])
+        operations.append(name.rpartition(".")[2])
+        kinds.append(span.kind.name)
+        starts.append(start)
+        ends.append(end)
+        durations.append((end - start) / 1e6)
+        status = span.status
+        status_codes.append(status.status_code.name)
+        status_descriptions.append(status.description)
+        raw_attributes = _raw(span, "_attributes", "attributes")
+        raw_attributes = getattr(raw_attributes, "_dict", raw_attributes)
+        attributes.append(
+            dumps(nest(raw_attributes, max_chars=max_chars, redact=redact), default=str)
+            if raw_attributes
+            else b"{}"
         )
-        cols["events"].append(
-            _dumps(
+        span_events = _raw(span, "_events", "events")
+        events.append(
+            dumps(
                 [
                     {
                         "name": e.name,
@@ -126,28 +162,41 @@ def spans_to_arrow(
                             e.attributes or {}, max_chars=max_chars * 4, redact=redact
                         ),
                     }
-                    for e in span.events
-                ]
+                    for e in span_events
+                ],
+                default=str,
             )
-            if span.events
-            else "[]"
+            if span_events
+            else b"[]"
         )
-        cols["links"].append(
-            _dumps(
+        span_links = _raw(span, "_links", "links")
+        links.append(
+            dumps(
                 [
                     {
-                        "trace_id": _hex(link.context.trace_id, 32),
-                        "span_id": _hex(link.context.span_id, 16),
+                        "trace_id": f"{link.context.trace_id:032x}",
+                        "span_id": f"{link.context.span_id:016x}",
                         "attributes": dict(link.attributes or {}),
                     }
-                    for link in span.links
-                ]
+                    for link in span_links
+                ],
+                default=str,
             )
-            if span.links
-            else "[]"
+            if span_links
+            else b"[]"
         )
-        cols["resource"].append(cached[1])
-    return pa.table(cols, schema=_arrow_schema())
+        resources_col.append(cached[1])
+    columns = [
+        trace_ids, span_ids, parent_ids, names, services, operations, kinds, starts, ends,
+        durations, status_codes, status_descriptions, attributes, events, links, resources_col,
+    ]  # fmt: skip
+    return pa.Table.from_arrays(
+        [
+            pa.array(col, type=field.type)
+            for col, field in zip(columns, _arrow_schema(), strict=True)
+        ],
+        schema=_arrow_schema(),
+    )
 
 
 _SCHEMA_CACHE: list[pa.Schema] = []
