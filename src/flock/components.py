@@ -30,8 +30,13 @@ from pydantic import BaseModel
 from flock.artifacts import Artifact
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from opentelemetry.trace import Span
+
     from flock.agent import Agent
     from flock.store.base import Store
+    from flock.tracing._instrument import AttributeValue, Instrument
 
 __all__ = ["HOOKS", "AgentComponent", "OutputUtilityComponent", "RunContext"]
 
@@ -58,6 +63,22 @@ class RunContext:
     model: str | None = None
     state: dict[str, Any] = field(default_factory=dict)
     """Scratch space shared by the components of one run."""
+    instrument: Instrument | None = None
+
+    def span(
+        self, name: str, attributes: dict[str, AttributeValue] | None = None
+    ) -> AbstractContextManager[Span]:
+        """A child span of the current step, on the Flock's tracer (free when tracing is off).
+
+        Example:
+            >>> class Lookup(AgentComponent):
+            ...     async def on_pre_evaluate(self, ctx, inputs):
+            ...         with ctx.span("Lookup.fetch", {"lookup.count": len(inputs)}):
+            ...             return inputs
+        """
+        from flock.tracing._instrument import NOOP_INSTRUMENT
+
+        return (self.instrument or NOOP_INSTRUMENT).span(name, attributes)
 
 
 class AgentComponent:

@@ -78,7 +78,7 @@ class RunawayLoopError(AgentRunError):
     """An agent ran more often in one workflow than ``Flock(max_agent_runs=...)`` allows."""
 
 
-class AgentFailures(FlockError, ExceptionGroup[AgentRunError]):  # type: ignore[misc]
+class AgentFailures(FlockError, ExceptionGroup[AgentRunError]):
     """Raised by ``run_until_idle`` when agent runs failed since the previous call.
 
     The other agents kept running; ``exceptions`` holds one :class:`AgentRunError` per failed

@@ -364,6 +364,7 @@ class Flock:
                     run_id=run_id,
                     attempt=attempt,
                     model=agent.model or self.model,
+                    instrument=instrument,
                 )
                 try:
                     outputs = await agent.execute(

@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 
 from opentelemetry.trace import INVALID_SPAN, Link, Span, SpanKind, Tracer
 
-__all__ = ["Instrument"]
+__all__ = ["NOOP_INSTRUMENT", "AttributeValue", "Instrument"]
 
 AttributeValue = (
     str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]
@@ -54,3 +54,7 @@ class Instrument:
         return self.tracer.start_as_current_span(
             name, attributes=attributes, links=links, kind=kind
         )
+
+
+NOOP_INSTRUMENT = Instrument(None)
+"""Starts no spans."""

@@ -1,0 +1,310 @@
+"""The LLM engine: DSPy with a signature built from the agent's Pydantic types.
+
+For a run of agent ``chef`` that consumes ``PizzaIdea`` and publishes ``Pizza``, the engine
+asks DSPy for ``pizza_idea: PizzaIdea, context: list[dict] -> pizza: Pizza`` with the agent's
+description as instructions, awaits ``dspy.Predict(...).acall`` (never blocking the event
+loop) and validates the answer into a ``Pizza``. Earlier artifacts with the same correlation
+id are passed as conversation context.
+
+Credentials follow the usual variables: ``OPENAI_API_KEY`` (or the provider's own, e.g.
+``ANTHROPIC_API_KEY``), and ``OPENAI_BASE_URL`` for local OpenAI-compatible servers (vLLM,
+Ollama, LM Studio); or pass ``api_base=`` / ``api_key=``. DSPy is imported on first use.
+
+Example:
+    >>> engine = DSPyEngine("openai/gpt-4o-mini", temperature=0.2)
+    >>> engine.model
+    'openai/gpt-4o-mini'
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from flock.artifacts import Artifact
+from flock.components import RunContext
+from flock.engines.base import Engine, EngineOutput
+from flock.exceptions import ConfigurationError, MissingAPIKeyError
+
+if TYPE_CHECKING:
+    import dspy
+
+__all__ = ["DSPyEngine"]
+
+# Providers whose models need an API key, and the variable litellm reads it from.
+API_KEY_VARIABLES = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "mistral": "MISTRAL_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+    "openrouter": "OPENROUTER_API_KEY",
+    "together_ai": "TOGETHERAI_API_KEY",
+    "azure": "AZURE_API_KEY",
+    "cohere": "COHERE_API_KEY",
+    "xai": "XAI_API_KEY",
+}
+LOCAL_KEY = "local"  # OpenAI-compatible local servers accept any key but the client needs one
+
+
+def _snake(name: str) -> str:
+    """``PizzaIdea`` → ``pizza_idea`` (the signature's field name for a type)."""
+    name = re.sub(r"(?<=[a-z0-9])([A-Z])|(?<=[A-Z])([A-Z][a-z])", r"_\1\2", name)
+    return re.sub(r"\W+", "_", name).strip("_").lower() or "value"
+
+
+def _import_dspy() -> Any:
+    # Offline, litellm would retry downloading its price list (with sleeps) on first use.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import dspy
+
+    return dspy
+
+
+class DSPyEngine(Engine):
+    """Evaluates an agent with an LLM through DSPy.
+
+    Args:
+        model: a litellm model name (``"openai/gpt-4o"``); default: the agent's
+            ``.model(...)``, else the ``Flock(model)``.
+        api_base: an OpenAI-compatible endpoint (default ``OPENAI_BASE_URL`` for ``openai/``).
+        api_key: the key (default: the provider's variable, e.g. ``OPENAI_API_KEY``).
+        temperature, max_tokens: sampling settings passed to the model.
+        lm: a ready ``dspy.LM`` (or ``dspy.utils.DummyLM``) to use instead of building one.
+        context_limit: at most this many earlier artifacts of the same correlation id are
+            given as conversation context (``0`` turns context off).
+        instructions: the signature's instructions (default: the agent's description).
+        cache: let DSPy cache identical requests (off by default: agents expect fresh answers).
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        lm: Any | None = None,
+        context_limit: int = 20,
+        instructions: str | None = None,
+        cache: bool = False,
+    ) -> None:
+        if context_limit < 0:
+            raise ConfigurationError(f"context_limit must be ≥ 0, got {context_limit!r}")
+        self.model = model
+        self.api_base = api_base
+        self.api_key = api_key
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.lm = lm
+        self.context_limit = context_limit
+        self.instructions = instructions
+        self.cache = cache
+        self._lms: dict[str, Any] = {}
+        self._signatures: dict[tuple[Any, ...], Any] = {}
+
+    def __repr__(self) -> str:
+        return f"DSPyEngine(model={self.model!r})"
+
+    # -- set-up ----------------------------------------------------------------------------
+
+    async def on_initialize(self, ctx: RunContext) -> None:
+        """Resolve the language model (fails fast, before any tokens are spent)."""
+        ctx.state["dspy.lm"] = self.language_model(ctx.model)
+
+    def language_model(self, default_model: str | None = None) -> Any:
+        """The ``dspy.LM`` for ``self.model`` (else ``default_model``), built once."""
+        if self.lm is not None:
+            return self.lm
+        model = self.model or default_model
+        if not model:
+            raise ConfigurationError(
+                "DSPyEngine has no model: pass one to Flock('openai/gpt-4o'), to "
+                "flock.agent(...).model('openai/gpt-4o'), or to DSPyEngine(model=...); or give "
+                "the agent another engine with .with_engines(...)"
+            )
+        lm = self._lms.get(model)
+        if lm is None:
+            api_base, api_key = self._credentials(model)
+            dspy = _import_dspy()
+            kwargs: dict[str, Any] = {"cache": self.cache}
+            if self.temperature is not None:
+                kwargs["temperature"] = self.temperature
+            if self.max_tokens is not None:
+                kwargs["max_tokens"] = self.max_tokens
+            lm = dspy.LM(model, api_base=api_base, api_key=api_key, **kwargs)
+            self._lms[model] = lm
+        return lm
+
+    def _credentials(self, model: str) -> tuple[str | None, str | None]:
+        provider = model.split("/", 1)[0] if "/" in model else "openai"
+        api_base = self.api_base
+        if api_base is None and provider == "openai":
+            api_base = os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
+        variable = API_KEY_VARIABLES.get(provider)
+        api_key = self.api_key or (os.environ.get(variable) if variable else None)
+        if api_key is None and variable is not None:
+            if api_base:
+                return api_base, LOCAL_KEY  # a local OpenAI-compatible server
+            raise MissingAPIKeyError(
+                f"model {model!r} needs an API key: set {variable} (or OPENAI_BASE_URL for a "
+                "local OpenAI-compatible server such as vLLM, Ollama or LM Studio), pass "
+                "DSPyEngine(api_key=..., api_base=...), or give the agent a plain-Python "
+                "engine with .with_engines(my_function)"
+            )
+        return api_base, api_key
+
+    # -- evaluation ------------------------------------------------------------------------
+
+    async def evaluate(self, ctx: RunContext, inputs: list[Artifact]) -> EngineOutput:
+        lm = ctx.state.get("dspy.lm") or self.language_model(ctx.model)
+        outputs = ctx.agent.outputs
+        if not outputs:
+            raise ConfigurationError(
+                f"agent {ctx.agent.name!r} uses DSPyEngine but publishes nothing; "
+                "declare its outputs with .publishes(SomeType)"
+            )
+        with ctx.span(
+            "DSPyEngine.fetch_conversation_context", {"flock.context.limit": self.context_limit}
+        ) as span:
+            context = await self.fetch_conversation_context(ctx, inputs)
+            span.set_attribute("flock.context.count", len(context))
+        with ctx.span("DSPyEngine.should_use_context") as span:
+            use_context = self.should_use_context(ctx, context)
+            span.set_attribute("flock.context.used", use_context)
+
+        kwargs = self._input_values(inputs)
+        if use_context:
+            kwargs["context"] = context
+        signature = self._signature(ctx, inputs, outputs, with_context=use_context)
+        dspy = _import_dspy()
+        with dspy.context(lm=lm, track_usage=True):
+            prediction = await dspy.Predict(signature).acall(**kwargs)
+        self._record_usage(lm, prediction)
+        return [self._to_model(getattr(prediction, _snake(t.__name__)), t, ctx) for t in outputs]
+
+    async def fetch_conversation_context(
+        self, ctx: RunContext, inputs: Sequence[Artifact]
+    ) -> list[dict[str, Any]]:
+        """Earlier artifacts of this correlation id (oldest first), without the inputs."""
+        if self.context_limit == 0:
+            return []
+        own = {a.id for a in inputs}
+        earlier = await ctx.store.query(
+            correlation_id=ctx.correlation_id, limit=self.context_limit + len(own)
+        )
+        kept = [a for a in earlier if a.id not in own][-self.context_limit :]
+        return [
+            {
+                "type": a.type,
+                "produced_by": a.produced_by,
+                "payload": a.payload.model_dump(mode="json"),
+            }
+            for a in kept
+        ]
+
+    def should_use_context(self, ctx: RunContext, context: Sequence[dict[str, Any]]) -> bool:
+        """Whether to give the model the context (override for your own policy)."""
+        return bool(context)
+
+    def _input_values(self, inputs: Sequence[Artifact]) -> dict[str, Any]:
+        values: dict[str, list[BaseModel]] = {}
+        for artifact in inputs:
+            values.setdefault(_snake(type(artifact.payload).__name__), []).append(artifact.payload)
+        return {name: items[0] if len(items) == 1 else items for name, items in values.items()}
+
+    def _signature(
+        self,
+        ctx: RunContext,
+        inputs: Sequence[Artifact],
+        outputs: Sequence[type[BaseModel]],
+        *,
+        with_context: bool,
+    ) -> Any:
+        counts: dict[type[BaseModel], int] = {}
+        for artifact in inputs:
+            counts[type(artifact.payload)] = counts.get(type(artifact.payload), 0) + 1
+        instructions = (
+            self.instructions
+            or ctx.agent.description
+            or (
+                f"You are the agent {ctx.agent.name!r}. Produce "
+                + ", ".join(t.__name__ for t in outputs)
+                + " from the inputs."
+            )
+        )
+        key = (
+            tuple((t, n > 1) for t, n in counts.items()),
+            tuple(outputs),
+            with_context,
+            instructions,
+        )
+        signature = self._signatures.get(key)
+        if signature is None:
+            signature = self._build_signature(counts, outputs, with_context, instructions)
+            self._signatures[key] = signature
+        return signature
+
+    @staticmethod
+    def _build_signature(
+        counts: dict[type[BaseModel], int],
+        outputs: Sequence[type[BaseModel]],
+        with_context: bool,
+        instructions: str,
+    ) -> Any:
+        dspy = _import_dspy()
+        fields: dict[str, tuple[Any, Any]] = {}
+        for model, n in counts.items():
+            doc = (model.__doc__ or "").strip() or None
+            annotation: Any = list[model] if n > 1 else model  # type: ignore[valid-type]
+            fields[_snake(model.__name__)] = (annotation, dspy.InputField(desc=doc))
+        if with_context:
+            fields["context"] = (
+                list[dict[str, Any]],
+                dspy.InputField(desc="earlier artifacts of this conversation, oldest first"),
+            )
+        for model in outputs:
+            doc = (model.__doc__ or "").strip() or None
+            fields[_snake(model.__name__)] = (model, dspy.OutputField(desc=doc))
+        return dspy.make_signature(fields, instructions)
+
+    @staticmethod
+    def _to_model(value: Any, model: type[BaseModel], ctx: RunContext) -> BaseModel:
+        if isinstance(value, model):
+            return value
+        try:
+            if isinstance(value, str):
+                return model.model_validate_json(value)
+            return model.model_validate(value)
+        except ValidationError as exc:
+            raise ValueError(
+                f"agent {ctx.agent.name!r}: the model's answer is not a valid "
+                f"{model.__name__}: {exc}"
+            ) from exc
+
+    def _record_usage(self, lm: Any, prediction: dspy.Prediction) -> None:
+        """GenAI semantic-convention attributes on the ``DSPyEngine.evaluate`` span."""
+        from opentelemetry import trace
+
+        span = trace.get_current_span()
+        if not span.is_recording():
+            return
+        model = str(getattr(lm, "model", "") or "")
+        attributes: dict[str, Any] = {"gen_ai.operation.name": "chat"}
+        if model:
+            provider, _, name = model.partition("/")
+            attributes["gen_ai.request.model"] = name or provider
+            attributes["gen_ai.provider.name"] = provider if name else "openai"
+        usage = prediction.get_lm_usage() or {}
+        prompt = sum(int(u.get("prompt_tokens") or 0) for u in usage.values())
+        completion = sum(int(u.get("completion_tokens") or 0) for u in usage.values())
+        if usage:
+            attributes["gen_ai.usage.input_tokens"] = prompt
+            attributes["gen_ai.usage.output_tokens"] = completion
+        span.set_attributes(attributes)
