@@ -8,12 +8,16 @@ import pytest
 
 from flock.cli import main
 
+# The seed's "Trace Hierarchy Example", durations masked.
 SEED_SHAPE = """\
 pizza_workflow (Xms) ← ROOT
 ├─ Flock.publish (Xms)
 │  └─ Agent.execute (Xms)
 │     ├─ OutputUtilityComponent.on_initialize (Xms)
-│     ├─ FunctionEngine.evaluate (Xms)
+│     ├─ DSPyEngine.on_initialize (Xms)
+│     ├─ DSPyEngine.evaluate (Xms)
+│     │  ├─ DSPyEngine.fetch_conversation_context (Xms)
+│     │  └─ DSPyEngine.should_use_context (Xms)
 │     └─ OutputUtilityComponent.on_post_evaluate (Xms)
 └─ Flock.run_until_idle (Xms)
    └─ Flock.shutdown (Xms)"""
@@ -44,7 +48,7 @@ def test_demo_then_show_draws_the_seed_tree(
     ]
     assert main(["traces", "list", "--json", "--db", str(tmp_path / "t.duckdb")]) == 0
     (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert row["name"] == "pizza_workflow" and row["span_count"] == 8 and row["errors"] == 0
+    assert row["name"] == "pizza_workflow" and row["span_count"] == 11 and row["errors"] == 0
     assert (
         main(
             ["traces", "show", row["trace_id"], "--attributes", "--db", str(tmp_path / "t.duckdb")]
@@ -53,7 +57,7 @@ def test_demo_then_show_draws_the_seed_tree(
     )
     assert 'workflow.name = "pizza_workflow"' in capsys.readouterr().out
     assert main(["traces", "clear", "--yes", "--db", str(tmp_path / "t.duckdb")]) == 0
-    assert "Deleted 8 spans" in capsys.readouterr().out
+    assert "Deleted 11 spans" in capsys.readouterr().out
 
 
 def test_missing_file_and_unknown_trace_are_plain_errors(

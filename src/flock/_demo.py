@@ -1,15 +1,20 @@
 """The seed's pizza workflow, used by ``flock demo`` / ``make demo``.
 
-With ``OPENAI_API_KEY`` (or ``OPENAI_BASE_URL``) set the chef is the default DSPy engine on
-``openai/gpt-4o``; otherwise a plain-Python engine stands in, so the demo runs offline.
+The chef is the default DSPy engine on ``openai/gpt-4o``. With ``OPENAI_API_KEY`` (or
+``OPENAI_BASE_URL``) set it calls that model; otherwise a local stand-in OpenAI server on
+127.0.0.1 answers (:mod:`flock.fake_llm`), so the demo runs offline with the same spans.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+from typing import Any
 
 from pydantic import BaseModel, Field
 
+from flock.fake_llm import FakeOpenAIServer, dspy_reply
 from flock.orchestrator import Flock
 from flock.registry import flock_type
 
@@ -37,11 +42,22 @@ def offline_chef(idea: PizzaIdea) -> Pizza:
     )
 
 
+def offline_llm(request: dict[str, Any]) -> str:
+    """The stand-in model: answers DSPy's request with :func:`offline_chef`'s pizza."""
+    prompt = request["messages"][-1]["content"]
+    found = re.search(r"\[\[ ## pizza_idea ## \]\]\s*(\{.*?\})\s*(?:\[\[|\n\n|$)", prompt, re.S)
+    topic = json.loads(found.group(1))["topic"] if found else "mystery"
+    return dspy_reply(pizza=offline_chef(PizzaIdea(topic=topic)).model_dump())
+
+
 def uses_llm() -> bool:
     return bool(os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"))
 
 
-def build_flock() -> Flock:
+def build_flock(api_base: str | None = None) -> Flock:
+    """The seed's flock; ``api_base`` points the chef at another OpenAI-compatible server."""
+    from flock.engines.dspy import DSPyEngine
+
     flock = Flock("openai/gpt-4o")
     chef = (
         flock.agent("pizza_master")
@@ -49,13 +65,19 @@ def build_flock() -> Flock:
         .consumes(PizzaIdea)
         .publishes(Pizza)
     )
-    if not uses_llm():
-        chef.with_engines(offline_chef)
+    if api_base:
+        chef.with_engines(DSPyEngine(api_base=api_base))
     return flock
 
 
 async def run_demo(topic: str = "spicy pineapple with chili honey") -> list[Pizza]:
-    flock = build_flock()
+    if uses_llm():
+        return await _workflow(build_flock(), topic)
+    with FakeOpenAIServer(offline_llm) as server:
+        return await _workflow(build_flock(server.base_url), topic)
+
+
+async def _workflow(flock: Flock, topic: str) -> list[Pizza]:
     async with flock.traced_run("pizza_workflow") as span:
         span.set_attribute("pipeline.version", "2.0")
         await flock.publish(PizzaIdea(topic=topic))

@@ -5,6 +5,9 @@ Examples::
     flock demo                      # run the pizza workflow and draw its trace
     flock traces list --limit 5     # newest traces first
     flock traces show latest        # the tree of the newest trace
+    flock traces stats --since 1d   # count, p50/p95/p99, error rate per workflow and span
+    flock traces export latest -o trace.json           # OTLP/JSON
+    flock traces export --all --otlp-endpoint http://127.0.0.1:6006   # replay to Phoenix
     flock traces clear --yes        # delete all spans
 """
 
@@ -14,15 +17,28 @@ import asyncio
 import json
 import os
 import sys
+import time
+from contextlib import nullcontext
 from dataclasses import asdict
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal, cast
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from flock.exceptions import TracingError
 from flock.tracing.store import DEFAULT_DB_PATH
+
+if TYPE_CHECKING:
+    from flock.tracing.query import TraceStore
 
 __all__ = ["app", "main"]
 
@@ -40,6 +56,33 @@ DbOption = Annotated[
 
 def _console() -> Console:
     return Console(highlight=False, soft_wrap=True)
+
+
+LOCK_WAIT = 5.0
+"""Seconds a command waits while another process holds the trace file."""
+
+
+def _store(db: str) -> TraceStore:
+    from flock.tracing.query import TraceStore
+
+    return TraceStore(db, lock_wait=LOCK_WAIT)
+
+
+def _since(value: str | None) -> int | None:
+    from flock.tracing.query import parse_since
+
+    if value is None:
+        return None
+    try:
+        return parse_since(value)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+
+
+SinceOption = Annotated[
+    str | None,
+    typer.Option(help="Only traces that started since: 10m, 2h, 1d, 1w or an ISO time."),
+]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -63,9 +106,8 @@ def demo(
 
     os.environ.setdefault("FLOCK_TRACE_DB", db)
     console = _console()
-    console.print(
-        f"Running the pizza workflow ({'openai/gpt-4o via DSPy' if uses_llm() else 'offline chef'}) …"
-    )
+    model = "openai/gpt-4o via DSPy" if uses_llm() else "DSPy with a local stand-in model"
+    console.print(f"Running the pizza workflow ({model}) …")
     pizzas = asyncio.run(run_demo(topic))
     for pizza in pizzas:
         console.print(f"[bold]{pizza.name}[/bold]: {', '.join(pizza.toppings)}")
@@ -82,14 +124,16 @@ def list_traces(
     errors: Annotated[
         bool, typer.Option("--errors", help="Only traces with an error span.")
     ] = False,
+    since: SinceOption = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines for scripts.")] = False,
 ) -> None:
-    """Traces, newest first. Example: flock traces list --name pizza --limit 5"""
-    from flock.tracing.query import TraceStore
-
+    """Traces, newest first. Example: flock traces list --name pizza --since 2h --limit 5"""
+    since_ns = _since(since)
     try:
-        traces = TraceStore(db).list_traces(limit=limit, name=name, errors_only=errors)
+        traces = _store(db).list_traces(
+            limit=limit, name=name, errors_only=errors, since_ns=since_ns
+        )
     except TracingError as exc:
         raise _fail(str(exc)) from None
     if as_json:
@@ -98,18 +142,30 @@ def list_traces(
         return
     from flock.tracing.render import format_ms
 
-    table = Table("trace id", "name", "spans", "duration", "status")
+    table = Table("trace id", "name", "started", "spans", "duration", "status")
     for t in traces:
         status = f"[red]{t.errors} error(s)[/red]" if t.errors else "ok"
-        table.add_row(t.trace_id, t.name, str(t.span_count), format_ms(t.duration_ms), status)
+        table.add_row(
+            t.trace_id,
+            t.name,
+            _local_time(t.start_time),
+            str(t.span_count),
+            format_ms(t.duration_ms),
+            status,
+        )
     _console().print(table)
 
 
+def _local_time(ns: int) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def _show(db: str, trace_id: str, *, attributes: bool, depth: int | None, console: Console) -> None:
-    from flock.tracing.query import TraceStore
     from flock.tracing.render import render_tree
 
-    store = TraceStore(db)
+    store = _store(db)
     try:
         if trace_id == "latest":
             latest = store.latest_trace_id()
@@ -142,10 +198,244 @@ def clear(
 
     if not yes and not typer.confirm(f"Delete all spans in {db}?"):
         raise typer.Exit(code=1)
-    result = clear_traces(db)
+    err = _err_console()
+    deadline = time.monotonic() + LOCK_WAIT
+    with err.status(f"Clearing {db} …") if err.is_terminal else nullcontext():
+        while True:
+            result = clear_traces(db)
+            locked = not result["success"] and "lock" in str(result["error"]).lower()
+            if not locked or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+    if locked:
+        raise _fail(
+            f"{db!r} is held by another process (it is writing traces); tried for "
+            f"{LOCK_WAIT:.0f} s — try again shortly"
+        )
     if not result["success"]:
         raise _fail(result["error"])
     _console().print(f"Deleted {result['deleted_count']} spans from {db}")
+
+
+def _err_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _progress(console: Console, total: int) -> Progress:
+    """A progress bar on stderr when it is a terminal (and not for a single item)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("traces · {task.fields[spans]} spans"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal or total < 2,
+    )
+
+
+@traces_app.command("stats")
+def stats(
+    db: DbOption = DEFAULT_DB_PATH,
+    by: Annotated[
+        str,
+        typer.Option(
+            help="'workflow' (whole traces by root name), 'span' (spans by name) or 'both'."
+        ),
+    ] = "both",
+    name: Annotated[str | None, typer.Option(help="Only names containing this.")] = None,
+    since: SinceOption = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many rows each.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON lines for scripts (with a 'by' key).")
+    ] = False,
+) -> None:
+    """Count, p50/p95/p99 duration and error rate per workflow and per span name.
+
+    Example: flock traces stats --by span --since 1d
+    """
+    from flock.tracing.render import format_ms
+
+    if by not in ("workflow", "span", "both"):
+        raise _fail(f"--by must be 'workflow', 'span' or 'both', not {by!r}")
+    groups: list[Literal["workflow", "span"]] = (
+        ["workflow", "span"] if by == "both" else [cast('Literal["workflow", "span"]', by)]
+    )
+    since_ns = _since(since)
+    store = _store(db)
+    try:
+        results = [
+            (group, store.stats(by=group, name=name, since_ns=since_ns, limit=limit))
+            for group in groups
+        ]
+    except TracingError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        for group, rows in results:
+            for row in rows:
+                print(json.dumps({"by": group, **asdict(row)}))
+        return
+    console = _console()
+    for i, (group, rows) in enumerate(results):
+        title = "Per workflow (whole traces)" if group == "workflow" else "Per span name"
+        table = Table(
+            "workflow" if group == "workflow" else "span",
+            "count",
+            "errors",
+            "p50",
+            "p95",
+            "p99",
+            "max",
+            "total",
+            title=title,
+            title_justify="left",
+        )
+        for row in rows:
+            errors = f"[red]{row.errors} ({row.error_rate:.0%})[/red]" if row.errors else "0"
+            table.add_row(
+                row.name,
+                str(row.count),
+                errors,
+                format_ms(row.p50_ms),
+                format_ms(row.p95_ms),
+                format_ms(row.p99_ms),
+                format_ms(row.max_ms),
+                format_ms(row.total_ms),
+            )
+        if i:
+            console.print()
+        console.print(table if rows else f"{title}: no spans")
+
+
+@traces_app.command("export")
+def export(
+    trace_id: Annotated[
+        str | None, typer.Argument(help="A trace id, or 'latest'; or use --all.")
+    ] = None,
+    db: DbOption = DEFAULT_DB_PATH,
+    all_traces: Annotated[bool, typer.Option("--all", help="Every trace in the file.")] = False,
+    name: Annotated[
+        str | None, typer.Option(help="With --all: only traces whose root name contains this.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="With --all: only traces that started since (10m, 2h, 1d, ISO time)."),
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write OTLP/JSON here ('-' = stdout, the default without --otlp-endpoint).",
+        ),
+    ] = None,
+    otlp_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="Replay the traces to this OTLP/HTTP receiver (base URL; /v1/traces is added)."
+        ),
+    ] = None,
+    otlp_protocol: Annotated[
+        str, typer.Option(help="'http/protobuf' or 'http/json' for --otlp-endpoint.")
+    ] = "http/protobuf",
+    header: Annotated[
+        list[str] | None,
+        typer.Option(help="Extra HTTP header for --otlp-endpoint, KEY=VALUE (repeatable)."),
+    ] = None,
+) -> None:
+    """Export traces as OTLP/JSON, or replay them to Jaeger, Phoenix or any OTLP receiver.
+
+    The JSON is one OTLP ExportTraceServiceRequest per trace and line (OTLP/JSON Lines, as
+    the OpenTelemetry Collector's file exporter writes it).
+
+    Example: flock traces export latest -o trace.json;
+    flock traces export --all --otlp-endpoint http://127.0.0.1:6006
+    """
+    from flock.tracing import export as otlp
+
+    if (trace_id is None) == (not all_traces):
+        raise _fail("name one trace (TRACE_ID or 'latest') or pass --all, not both")
+    if not all_traces and (name is not None or since is not None):
+        raise _fail("--name and --since select traces for --all")
+    if otlp_protocol not in ("http/protobuf", "http/json"):
+        raise _fail(
+            f"--otlp-protocol must be 'http/protobuf' or 'http/json', not {otlp_protocol!r}"
+        )
+    headers: dict[str, str] = {}
+    for item in header or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise _fail(f"--header wants KEY=VALUE, got {item!r}")
+        headers[key.strip()] = value.strip()
+    endpoint: str | None = None
+    if otlp_endpoint is not None:
+        try:
+            endpoint = otlp.traces_endpoint(otlp_endpoint)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+    since_ns = _since(since)
+    store = _store(db)
+    err = _err_console()
+    try:
+        if all_traces:
+            trace_ids = otlp.trace_ids_for_export(store, name=name, since_ns=since_ns)
+        elif trace_id == "latest":
+            latest = store.latest_trace_id()
+            if latest is None:
+                raise _fail(f"{db} holds no traces yet")
+            trace_ids = [latest]
+        else:
+            trace_ids = [cast(str, trace_id)]
+        if not trace_ids:
+            err.print(f"No traces to export in {db}.")
+            return
+        if output is not None or endpoint is None:
+            _export_json(store, trace_ids, output, err)
+        if endpoint is not None:
+            with _progress(err, len(trace_ids)) as bar:
+                task = bar.add_task("Sending", total=len(trace_ids), spans=0)
+                traces, spans = otlp.send_otlp(
+                    store,
+                    trace_ids,
+                    endpoint,
+                    protocol=cast("otlp.OtlpProtocol", otlp_protocol),
+                    headers=headers,
+                    progress=lambda done, n: bar.update(
+                        task, completed=done, spans=bar.tasks[0].fields["spans"] + n
+                    ),
+                )
+            err.print(f"Sent {traces} trace(s), {spans} spans to {endpoint}")
+    except TracingError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _export_json(store: TraceStore, trace_ids: list[str], output: str | None, err: Console) -> None:
+    from flock.tracing.export import write_json_lines
+
+    with _progress(err, len(trace_ids)) as bar:
+        task = bar.add_task("Exporting", total=len(trace_ids), spans=0)
+
+        def advance(done: int, n: int) -> None:
+            bar.update(task, completed=done, spans=bar.tasks[0].fields["spans"] + n)
+
+        if output is None or output == "-":
+            traces, spans = write_json_lines(store, trace_ids, sys.stdout, progress=advance)
+            sys.stdout.flush()
+            where = "stdout"
+        else:
+            path = Path(output)
+            tmp = path.with_name(path.name + ".part")
+            try:
+                with tmp.open("w", encoding="utf-8") as out:
+                    traces, spans = write_json_lines(store, trace_ids, out, progress=advance)
+                tmp.replace(path)
+            except OSError as exc:
+                raise _fail(f"cannot write {output!r}: {exc.strerror or exc}") from None
+            finally:
+                tmp.unlink(missing_ok=True)
+            where = str(path)
+    err.print(f"Exported {traces} trace(s), {spans} spans as OTLP/JSON to {where}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,8 +18,10 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -115,7 +117,12 @@ class DSPyEngine(Engine):
     # -- set-up ----------------------------------------------------------------------------
 
     async def on_initialize(self, ctx: RunContext) -> None:
-        """Resolve the language model (fails fast, before any tokens are spent)."""
+        """Resolve the language model (fails fast, before any tokens are spent).
+
+        The first use imports DSPy (about a second) in a worker thread, off the event loop.
+        """
+        if "dspy" not in sys.modules:
+            await asyncio.to_thread(_import_dspy)
         ctx.state["dspy.lm"] = self.language_model(ctx.model)
 
     def language_model(self, default_model: str | None = None) -> Any:
