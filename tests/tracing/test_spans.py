@@ -86,6 +86,7 @@ async def test_nested_traced_run_is_a_child_span(capture: SpanCapture) -> None:
     assert outer_children == ["Flock.publish", "inner_task", "Flock.run_until_idle"]
     (inner,) = capture.named("inner_task")
     assert inner.attributes["flock.workflow"] is True
+    assert inner.attributes["workflow.name"] == "inner_task"
     executes = capture.named("Agent.execute")
     assert sorted(e.attributes["workflow.name"] for e in executes) == [
         "inner_task",
