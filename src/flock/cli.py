@@ -9,6 +9,8 @@ Examples::
     flock traces export latest -o trace.json           # OTLP/JSON
     flock traces export --all --otlp-endpoint http://127.0.0.1:6006   # replay to Phoenix
     flock traces clear --yes        # delete all spans
+    flock serve app:flock           # the dashboard of a live Flock (app.py's `flock`)
+    flock dashboard --db .flock/traces.duckdb   # browse a trace file (read-only)
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 
 from flock.exceptions import TracingError
 from flock.tracing.store import DEFAULT_DB_PATH
@@ -55,7 +57,10 @@ DbOption = Annotated[
 
 
 def _console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 200  # piped: plain text, and tables not squeezed to 80 columns
+    return console
 
 
 LOCK_WAIT = 5.0
@@ -142,7 +147,14 @@ def list_traces(
         return
     from flock.tracing.render import format_ms
 
-    table = Table("trace id", "name", "started", "spans", "duration", "status")
+    table = Table(
+        Column("trace id", no_wrap=True, min_width=32),
+        Column("name", overflow="fold"),
+        "started",
+        "spans",
+        "duration",
+        "status",
+    )
     for t in traces:
         status = f"[red]{t.errors} error(s)[/red]" if t.errors else "ok"
         table.add_row(
@@ -159,7 +171,7 @@ def list_traces(
 def _local_time(ns: int) -> str:
     from datetime import datetime
 
-    return datetime.fromtimestamp(ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ns / 1e9).strftime("%m-%d %H:%M:%S")
 
 
 def _show(db: str, trace_id: str, *, attributes: bool, depth: int | None, console: Console) -> None:
@@ -280,7 +292,7 @@ def stats(
     for i, (group, rows) in enumerate(results):
         title = "Per workflow (whole traces)" if group == "workflow" else "Per span name"
         table = Table(
-            "workflow" if group == "workflow" else "span",
+            Column("workflow" if group == "workflow" else "span", overflow="fold", min_width=24),
             "count",
             "errors",
             "p50",
@@ -346,8 +358,7 @@ def export(
 ) -> None:
     """Export traces as OTLP/JSON, or replay them to Jaeger, Phoenix or any OTLP receiver.
 
-    The JSON is one OTLP ExportTraceServiceRequest per trace and line (OTLP/JSON Lines, as
-    the OpenTelemetry Collector's file exporter writes it).
+    OTLP/JSON Lines: one ExportTraceServiceRequest per trace and line.
 
     Example: flock traces export latest -o trace.json;
     flock traces export --all --otlp-endpoint http://127.0.0.1:6006
@@ -436,6 +447,102 @@ def _export_json(store: TraceStore, trace_ids: list[str], output: str | None, er
                 tmp.unlink(missing_ok=True)
             where = str(path)
     err.print(f"Exported {traces} trace(s), {spans} spans as OTLP/JSON to {where}")
+
+
+def _load_flock(target: str) -> object:
+    """``module:attribute`` (a dotted module or a ``.py`` path) → the object it names."""
+    import importlib
+    import importlib.util
+
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise _fail(
+            f"expected module:flock_object (e.g. app:flock or app.py:flock), got {target!r}"
+        )
+    sys.path.insert(0, os.getcwd())
+    try:
+        if module_name.endswith(".py") or Path(module_name).is_file():
+            spec = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
+            if spec is None or spec.loader is None:
+                raise _fail(f"cannot load {module_name!r}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except (ImportError, FileNotFoundError) as exc:
+        raise _fail(f"cannot import {module_name!r}: {exc}") from None
+    obj = module
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            raise _fail(f"{module_name!r} has no attribute {attribute!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+HostOption = Annotated[
+    str, typer.Option(help="Address to bind; anything but loopback needs a token.")
+]
+PortOption = Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free port).")]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Access token (generated and printed when binding beyond loopback).",
+        envvar="FLOCK_DASHBOARD_TOKEN",
+    ),
+]
+
+
+@app.command()
+def serve(
+    target: Annotated[str, typer.Argument(help="module:flock_object, e.g. app:flock")],
+    dashboard: Annotated[
+        bool, typer.Option("--dashboard/--no-dashboard", help="Serve the web UI too.")
+    ] = True,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8344,
+    token: TokenOption = None,
+    db: DbOption = DEFAULT_DB_PATH,
+) -> None:
+    """Serve a Flock: the dashboard with its blackboard, until Ctrl-C.
+
+    Example: flock serve app:flock --port 8344   (then open the printed URL)
+    """
+    from flock.orchestrator import Flock
+
+    os.environ["FLOCK_TRACE_DB"] = db  # before the module sets up tracing
+    obj = _load_flock(target)
+    if not isinstance(obj, Flock):
+        raise _fail(f"{target!r} is a {type(obj).__name__}, not a Flock")
+    try:
+        asyncio.run(obj.serve(dashboard=dashboard, host=host, port=port, token=token))
+    except KeyboardInterrupt:
+        pass
+    except (OSError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command("dashboard")
+def dashboard_command(
+    db: DbOption = DEFAULT_DB_PATH,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8344,
+    token: TokenOption = None,
+) -> None:
+    """Browse a trace file in the (read-only) dashboard, until Ctrl-C.
+
+    Example: flock dashboard --db .flock/traces.duckdb --port 8344
+    """
+    from flock.dashboard import serve as serve_dashboard
+
+    if not Path(db).is_file():
+        raise _fail(f"no trace file at {db!r}; run a traced workflow first (e.g. flock demo)")
+    try:
+        asyncio.run(serve_dashboard(db, host=host, port=port, token=token, read_only=True))
+    except KeyboardInterrupt:
+        pass
+    except (OSError, ValueError) as exc:
+        raise _fail(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

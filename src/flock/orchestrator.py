@@ -550,6 +550,39 @@ class Flock:
         async with self._workflows.workflow(name) as span:
             yield span
 
+    async def serve(
+        self,
+        *,
+        dashboard: bool = True,
+        host: str = "127.0.0.1",
+        port: int = 8344,
+        token: str | None = None,
+    ) -> None:
+        """Serve the dashboard (and its JSON API) for this Flock until cancelled.
+
+        Prints the URL. Binding anything but loopback needs a ``token`` (one is generated
+        and printed if none is given); requests then send ``Authorization: Bearer <token>``
+        or ``?token=``. Needs the ``dashboard`` extra (``pip install flock[dashboard]``).
+
+        Args:
+            dashboard: serve the web UI at ``/`` (``False``: only the JSON API).
+            host: the address to bind (default loopback only).
+            port: the TCP port (``0``: any free port).
+            token: the access token.
+
+        Example:
+            >>> async def main(flock):  # doctest: +SKIP
+            ...     await flock.serve(dashboard=True)  # http://127.0.0.1:8344/
+        """
+        import os
+
+        from flock.dashboard.server import serve
+        from flock.tracing.store import DEFAULT_DB_PATH
+
+        self._prepare()  # set up tracing first, so the trace file exists
+        db_path = os.environ.get("FLOCK_TRACE_DB") or DEFAULT_DB_PATH
+        await serve(db_path, flock=self, host=host, port=port, token=token, ui=dashboard)
+
     @_ClassOrInstanceMethod
     def clear_traces(db_path: str = ".flock/traces.duckdb") -> dict[str, Any]:
         """Delete every span in the trace file and reclaim its space.

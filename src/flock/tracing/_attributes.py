@@ -2,7 +2,9 @@
 
 Nesting is what makes ``json_extract(attributes, '$.flock.workflow')`` work. A key that is both
 a leaf and a prefix (``a`` and ``a.b``) keeps both: the leaf moves under the empty key
-(``{"a": {"": 1, "b": 2}}``) and :func:`flatten` restores it.
+(``{"a": {"": 1, "b": 2}}``) and :func:`flatten` restores it. A key with an empty part
+(``""``, ``"a."``, ``".a"``, ``"a..b"``) is not split: it stays whole at the top level, where it
+cannot collide with a nested one (``json_extract(attributes, '$."a."')`` finds it).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["Redactor", "cap", "flatten", "nest"]
+__all__ = ["Redactor", "attributes_json", "cap", "flatten", "nest"]
 
 Redactor = Callable[[str, Any], Any]
 """``redact(key, value)`` returns the value to store, or ``None`` to drop the attribute."""
@@ -38,6 +40,8 @@ def _parts(key: str) -> list[str]:
     parts = _PARTS.get(key)
     if parts is None:
         parts = key.split(".")
+        if "" in parts:  # "", "a.", ".a", "a..b": kept whole at the top level (see above)
+            parts = [key]
         if len(_PARTS) < 10_000:  # attribute keys are few; don't grow without bound
             _PARTS[key] = parts
     return parts
@@ -74,6 +78,76 @@ def nest(
         else:
             node[last] = value
     return root
+
+
+_MISSING: Any = object()
+_PLANS: dict[tuple[str, ...], Callable[[tuple[Any, ...]], dict[str, Any]] | None] = {}
+
+
+def _compile(keys: tuple[str, ...]) -> Callable[[tuple[Any, ...]], dict[str, Any]] | None:
+    """A function from the values (in ``keys`` order) to the nested dict, as one literal.
+
+    ``None`` when the keys need :func:`nest`'s general handling (a key that is both a leaf
+    and a prefix, or an empty part such as ``"a..b"``).
+    """
+    tree: dict[str, Any] = {}
+    for index, key in enumerate(keys):
+        parts = key.split(".")
+        if "" in parts:
+            return None
+        node = tree
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if child.__class__ is not dict:
+                return None
+            node = child
+        if parts[-1] in node:
+            return None
+        node[parts[-1]] = index
+
+    def source(node: dict[str, Any]) -> str:
+        items = (
+            f"{key!r}: {source(value) if value.__class__ is dict else f'v[{value}]'}"
+            for key, value in node.items()
+        )
+        return "{" + ", ".join(items) + "}"
+
+    # The keys are embedded as repr() string literals, the values by index: no user text
+    # is ever evaluated as code.
+    plan: Callable[[tuple[Any, ...]], dict[str, Any]] = eval(
+        f"lambda v: {source(tree)}", {"__builtins__": {}}
+    )
+    return plan
+
+
+def attributes_json(
+    attributes: Mapping[str, Any], *, max_chars: int, redact: Redactor | None = None
+) -> str:
+    """``nest(attributes)`` as JSON bytes, fast for the common case.
+
+    Spans of one kind share their attribute keys, so the nesting is compiled once per key
+    set; and when the whole JSON is at most ``max_chars`` long no string in it can need
+    capping, so capping only runs for the rare large span.
+
+    Returns ``str``: orjson's ``bytes`` results over-allocate, and keeping thousands of them
+    alive (a writer batch) costs far more than the encoding itself; a decoded copy does not.
+    """
+    import orjson
+
+    if not attributes:
+        return "{}"
+    if redact is None:
+        keys = tuple(attributes)
+        plan = _PLANS.get(keys, _MISSING)
+        if plan is _MISSING:
+            plan = _compile(keys)
+            if len(_PLANS) < 4096:  # key sets are few; don't grow without bound
+                _PLANS[keys] = plan
+        if plan is not None:
+            data = orjson.dumps(plan(tuple(attributes.values())), default=str)
+            if len(data) <= max_chars:
+                return data.decode()
+    return orjson.dumps(nest(attributes, max_chars=max_chars, redact=redact), default=str).decode()
 
 
 def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

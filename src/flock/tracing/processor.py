@@ -1,14 +1,17 @@
 """The span processor that writes finished spans into the DuckDB trace file.
 
 ``on_end`` only appends the span to a queue (a few hundred nanoseconds, never any I/O). A
-background thread wakes every ``flush_interval`` seconds (or when ``batch_size`` spans are
-waiting, or a flush is requested), encodes the spans as one Arrow table and appends it with
-a single INSERT over a connection that it opens and closes around the write, so other
-processes can open the file read-only between flushes.
+background thread encodes queued spans into Arrow as soon as ``encode_batch`` of them wait
+(finished spans are many small Python objects; holding tens of thousands of them makes every
+garbage collection of the application slower, so they are turned into compact Arrow memory
+early), and every ``flush_interval`` seconds — or when ``batch_size`` rows are encoded, or a
+flush is requested — appends everything encoded with a single INSERT over a connection that
+it opens and closes around the write, so other processes can open the file read-only
+between flushes.
 
-When the file is locked by another process the spans stay queued and the write is retried
-with backoff; nothing is dropped unless the queue exceeds ``max_queue`` spans, and drops are
-counted (``dropped``) and reported on stderr, never silent.
+When the file is locked by another process the encoded rows stay in memory and the write is
+retried with backoff; nothing is dropped unless more than ``max_queue`` spans wait, and drops
+are counted (``dropped``) and reported on stderr, never silent.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from flock.exceptions import TracingError
-from flock.tracing.store import connect, spans_to_arrow
+from flock.tracing.store import FinishedSpan, connect, spans_to_arrow
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -40,6 +43,7 @@ log = logging.getLogger("flock.tracing")
 
 _WRITERS: weakref.WeakSet[DuckDBSpanProcessor] = weakref.WeakSet()
 ENCODE_CHUNK = 512  # spans encoded between GIL releases, to keep the event loop responsive
+ENCODE_BATCH = 256  # queued spans that wake the writer: encoded before the GC promotes them
 
 
 def active_writers(path: str | Path) -> Iterator[DuckDBSpanProcessor]:
@@ -49,7 +53,10 @@ def active_writers(path: str | Path) -> Iterator[DuckDBSpanProcessor]:
 
 
 def is_lock_error(exc: BaseException) -> bool:
-    return "lock" in str(exc).lower()
+    """DuckDB's "another process holds the file" error (and nothing else: a corrupt file's
+    "checksum ... in block at ..." or any path through ``.flock/`` also contains "lock")."""
+    text = str(exc)
+    return "Could not set lock on file" in text or "Conflicting lock is held" in text
 
 
 class DuckDBSpanProcessor(SpanProcessor):
@@ -76,7 +83,10 @@ class DuckDBSpanProcessor(SpanProcessor):
         self.dropped = 0
         self.written = 0
         self.last_error: str | None = None
-        self._queue: deque[ReadableSpan | threading.Event] = deque()
+        self._queue: deque[FinishedSpan | threading.Event] = deque()
+        self._encoded: list[Any] = []  # Arrow tables not yet in the file
+        self._encoded_rows = 0
+        self._last_write = time.monotonic()
         self._wake = threading.Event()
         self._file_lock = threading.Lock()
         self._stopping = False
@@ -107,17 +117,17 @@ class DuckDBSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         queue = self._queue
-        if len(queue) >= self.max_queue:
+        if len(queue) + self._encoded_rows >= self.max_queue:
             self._drop(1)
             return
-        queue.append(span)
-        if len(queue) >= self.batch_size:
+        queue.append(FinishedSpan(span))
+        if len(queue) == ENCODE_BATCH:
             self._wake.set()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Write every span queued so far; False if that did not finish in time."""
         if self._closed or not self._thread.is_alive():
-            return not self._queue
+            return not self._queue and not self._encoded_rows
         marker = threading.Event()
         self._queue.append(marker)
         self._wake.set()
@@ -134,7 +144,7 @@ class DuckDBSpanProcessor(SpanProcessor):
         self._stopping = True
         self._wake.set()
         self._thread.join(self.exit_timeout + 5)
-        lost = sum(1 for item in self._queue if isinstance(item, ReadableSpan))
+        lost = self._encoded_rows + sum(1 for item in self._queue if isinstance(item, FinishedSpan))
         if lost or self.dropped:
             print(
                 f"flock: {lost + self.dropped} span(s) could not be written to {self.path} "
@@ -172,11 +182,12 @@ class DuckDBSpanProcessor(SpanProcessor):
                 return
 
     def _drain(self, *, deadline: float | None) -> None:
+        """Encode what is queued; write it when due (interval, size, a flush marker, exit)."""
         queue = self._queue
-        while queue:
-            batch: list[ReadableSpan] = []
+        while True:
+            batch: list[FinishedSpan] = []
             markers: list[threading.Event] = []
-            while queue and len(batch) < self.batch_size:
+            while queue and len(batch) < ENCODE_BATCH:
                 item = queue.popleft()
                 if isinstance(item, threading.Event):
                     markers.append(item)
@@ -184,21 +195,34 @@ class DuckDBSpanProcessor(SpanProcessor):
                 batch.append(item)
             if batch:
                 try:
-                    written = self._write(batch, deadline=deadline)
+                    table = self._encode(batch)
                 except Exception:
                     queue.extendleft(reversed([*batch, *markers]))
                     raise
-                if not written:
-                    queue.extendleft(reversed([*batch, *markers]))
-                    return
+                self._encoded.append(table)
+                self._encoded_rows += len(batch)
+                del batch  # the spans can go now
+            due = (
+                markers
+                or deadline is not None
+                or self._encoded_rows >= self.batch_size
+                or time.monotonic() - self._last_write >= self.flush_interval
+            )
+            if due and self._encoded_rows and not self._write(deadline=deadline):
+                queue.extendleft(reversed(markers))
+                return
             for marker in markers:
                 marker.set()
+            if not queue:
+                return
 
-    def _encode(self, batch: list[ReadableSpan]) -> Any:
+    def _encode(self, batch: list[FinishedSpan]) -> Any:
         import pyarrow as pa
 
         tables = []
         for i in range(0, len(batch), ENCODE_CHUNK):
+            if i:
+                time.sleep(0)  # let the event loop thread take the GIL between chunks
             tables.append(
                 spans_to_arrow(
                     batch[i : i + ENCODE_CHUNK],
@@ -206,18 +230,22 @@ class DuckDBSpanProcessor(SpanProcessor):
                     redact=self.redact,
                 )
             )
-            time.sleep(0)  # let the event loop thread take the GIL
         return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
-    def _write(self, batch: list[ReadableSpan], *, deadline: float | None) -> bool:
-        """Append ``batch``; retry while the file is locked. False: give up for now."""
-        table = self._encode(batch)
+    def _write(self, *, deadline: float | None) -> bool:
+        """Append every encoded row; retry while the file is locked. False: not yet."""
+        import pyarrow as pa
+
+        tables = self._encoded
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         delay = 0.05
         while True:
             try:
                 with self._file_lock:
                     conn = connect(self.path)
                     try:
+                        # One core is enough for an append; leave the other to the app.
+                        conn.execute("SET threads = 1")
                         conn.register("flock_batch", table)
                         conn.execute("INSERT INTO spans SELECT * FROM flock_batch")
                     finally:
@@ -242,7 +270,10 @@ class DuckDBSpanProcessor(SpanProcessor):
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
-            self.written += len(batch)
+            self.written += self._encoded_rows
+            self._encoded = []
+            self._encoded_rows = 0
+            self._last_write = time.monotonic()
             self._warned_lock = False
             self.last_error = None
             return True

@@ -62,6 +62,8 @@ class TracingSettings:
 
     provider: Any
     file: DuckDBSpanProcessor | None = None
+    file_unusable: bool = False
+    """The trace file could not be used (warned once; not retried for this provider)."""
     workflow_processor: WorkflowSpanProcessor | None = None
     redact: Redactor | None = None
 
@@ -125,7 +127,7 @@ def configure(
             if trace_file is not None
             else (not explicit and env_flag("FLOCK_TRACE_FILE", True))
         )
-        if want_file and settings.file is None:
+        if want_file and settings.file is None and not settings.file_unusable:
             settings.file = _file_processor(
                 db_path or os.environ.get("FLOCK_TRACE_DB") or DEFAULT_DB_PATH,
                 redact=redact,
@@ -134,6 +136,8 @@ def configure(
             if settings.file is not None:
                 sdk_provider.add_span_processor(settings.file)
                 _install_sigterm_flush()
+            else:
+                settings.file_unusable = True
         return settings
 
 
@@ -147,7 +151,10 @@ def _new_provider() -> SDKTracerProvider:
     if exporter is not None:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        from flock.tracing._otlp import ReportingSpanExporter
+
+        # Failures are reported once, not per batch, and never hold up the run or its exit.
+        provider.add_span_processor(BatchSpanProcessor(ReportingSpanExporter(exporter)))
     return provider
 
 

@@ -77,125 +77,188 @@ def _dumps(value: Any) -> bytes:
     return orjson.dumps(value, default=str)
 
 
-def _raw(obj: Any, private: str, public: str) -> Any:
-    # The SDK's public properties copy (and lock) on every access; the private fields hold the
-    # same finished, immutable data. Fall back to the public API if the SDK changes.
-    value = getattr(obj, private, None)
-    return value if value is not None else getattr(obj, public)
+def _events_json(span_events: Sequence[Any], max_chars: int, redact: Redactor | None) -> str:
+    import orjson
+
+    from flock.tracing._attributes import attributes_json
+
+    return orjson.dumps(
+        [
+            {
+                "name": e.name,
+                "timestamp": e.timestamp,
+                "attributes": orjson.loads(
+                    attributes_json(e.attributes or {}, max_chars=max_chars, redact=redact)
+                ),
+            }
+            for e in span_events
+        ],
+        default=str,
+    ).decode()
+
+
+_UNENCODABLE_REPORTED: set[str] = set()
+
+
+def _unencodable(span_name: str, what: str, exc: Exception) -> str:
+    """The stand-in JSON for a span's attributes (or one event) that could not be encoded,
+    e.g. because a redact hook raised or returned a cyclic value. Logged once per cause."""
+    import logging
+
+    import orjson
+
+    reason = f"{type(exc).__name__}: {exc}"[:300]
+    if reason not in _UNENCODABLE_REPORTED and len(_UNENCODABLE_REPORTED) < 100:
+        _UNENCODABLE_REPORTED.add(reason)
+        logging.getLogger("flock.tracing").warning(
+            "could not encode the %s of span %r (%s); they are stored as "
+            '{"flock": {"encode_error": ...}} (further spans failing this way are not logged)',
+            what,
+            span_name,
+            reason,
+        )
+    return orjson.dumps({"flock": {"encode_error": reason}}).decode()
+
+
+class FinishedSpan:
+    """The parts of a finished span the writer needs, in as few objects as possible.
+
+    A ``ReadableSpan`` is about ten garbage-collected objects (locks, deques, bounded
+    containers); spans waiting for the writer would make every collection of the application
+    slower. This keeps the same field names, so :func:`spans_to_arrow` takes either.
+    """
+
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_end_time",
+        "_events",
+        "_kind",
+        "_links",
+        "_name",
+        "_parent",
+        "_resource",
+        "_start_time",
+        "_status",
+    )
+
+    def __init__(self, span: ReadableSpan) -> None:
+        self._context = span._context
+        self._parent = span._parent
+        self._name = span._name
+        self._kind = span._kind
+        self._start_time = span._start_time
+        self._end_time = span._end_time
+        self._status = span._status
+        self._resource = span._resource
+        raw = span._attributes
+        self._attributes = getattr(raw, "_dict", raw) if raw else None
+        self._events = tuple(span._events) if span._events else None
+        self._links = tuple(span._links) if span._links else None
 
 
 def spans_to_arrow(
-    spans: Sequence[ReadableSpan], *, max_chars: int = 4096, redact: Redactor | None = None
+    spans: Sequence[ReadableSpan | FinishedSpan],
+    *,
+    max_chars: int = 4096,
+    redact: Redactor | None = None,
 ) -> pa.Table:
     """Encode finished spans as an Arrow table with the ``spans`` columns.
 
-    Runs in the writer thread; it is the per-span cost of tracing, so it is kept lean.
+    Runs in the writer thread and is the per-span cost of tracing, so the loop is lean: the
+    SDK's private fields instead of its copying properties, attribute nesting compiled per
+    key set (:func:`~flock.tracing._attributes.attributes_json`), one list per column.
     """
     import orjson
     import pyarrow as pa
 
-    from flock.tracing._attributes import nest
+    from flock.tracing._attributes import attributes_json
 
     dumps = orjson.dumps
-    trace_ids: list[str] = []
-    span_ids: list[str] = []
-    parent_ids: list[str | None] = []
-    names: list[str] = []
-    services: list[str | None] = []
-    operations: list[str] = []
-    kinds: list[str] = []
-    starts: list[int] = []
-    ends: list[int] = []
-    durations: list[float] = []
-    status_codes: list[str] = []
-    status_descriptions: list[str | None] = []
-    attributes: list[bytes] = []
-    events: list[bytes] = []
-    links: list[bytes] = []
-    resources_col: list[bytes] = []
-    resources: dict[int, tuple[str | None, bytes]] = {}
-    for span in spans:
-        ctx = span.context
-        start = span.start_time or 0
-        end = span.end_time or start
-        resource = span.resource
+    n = len(spans)
+    trace_ids: list[str] = [""] * n
+    span_ids: list[str] = [""] * n
+    parent_ids: list[str | None] = [None] * n
+    names: list[str] = [""] * n
+    services: list[str | None] = [None] * n
+    operations: list[str] = [""] * n
+    kinds: list[str] = [""] * n
+    starts: list[int] = [0] * n
+    ends: list[int] = [0] * n
+    durations: list[float] = [0.0] * n
+    status_codes: list[str] = [""] * n
+    status_descriptions: list[str | None] = [None] * n
+    attributes: list[str] = ["{}"] * n
+    events: list[str] = ["[]"] * n
+    links: list[str] = ["[]"] * n
+    resources_col: list[str] = ["{}"] * n
+    resources: dict[int, tuple[str | None, str]] = {}
+    operation_of: dict[str, str] = {}
+    for i, span in enumerate(spans):
+        ctx = span._context
+        start = span._start_time or 0
+        end = span._end_time or start
+        resource = span._resource
         cached = resources.get(id(resource))
         if cached is None:
             attrs = dict(resource.attributes)
             service = attrs.get("service.name")
-            cached = (str(service) if service is not None else None, _dumps(attrs))
+            cached = (str(service) if service is not None else None, _dumps(attrs).decode())
             resources[id(resource)] = cached
         if ctx is not None:
-            trace_ids.append(f"{ctx.trace_id:032x}")
-            span_ids.append(f"{ctx.span_id:016x}")
-        else:
-            trace_ids.append("")
-            span_ids.append("")
-        parent = span.parent
-        parent_ids.append(f"{parent.span_id:016x}" if parent is not None else None)
-        name = span.name
-        names.append(name)
-        services.append(cached[0])
-        operations.append(name.rpartition(".")[2])
-        kinds.append(span.kind.name)
-        starts.append(start)
-        ends.append(end)
-        durations.append((end - start) / 1e6)
-        status = span.status
-        status_codes.append(status.status_code.name)
-        status_descriptions.append(status.description)
-        raw_attributes = _raw(span, "_attributes", "attributes")
-        raw_attributes = getattr(raw_attributes, "_dict", raw_attributes)
-        attributes.append(
-            dumps(nest(raw_attributes, max_chars=max_chars, redact=redact), default=str)
-            if raw_attributes
-            else b"{}"
-        )
-        span_events = _raw(span, "_events", "events")
-        events.append(
-            dumps(
-                [
-                    {
-                        "name": e.name,
-                        "timestamp": e.timestamp,
-                        "attributes": nest(
-                            e.attributes or {}, max_chars=max_chars * 4, redact=redact
-                        ),
-                    }
-                    for e in span_events
-                ],
-                default=str,
-            )
-            if span_events
-            else b"[]"
-        )
-        span_links = _raw(span, "_links", "links")
-        links.append(
-            dumps(
+            trace_ids[i] = f"{ctx.trace_id:032x}"
+            span_ids[i] = f"{ctx.span_id:016x}"
+        parent = span._parent
+        if parent is not None:
+            parent_ids[i] = f"{parent.span_id:016x}"
+        name = span._name
+        names[i] = name
+        operation = operation_of.get(name)
+        if operation is None:
+            operation = operation_of[name] = name.rpartition(".")[2]
+        operations[i] = operation
+        services[i] = cached[0]
+        resources_col[i] = cached[1]
+        kinds[i] = span._kind.name
+        starts[i] = start
+        ends[i] = end
+        durations[i] = (end - start) / 1e6
+        status = span._status
+        status_codes[i] = status._status_code.name
+        status_descriptions[i] = status._description
+        raw = span._attributes
+        if raw:
+            try:
+                attributes[i] = attributes_json(
+                    getattr(raw, "_dict", raw), max_chars=max_chars, redact=redact
+                )
+            except Exception as exc:  # e.g. a redact hook that raises: lose these, not the batch
+                attributes[i] = _unencodable(name, "attributes", exc)
+        if span._events:
+            try:
+                events[i] = _events_json(span._events, max_chars * 4, redact)
+            except Exception as exc:
+                events[i] = "[" + _unencodable(name, "events", exc) + "]"
+        if span._links:
+            links[i] = dumps(
                 [
                     {
                         "trace_id": f"{link.context.trace_id:032x}",
                         "span_id": f"{link.context.span_id:016x}",
                         "attributes": dict(link.attributes or {}),
                     }
-                    for link in span_links
+                    for link in span._links
                 ],
                 default=str,
-            )
-            if span_links
-            else b"[]"
-        )
-        resources_col.append(cached[1])
+            ).decode()
     columns = [
         trace_ids, span_ids, parent_ids, names, services, operations, kinds, starts, ends,
         durations, status_codes, status_descriptions, attributes, events, links, resources_col,
     ]  # fmt: skip
+    schema = _arrow_schema()
     return pa.Table.from_arrays(
-        [
-            pa.array(col, type=field.type)
-            for col, field in zip(columns, _arrow_schema(), strict=True)
-        ],
-        schema=_arrow_schema(),
+        [pa.array(col, type=field.type) for col, field in zip(columns, schema, strict=True)],
+        schema=schema,
     )
 
 
@@ -211,7 +274,9 @@ def _arrow_schema() -> pa.Schema:
             pa.schema(
                 [
                     pa.field(
-                        name, types.get(sql.split()[0], pa.string()), nullable="NOT NULL" not in sql
+                        name,
+                        types.get(sql.split()[0], pa.large_string()),
+                        nullable="NOT NULL" not in sql,
                     )
                     for name, sql in COLUMNS
                 ]
@@ -225,6 +290,12 @@ def clear_traces(db_path: str | os.PathLike[str] = DEFAULT_DB_PATH) -> dict[str,
 
     Returns ``{"success", "deleted_count", "error"}``; failures are reported, not raised.
     """
+    if not isinstance(db_path, str | os.PathLike):
+        return {
+            "success": False,
+            "deleted_count": 0,
+            "error": f"db_path must be a path to a trace file, got {db_path!r}",
+        }
     path = Path(db_path)
     if not path.is_file():
         return {

@@ -1,0 +1,150 @@
+"""OTLP export that reports a broken endpoint once and never holds up a run or its exit.
+
+The OpenTelemetry exporters log every failed batch, and every retry inside it ("Transient
+error … retrying in 1.13s", "Failed to export spans batch …"): a down endpoint, one that
+speaks the other protocol (gRPC against an HTTP port or the reverse) or one that never
+answers fills stderr with a few lines per batch for as long as the program runs.
+
+:class:`ReportingSpanExporter` wraps the exporter flock sets up from ``OTEL_EXPORTER_OTLP_*``:
+
+- While it exports, a :class:`logging.Filter` on the ``opentelemetry.exporter`` loggers (and
+  ``urllib3``'s) captures the exporter's own log records *of that thread and call* instead of
+  printing them; other threads and other exporters are untouched.
+- The first failed batch is reported as one warning on the ``flock.tracing`` logger naming
+  the endpoint, the cause (the exporter's first message) and that the spans are still in the
+  trace file. Later failures are counted (``failed_batches``, ``failed_spans``), not logged,
+  until an export succeeds again ("works again" is logged once), so each outage is reported
+  once.
+- Export runs in the SDK's batch thread, so the run itself never waits for the endpoint. At
+  interpreter exit, if the endpoint is failing, the exporter is shut down first (which
+  interrupts its retry back-off) and the remaining batches are counted instead of retried:
+  the exit waits for at most the export already in flight (``OTEL_EXPORTER_OTLP_TIMEOUT``,
+  10 s by default), not one timeout per remaining batch.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+__all__ = ["ReportingSpanExporter"]
+
+log = logging.getLogger("flock.tracing")
+
+_CAPTURED_LOGGERS = ("opentelemetry.exporter", "urllib3")
+_local = threading.local()
+_RETRYING = re.compile(r",? retrying in [0-9.]+s\.?")
+
+
+class _CaptureExportLogs(logging.Filter):
+    """Diverts records logged while this thread is inside :meth:`ReportingSpanExporter.export`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        records: list[logging.LogRecord] | None = getattr(_local, "records", None)
+        if records is None:
+            return True
+        records.append(record)
+        return False
+
+
+_CAPTURE = _CaptureExportLogs()
+
+
+def _install_capture() -> None:
+    # A logger's filters only see records logged on that very logger (not its children's),
+    # so the filter goes on every exporter logger that exists once the exporter is imported.
+    names = [n for n in list(logging.root.manager.loggerDict) if n.startswith(_CAPTURED_LOGGERS)]
+    for name in names:
+        logger = logging.getLogger(name)
+        if _CAPTURE not in logger.filters:
+            logger.addFilter(_CAPTURE)
+
+
+class ReportingSpanExporter(SpanExporter):
+    """Wraps an OTLP span exporter; see the module docstring."""
+
+    def __init__(self, inner: SpanExporter, endpoint: str | None = None) -> None:
+        self.inner = inner
+        self.endpoint = endpoint or str(getattr(inner, "_endpoint", "the OTLP endpoint"))
+        self.failed_batches = 0
+        self.failed_spans = 0
+        self.failing = False
+        self._exiting = False
+        self._inner_shut_down = False
+        self._lock = threading.Lock()
+        _install_capture()
+        atexit.register(self._at_exit)  # after the provider's own hook, so it runs before it
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._exiting and self.failing:
+            self._count_failure(len(spans))
+            return SpanExportResult.FAILURE
+        records: list[logging.LogRecord] = []
+        _local.records = records
+        reason: str | None = None
+        try:
+            result = self.inner.export(spans)
+        except Exception as exc:  # an exporter bug must not kill the SDK's batch thread
+            result = SpanExportResult.FAILURE
+            reason = f"{type(exc).__name__}: {exc}"
+        finally:
+            _local.records = None
+        if result is SpanExportResult.SUCCESS:
+            if self.failing:
+                self.failing = False
+                log.warning("flock: OTLP export to %s works again", self.endpoint)
+            return result
+        first = self._count_failure(len(spans))
+        if first:
+            if reason is None:
+                reason = records[0].getMessage() if records else "the exporter reported failure"
+                reason = _RETRYING.sub("", reason).rstrip(". ")
+            log.warning(
+                "flock: OTLP export to %s failed: %s. The spans are still written to the trace "
+                "file; further export failures are not reported until export works again "
+                "(check OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_EXPORTER_OTLP_PROTOCOL).",
+                self.endpoint,
+                reason[:500],
+            )
+        return result
+
+    def _count_failure(self, n: int) -> bool:
+        """Count a failed batch; True if it starts an outage (the one to report)."""
+        with self._lock:
+            self.failed_batches += 1
+            self.failed_spans += n
+            first = not self.failing
+            self.failing = True
+            return first
+
+    def _at_exit(self) -> None:
+        self._exiting = True
+        if self.failing:
+            self._shutdown_inner()
+
+    def _shutdown_inner(self) -> None:
+        with self._lock:
+            if self._inner_shut_down:
+                return
+            self._inner_shut_down = True
+        records: list[logging.LogRecord] = []
+        _local.records = records  # "Shutdown in progress" and the like
+        try:
+            self.inner.shutdown()
+        finally:
+            _local.records = None
+
+    def shutdown(self) -> None:
+        atexit.unregister(self._at_exit)
+        self._shutdown_inner()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        result: Any = self.inner.force_flush(timeout_millis)
+        return bool(result)

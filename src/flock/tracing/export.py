@@ -1,0 +1,345 @@
+"""Stored traces out as OTLP: the OTLP/JSON encoding, and replay to an OTLP/HTTP receiver.
+
+Rows of the ``spans`` table become OpenTelemetry SDK ``ReadableSpan`` objects again, which
+the OTLP exporter's own encoder (``opentelemetry-exporter-otlp-proto-common``) turns into an
+``ExportTraceServiceRequest`` — so what we send is exactly what a live OTLP exporter would
+have sent, and nothing here writes protobuf by hand::
+
+    from flock.tracing.export import export_json, send_otlp
+    from flock.tracing.query import TraceStore
+
+    store = TraceStore(".flock/traces.duckdb")
+    trace_id = store.latest_trace_id()
+    print(export_json(store, [trace_id]))                        # OTLP/JSON document
+    send_otlp(store, [trace_id], "http://127.0.0.1:6006")        # POST …/v1/traces
+
+The JSON is the official OTLP/JSON encoding (the protobuf JSON mapping with lowerCamelCase
+keys, trace and span ids as hex strings, 64-bit integers and nanosecond times as decimal
+strings, enums as integers). Attributes, stored nested in the trace file, are flattened back
+to their dotted keys (``{"flock": {"workflow": true}}`` -> ``flock.workflow``).
+
+Not stored, so not exported: the instrumentation scope (every span gets scope ``flock``),
+trace state and flags (spans are sent as sampled), and dropped-attribute counts.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, Literal
+
+import orjson
+
+from flock.exceptions import TracingError
+from flock.tracing._attributes import flatten
+
+if TYPE_CHECKING:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan
+
+    from flock.tracing.query import TraceStore
+
+__all__ = [
+    "OtlpProtocol",
+    "encode_request",
+    "export_json",
+    "iter_trace_spans",
+    "parse_otlp_json",
+    "post_request",
+    "request_to_json",
+    "rows_to_spans",
+    "send_otlp",
+    "to_otlp_json",
+    "trace_ids_for_export",
+    "traces_endpoint",
+    "write_json_lines",
+]
+
+OtlpProtocol = Literal["http/protobuf", "http/json"]
+
+_COLUMNS = (
+    "trace_id, span_id, parent_id, name, kind, start_time, end_time, status_code, "
+    "status_description, attributes, events, links, resource"
+)
+_ID_KEYS = ("traceId", "spanId", "parentSpanId")
+_READ_CHUNK = 200
+"""Traces read per short read-only connection."""
+
+
+def trace_ids_for_export(
+    store: TraceStore, *, name: str | None = None, since_ns: int | None = None
+) -> list[str]:
+    """Every trace id in the file (optionally filtered like ``traces list``), oldest first."""
+    summaries = store.list_traces(limit=2**62, name=name, since_ns=since_ns)
+    return [t.trace_id for t in reversed(summaries)]
+
+
+def iter_trace_spans(
+    store: TraceStore, trace_ids: Sequence[str]
+) -> Iterator[tuple[str, list[ReadableSpan]]]:
+    """``(trace_id, spans)`` for each trace, in the given order; spans by start time.
+
+    Reads a chunk of traces per connection, so the file is never held for long. A trace id
+    that is not in the file raises :class:`TracingError`.
+    """
+    resources: dict[str, Resource] = {}
+    for first in range(0, len(trace_ids), _READ_CHUNK):
+        chunk = list(trace_ids[first : first + _READ_CHUNK])
+        with store.connect() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM spans WHERE list_contains(?, trace_id) "
+                "ORDER BY trace_id, start_time",
+                [chunk],
+            ).fetchall()
+        by_trace: dict[str, list[tuple[Any, ...]]] = {}
+        for row in rows:
+            by_trace.setdefault(row[0], []).append(row)
+        for trace_id in chunk:
+            if trace_id not in by_trace:
+                raise TracingError(f"no trace {trace_id!r} in {str(store.path)!r}")
+            yield trace_id, rows_to_spans(by_trace[trace_id], resources=resources)
+
+
+def _json(value: Any, default: Any) -> Any:
+    if value is None or value == "":
+        return default
+    return orjson.loads(value)
+
+
+def _attributes(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in flatten(values).items() if v is not None}
+
+
+def rows_to_spans(
+    rows: Sequence[Sequence[Any]], *, resources: dict[str, Resource] | None = None
+) -> list[ReadableSpan]:
+    """Rows of ``SELECT trace_id, span_id, parent_id, name, kind, start_time, end_time,
+    status_code, status_description, attributes, events, links, resource FROM spans`` as
+    finished SDK spans."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+    from flock import __version__
+
+    scope = InstrumentationScope("flock", __version__)
+    sampled = TraceFlags(TraceFlags.SAMPLED)
+    resources = {} if resources is None else resources
+    spans: list[ReadableSpan] = []
+    for (
+        trace_hex, span_hex, parent_hex, name, kind, start, end, status_code,
+        status_description, attributes, events, links, resource,
+    ) in rows:  # fmt: skip
+        trace_id = int(trace_hex, 16)
+        res = resources.get(resource or "")
+        if res is None:
+            res = Resource(_json(resource, {}))
+            resources[resource or ""] = res
+        code = (
+            StatusCode[status_code] if status_code in StatusCode.__members__ else StatusCode.UNSET
+        )
+        spans.append(
+            ReadableSpan(
+                name=name,
+                context=SpanContext(trace_id, int(span_hex, 16), False, sampled),
+                parent=(
+                    SpanContext(trace_id, int(parent_hex, 16), False, sampled)
+                    if parent_hex
+                    else None
+                ),
+                resource=res,
+                attributes=_attributes(_json(attributes, {})),
+                events=[
+                    Event(
+                        e.get("name", ""),
+                        attributes=_attributes(e.get("attributes") or {}),
+                        timestamp=e.get("timestamp"),
+                        limit=None,
+                    )
+                    for e in _json(events, [])
+                ],
+                links=[
+                    Link(
+                        SpanContext(
+                            int(link["trace_id"], 16), int(link["span_id"], 16), False, sampled
+                        ),
+                        attributes=_attributes(link.get("attributes") or {}),
+                    )
+                    for link in _json(links, [])
+                ],
+                kind=SpanKind[kind] if kind in SpanKind.__members__ else SpanKind.INTERNAL,
+                status=Status(code, status_description if code is StatusCode.ERROR else None),
+                start_time=start,
+                end_time=end,
+                instrumentation_scope=scope,
+            )
+        )
+    return spans
+
+
+def encode_request(spans: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
+    """The OTLP ``ExportTraceServiceRequest`` for these spans (the OTLP exporter's encoder)."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    return encode_spans(spans)
+
+
+def _map_ids(doc: Any, convert: Callable[[str], str]) -> None:
+    for resource_spans in doc.get("resourceSpans", ()):
+        for scope_spans in resource_spans.get("scopeSpans", ()):
+            for span in scope_spans.get("spans", ()):
+                for item in (span, *span.get("links", ())):
+                    for key in _ID_KEYS:
+                        if item.get(key):
+                            item[key] = convert(item[key])
+
+
+def request_to_json(request: ExportTraceServiceRequest) -> dict[str, Any]:
+    """An ``ExportTraceServiceRequest`` as an OTLP/JSON document."""
+    from google.protobuf.json_format import MessageToDict
+
+    doc: dict[str, Any] = MessageToDict(request, use_integers_for_enums=True)
+    # The protobuf JSON mapping writes bytes as base64; OTLP/JSON wants ids in hex.
+    _map_ids(doc, lambda b64: base64.b64decode(b64).hex())
+    return doc
+
+
+def to_otlp_json(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
+    """The OTLP/JSON document (``{"resourceSpans": [...]}``) for these spans."""
+    return request_to_json(encode_request(spans))
+
+
+def parse_otlp_json(doc: Mapping[str, Any] | str | bytes) -> ExportTraceServiceRequest:
+    """An OTLP/JSON document back to an ``ExportTraceServiceRequest`` (strict: unknown
+    fields are errors), e.g. to check or re-send an exported file."""
+    from google.protobuf.json_format import ParseDict
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    data: Any = (
+        orjson.loads(doc) if isinstance(doc, str | bytes) else orjson.loads(orjson.dumps(doc))
+    )
+    _map_ids(data, lambda hex_id: base64.b64encode(bytes.fromhex(hex_id)).decode())
+    request = ExportTraceServiceRequest()
+    ParseDict(data, request)
+    return request
+
+
+def write_json_lines(
+    store: TraceStore,
+    trace_ids: Sequence[str],
+    out: IO[str],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[int, int]:
+    """Write OTLP/JSON Lines for these traces to ``out``: one ``ExportTraceServiceRequest``
+    per trace and line (the format of the OpenTelemetry Collector's file exporter and its
+    ``otlpjsonfile`` receiver; a single trace is a plain JSON document that can be POSTed to
+    ``/v1/traces`` as it is). Returns ``(traces, spans)`` written; ``progress(traces_done,
+    spans_of_trace)`` is called after each trace."""
+    traces = spans_written = 0
+    for _, spans in iter_trace_spans(store, trace_ids):
+        out.write(orjson.dumps(to_otlp_json(spans)).decode())
+        out.write("\n")
+        traces += 1
+        spans_written += len(spans)
+        if progress is not None:
+            progress(traces, len(spans))
+    return traces, spans_written
+
+
+def export_json(store: TraceStore, trace_ids: Sequence[str]) -> str:
+    """OTLP/JSON Lines for these traces as a string (see :func:`write_json_lines`)."""
+    buffer = io.StringIO()
+    write_json_lines(store, trace_ids, buffer)
+    return buffer.getvalue()
+
+
+def traces_endpoint(url: str) -> str:
+    """``http://host:4318`` -> ``http://host:4318/v1/traces`` (left alone if it has that)."""
+    url = url.strip()
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"not an http(s) URL: {url!r} (e.g. http://127.0.0.1:6006)")
+    return url if url.rstrip("/").endswith("/v1/traces") else url.rstrip("/") + "/v1/traces"
+
+
+def post_request(
+    url: str,
+    request: ExportTraceServiceRequest,
+    *,
+    protocol: OtlpProtocol = "http/protobuf",
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+) -> None:
+    """POST one request to an OTLP/HTTP traces endpoint; raises :class:`TracingError` with a
+    readable message when the receiver is unreachable or refuses it."""
+    if protocol == "http/json":
+        body, content_type = orjson.dumps(request_to_json(request)), "application/json"
+    elif protocol == "http/protobuf":
+        body, content_type = request.SerializeToString(), "application/x-protobuf"
+    else:
+        raise ValueError(f"protocol must be 'http/protobuf' or 'http/json', not {protocol!r}")
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={**(headers or {}), "Content-Type": content_type}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read()[:300].decode("utf-8", "replace").strip()
+        raise TracingError(
+            f"{url} refused the spans: HTTP {exc.code} {exc.reason}"
+            + (f" — {detail}" if detail else "")
+        ) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TracingError(f"cannot reach {url}: {reason}") from None
+
+
+def send_otlp(
+    store: TraceStore,
+    trace_ids: Sequence[str],
+    endpoint: str,
+    *,
+    protocol: OtlpProtocol = "http/protobuf",
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+    max_spans_per_request: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[int, int]:
+    """Replay stored traces to an OTLP/HTTP receiver; returns ``(traces, spans)`` sent.
+
+    ``endpoint`` is the receiver's base URL (``/v1/traces`` is added) or the full traces URL.
+    Whole traces are batched into requests of about ``max_spans_per_request`` spans.
+    ``progress(traces_done, spans_in_batch)`` is called after each trace is read.
+    """
+    url = traces_endpoint(endpoint)
+    batch: list[ReadableSpan] = []
+    traces = spans_sent = 0
+
+    def flush() -> None:
+        nonlocal spans_sent
+        if batch:
+            post_request(
+                url, encode_request(batch), protocol=protocol, headers=headers, timeout=timeout
+            )
+            spans_sent += len(batch)
+            batch.clear()
+
+    for _, spans in iter_trace_spans(store, trace_ids):
+        if batch and len(batch) + len(spans) > max_spans_per_request:
+            flush()
+        batch.extend(spans)
+        traces += 1
+        if progress is not None:
+            progress(traces, len(spans))
+    flush()
+    return traces, spans_sent

@@ -1,0 +1,190 @@
+"""An OTLP endpoint that is down, speaks the wrong protocol or never answers.
+
+The run completes, every span still lands in the DuckDB file, and the export failure is
+reported once (by flock), not once per batch and retry (as the OpenTelemetry exporters log).
+Each case is a child process exporting to a server of this test on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import pytest
+
+from tests.faults.helpers import query, run_child
+
+DB = Path(".flock") / "traces.duckdb"
+SPANS = 8 * (1 + 1 + 20 * 8 + 2)  # rounds x (root, publish, 20 x (chef + critic), run, shutdown)
+
+
+@contextmanager
+def raw_server(mode: str) -> Iterator[int]:
+    """A TCP server on 127.0.0.1 that answers every connection the wrong way."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+    conns: list[socket.socket] = []
+
+    def handle(conn: socket.socket) -> None:
+        try:
+            conn.settimeout(30)
+            if mode == "silent":  # accepts, reads, never answers
+                while not stop.is_set() and conn.recv(65536):
+                    pass
+                return
+            conn.recv(65536)
+            if mode == "ssh":  # neither HTTP/1.1 nor HTTP/2
+                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\nProtocol mismatch.\r\n")
+            elif mode == "http1":  # plain HTTP/1.1 (what a gRPC client gets from an HTTP port)
+                conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conns.append(conn)
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        stop.set()
+        listener.close()
+        for conn in conns:
+            with suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        thread.join(5)
+
+
+@contextmanager
+def grpc_server() -> Iterator[int]:
+    """A real gRPC server with no services (what an HTTP/protobuf exporter gets from :4317)."""
+    import grpc
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop(0).wait(5)
+
+
+@contextmanager
+def closed_port() -> Iterator[int]:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]
+    yield port  # nothing listens there any more: connection refused
+
+
+@pytest.mark.parametrize(
+    ("server", "protocol", "cause"),
+    [
+        (closed_port, "http/protobuf", "Connection refused"),
+        (closed_port, "grpc", "Connection refused"),
+        (lambda: raw_server("ssh"), "http/protobuf", "BadStatusLine"),
+        (lambda: raw_server("ssh"), "grpc", "Failed parsing HTTP/2"),
+        (lambda: raw_server("http1"), "grpc", "Failed parsing HTTP/2"),
+        (grpc_server, "http/protobuf", "Connection aborted"),
+        (lambda: raw_server("silent"), "http/protobuf", "timeout"),
+        (lambda: raw_server("silent"), "grpc", "DEADLINE_EXCEEDED"),
+    ],
+    ids=[
+        "down-http",
+        "down-grpc",
+        "garbage-http",
+        "garbage-grpc",
+        "http1-server-grpc-client",
+        "grpc-server-http-client",
+        "slow-http",
+        "slow-grpc",
+    ],
+)
+def test_broken_otlp_endpoint_is_reported_once_and_loses_no_span(
+    tmp_path: Path, server: object, protocol: str, cause: str
+) -> None:
+    with server() as port:  # type: ignore[operator]
+        started = time.monotonic()
+        child, code, stderr = run_child(
+            tmp_path,
+            "rounds",
+            timeout=90,
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+            OTEL_EXPORTER_OTLP_PROTOCOL=protocol,
+            OTEL_EXPORTER_OTLP_TIMEOUT="2",
+            OTEL_BSP_SCHEDULE_DELAY="100",  # many small batches, each of which fails
+        )
+        wall = time.monotonic() - started
+    assert code == 0, stderr
+    assert child.seen[-2] == "done"
+    failed = int(next(line.split()[1] for line in child.seen if line.startswith("otlp_")))
+    assert failed >= 2, "too few batches to show that failures are reported once"
+    # One line on stderr for the whole outage, naming the endpoint and the cause:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("flock: OTLP export to ") and str(port) in lines[0]
+    assert cause.lower() in lines[0].lower()
+    assert "still written to the trace file" in lines[0]
+    # ... and the trace file has every span
+    assert query(tmp_path / DB, "SELECT count(*) FROM spans")[0][0] == SPANS
+    assert wall < 60  # the exit is not held for a retry per remaining batch (a hang guard)
+
+
+def test_healthy_exporter_is_unaffected_and_silent(tmp_path: Path) -> None:
+    """The wrapper passes successes through: a collector that answers 200 gets every span."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    received: list[int] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            request = ExportTraceServiceRequest.FromString(body)
+            received.append(
+                sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+            )
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        child, code, stderr = run_child(
+            tmp_path,
+            "rounds",
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{httpd.server_address[1]}",
+            OTEL_BSP_SCHEDULE_DELAY="100",
+        )
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+    assert code == 0, stderr
+    assert stderr == ""
+    assert "otlp_failed_batches 0" in child.seen
+    assert sum(received) == SPANS  # every span exported, at exit included
+    assert query(tmp_path / DB, "SELECT count(*) FROM spans")[0][0] == SPANS
