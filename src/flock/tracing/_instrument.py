@@ -9,7 +9,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 
-from opentelemetry.trace import INVALID_SPAN, Link, Span, SpanKind, Tracer
+from opentelemetry import context as context_api
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    Link,
+    Span,
+    SpanKind,
+    Status,
+    StatusCode,
+    Tracer,
+    set_span_in_context,
+)
 
 __all__ = ["NOOP_INSTRUMENT", "AttributeValue", "Instrument"]
 
@@ -29,6 +39,49 @@ class _NoopSpanContext(AbstractContextManager[Span]):
 
 
 _NOOP = _NoopSpanContext()
+
+
+class _CurrentSpan(AbstractContextManager[Span]):
+    """``tracer.start_as_current_span`` without its two generator-based context managers.
+
+    Same semantics (the SDK's ``use_span``): the span is current inside the block; an
+    ``Exception`` leaving the block is recorded as an event and sets ERROR status; the span
+    always ends. About 2 µs cheaper per span, which is most of flock's own tracing overhead.
+    """
+
+    __slots__ = ("_attributes", "_kind", "_links", "_name", "_span", "_token", "_tracer")
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        name: str,
+        attributes: Mapping[str, AttributeValue] | None,
+        links: Sequence[Link] | None,
+        kind: SpanKind,
+    ) -> None:
+        self._tracer = tracer
+        self._name = name
+        self._attributes = attributes
+        self._links = links
+        self._kind = kind
+
+    def __enter__(self) -> Span:
+        span = self._tracer.start_span(
+            self._name, attributes=self._attributes, links=self._links, kind=self._kind
+        )
+        self._span = span
+        self._token = context_api.attach(set_span_in_context(span))
+        return span
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        span = self._span
+        try:
+            context_api.detach(self._token)
+            if isinstance(exc, Exception) and span.is_recording():
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        finally:
+            span.end()
 
 
 class Instrument:
@@ -51,9 +104,7 @@ class Instrument:
         """A current span named ``name``; exceptions are recorded and re-raised."""
         if self.tracer is None:
             return _NOOP
-        return self.tracer.start_as_current_span(
-            name, attributes=attributes, links=links, kind=kind
-        )
+        return _CurrentSpan(self.tracer, name, attributes, links, kind)
 
 
 NOOP_INSTRUMENT = Instrument(None)
