@@ -236,6 +236,28 @@ async def test_clear_traces_deletes_and_reclaims_space(traced) -> None:  # type:
     conn.close()
 
 
+async def test_clear_traces_also_clears_spans_not_yet_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOCK_TRACE_FLUSH_INTERVAL", "3600")  # nothing is written on its own
+    db = tmp_path / "t.duckdb"
+    provider = TracerProvider()
+    settings = configure(provider, trace_file=True, db_path=str(db))
+    assert settings is not None and settings.file is not None
+    processor = settings.file
+    flock = pizza_flock(provider)
+    await flock.publish(Idea(topic="pending"))  # no traced_run: no flush at its end
+    await flock.run_until_idle()
+    assert processor.written == 0
+    result = Flock.clear_traces(str(db))
+    assert result == {"success": True, "deleted_count": 5 + 2, "error": None}
+    assert processor.force_flush()
+    conn = duckdb.connect(str(db), read_only=True)
+    assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 0
+    conn.close()
+    processor.shutdown()
+
+
 def test_clear_traces_on_a_non_trace_file(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.duckdb"
     bogus.write_text("not a database")
