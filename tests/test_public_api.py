@@ -1,0 +1,79 @@
+"""The public surface is deliberate (a change here is an API change), and the examples in
+docstrings run."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+from types import ModuleType
+
+import pytest
+
+import flock
+
+PUBLIC = [
+    "Agent",
+    "AgentBuilder",
+    "AgentComponent",
+    "AgentFailures",
+    "AgentRunError",
+    "Artifact",
+    "ConfigurationError",
+    "DSPyEngine",
+    "Engine",
+    "Flock",
+    "FlockError",
+    "FunctionEngine",
+    "MemoryStore",
+    "MissingAPIKeyError",
+    "OutputUtilityComponent",
+    "PayloadValidationError",
+    "RegistryError",
+    "RunContext",
+    "RunawayLoopError",
+    "Store",
+    "TracingError",
+    "__version__",
+    "flock_type",
+]
+
+
+def modules() -> list[ModuleType]:
+    found = [flock]
+    for info in pkgutil.walk_packages(flock.__path__, "flock."):
+        if info.name == "flock.__main__":
+            continue
+        found.append(importlib.import_module(info.name))
+    return found
+
+
+def test_the_public_names_are_pinned() -> None:
+    assert sorted(flock.__all__) == sorted(PUBLIC)
+    for name in PUBLIC:
+        assert getattr(flock, name) is not None
+    assert flock.DSPyEngine.__name__ == "DSPyEngine"  # lazily imported
+
+
+def test_the_seed_imports_work() -> None:
+    from flock.orchestrator import Flock
+    from flock.registry import flock_type
+
+    assert Flock is flock.Flock and flock_type is flock.flock_type
+
+
+@pytest.mark.parametrize("module", modules(), ids=lambda m: m.__name__)
+def test_every_module_declares_all(module: ModuleType) -> None:
+    assert isinstance(getattr(module, "__all__", None), list | tuple), module.__name__
+    for name in module.__all__:
+        assert hasattr(module, name), f"{module.__name__}.__all__ names missing {name!r}"
+
+
+@pytest.mark.parametrize(
+    "module",
+    [m for m in modules() if doctest.DocTestFinder().find(m) and "dashboard" not in m.__name__],
+    ids=lambda m: m.__name__,
+)
+def test_docstring_examples_run(module: ModuleType) -> None:
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.failed == 0
