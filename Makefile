@@ -19,9 +19,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/flock demo
 
-## Install everything and run the whole test suite.
-test: $(STAMP)
+## Install everything and run the whole test suite (the dashboard's browser tests need
+## Debian's chromium; it is installed when missing).
+test: $(STAMP) /usr/bin/chromium
 	$(PY) -m pytest
+
+/usr/bin/chromium:
+	$(if $(filter 0,$(shell id -u)),,sudo) sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium'
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
@@ -32,7 +36,7 @@ typecheck: $(STAMP)
 
 ## Regenerate the lock file after changing dependencies in pyproject.toml.
 lock: $(STAMP)
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra dashboard --python-version 3.11 -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra dashboard --extra postgres --python-version 3.11 -o requirements.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -90,14 +90,14 @@ def test_reader_holding_the_file_for_5s_while_100k_spans_are_written(
         provider.shutdown()
 
 
-def test_clear_traces_while_a_writer_process_holds_the_file(tmp_path: Path) -> None:
-    from flock import Flock
+def test_clear_traces_waits_for_a_writer_process_then_gives_a_plain_error(tmp_path: Path) -> None:
+    from flock.tracing.store import clear_traces
 
     db = tmp_path / "traces.duckdb"
     DuckDBSpanProcessor(db).shutdown()  # an empty trace file
     writer = hold(db, 3, mode="read_write")
     try:
-        result = Flock.clear_traces(str(db))
+        result = clear_traces(db, lock_wait=0.5)  # gives up while the file is still held
     finally:
         writer.wait(30)
         assert writer.stdout is not None and writer.stdin is not None
@@ -105,6 +105,23 @@ def test_clear_traces_while_a_writer_process_holds_the_file(tmp_path: Path) -> N
         writer.stdin.close()
     assert result["success"] is False and result["deleted_count"] == 0
     assert "Could not set lock" in result["error"] and str(db) in result["error"]
+    assert "another process holds the file" in result["error"]
+
+
+def test_clear_traces_succeeds_once_a_brief_holder_lets_go(tmp_path: Path) -> None:
+    from flock import Flock
+
+    db = tmp_path / "traces.duckdb"
+    DuckDBSpanProcessor(db).shutdown()
+    writer = hold(db, 1, mode="read_write")
+    try:
+        result = Flock.clear_traces(str(db))  # waits up to 5 s by default
+    finally:
+        writer.wait(30)
+        assert writer.stdout is not None and writer.stdin is not None
+        writer.stdout.close()
+        writer.stdin.close()
+    assert result == {"success": True, "deleted_count": 0, "error": None}
 
 
 # Files that cannot be used -----------------------------------------------------------------

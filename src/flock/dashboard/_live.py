@@ -1,0 +1,116 @@
+"""Live updates over a WebSocket: new spans (traces) and new artifacts.
+
+One poller per app runs while at least one client is connected: every ``interval`` seconds
+it asks the trace file for its version (span count and highest row id — table metadata,
+cheap) and the blackboard for its newest artifacts, and tells the clients what changed.
+Clients then re-fetch the page they show, with their own filters.
+
+Messages (JSON): ``{"type": "traces", "spans": n}``, ``{"type": "artifact", "artifact":
+{...}}``, ``{"type": "cleared"}``, ``{"type": "hello", ...}`` on connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from flock.exceptions import TracingError
+
+if TYPE_CHECKING:
+    from flock.orchestrator import Flock
+    from flock.tracing.query import TraceStore
+
+__all__ = ["LiveHub", "router"]
+
+log = logging.getLogger("flock.dashboard")
+ARTIFACT_WINDOW = 100
+
+router = APIRouter()
+
+
+class LiveHub:
+    """The connected clients and the poller that feeds them."""
+
+    def __init__(self, traces: TraceStore, flock: Flock | None, *, interval: float = 1.0) -> None:
+        self.traces = traces
+        self.flock = flock
+        self.interval = interval
+        self.clients: set[WebSocket] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._version: tuple[int, int] | None = None
+        self._seen: set[str] | None = None
+
+    async def broadcast(self, message: dict[str, Any]) -> None:
+        for ws in list(self.clients):
+            try:
+                await ws.send_json(message)
+            except Exception:  # a client that went away mid-send
+                self.clients.discard(ws)
+
+    async def serve(self, ws: WebSocket) -> None:
+        await ws.accept()
+        self.clients.add(ws)
+        if self._task is None or self._task.done():
+            self._version = self._seen = None
+            await self.check()  # the baseline: what exists now is not news
+            self._task = asyncio.get_running_loop().create_task(self._poll(), name="flock-live")
+        try:
+            await ws.send_json({"type": "hello", "interval": self.interval})
+            while True:
+                await ws.receive_text()  # clients say nothing; this notices them leave
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self.clients.discard(ws)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _poll(self) -> None:
+        while self.clients:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check()
+            except Exception:
+                log.exception("dashboard live update failed")
+
+    async def check(self) -> None:
+        """Compare with the previous check and broadcast what changed."""
+        if self.traces.path.is_file():
+            version: tuple[int, int] | None
+            try:
+                version = await anyio.to_thread.run_sync(self.traces.version)
+            except TracingError:
+                version = self._version  # held by another process right now; next time
+            if version != self._version:
+                if self._version is not None and version is not None:
+                    await self.broadcast({"type": "traces", "spans": version[0]})
+                self._version = version
+        if self.flock is not None:
+            newest = await self.flock.store.query(limit=ARTIFACT_WINDOW)
+            ids = {a.id for a in newest}
+            if self._seen is not None:
+                for artifact in newest:
+                    if artifact.id not in self._seen:
+                        await self.broadcast({"type": "artifact", "artifact": artifact.to_dict()})
+            self._seen = ids
+
+    def mark_seen(self, artifact_id: str) -> None:
+        if self._seen is not None:
+            self._seen.add(artifact_id)
+
+
+@router.websocket("/api/live")
+async def live(ws: WebSocket) -> None:
+    """New traces and artifacts as they appear (see the module docstring)."""
+    hub: LiveHub = ws.app.state.dashboard.hub
+    await hub.serve(ws)

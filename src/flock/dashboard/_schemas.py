@@ -1,0 +1,216 @@
+"""The JSON shapes of the dashboard API (Pydantic, so they appear in the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "AgentOut",
+    "ArtifactOut",
+    "ArtifactPage",
+    "BlackboardOut",
+    "ClearRequest",
+    "ClearResult",
+    "CorrelationDetail",
+    "CorrelationOut",
+    "CorrelationPage",
+    "InfoOut",
+    "NameCount",
+    "PublishRequest",
+    "SpanDetailOut",
+    "StatsOut",
+    "StatsPointOut",
+    "StatsRow",
+    "TimelineOut",
+    "TimelineSpanOut",
+    "TraceOut",
+    "TracePageOut",
+    "TypeOut",
+]
+
+
+class InfoOut(BaseModel):
+    """What this dashboard serves."""
+
+    db_path: str
+    read_only: bool = Field(description="clearing traces and publishing are disabled")
+    flock: bool = Field(description="a live Flock is attached (blackboard view, publishing)")
+    spans: int = Field(description="spans in the trace file")
+    version: str
+
+
+class TraceOut(BaseModel):
+    trace_id: str
+    name: str = Field(description="the root span's name (the workflow name of a traced_run)")
+    span_count: int
+    start_time: int = Field(description="ns since the epoch")
+    end_time: int
+    duration_ms: float
+    errors: int = Field(description="spans with ERROR status")
+    in_progress: bool = Field(description="the root span is not written yet")
+
+
+class TracePageOut(BaseModel):
+    items: list[TraceOut]
+    total: int = Field(description="traces matching the filters, over all pages")
+    limit: int
+    offset: int
+
+
+class NameCount(BaseModel):
+    name: str
+    count: int
+
+
+class TimelineSpanOut(BaseModel):
+    span_id: str
+    parent_id: str | None
+    name: str
+    start_time: int
+    end_time: int
+    duration_ms: float
+    status_code: str
+    depth: int = Field(description="0 for roots")
+    children: int
+    critical: bool = Field(description="on the critical path")
+
+
+class TimelineOut(BaseModel):
+    trace_id: str
+    name: str
+    start_time: int
+    end_time: int
+    span_count: int = Field(description="spans in the whole trace (pages hold `limit`)")
+    errors: int
+    offset: int
+    limit: int
+    spans: list[TimelineSpanOut] = Field(description="depth-first order, siblings by start")
+
+
+class SpanDetailOut(BaseModel):
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    name: str
+    service: str | None
+    kind: str | None
+    start_time: int
+    end_time: int
+    duration_ms: float
+    status_code: str
+    status_description: str | None
+    attributes: dict[str, Any]
+    events: list[Any] = Field(description="e.g. exceptions with their stack trace")
+    links: list[Any] = Field(description="span links (e.g. to the span that published an input)")
+    resource: dict[str, Any]
+
+
+class StatsPointOut(BaseModel):
+    start_time: int
+    count: int
+    errors: int
+    p50_ms: float
+    p95_ms: float
+
+
+class StatsRow(BaseModel):
+    name: str
+    count: int
+    errors: int
+    error_rate: float
+    mean_ms: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    total_ms: float
+    last_start_time: int
+    series: list[StatsPointOut]
+
+
+class StatsOut(BaseModel):
+    by: Literal["workflow", "span"]
+    bucket_ns: int | None = Field(description="width of the series buckets")
+    rows: list[StatsRow]
+
+
+class ArtifactOut(BaseModel):
+    id: str
+    type: str
+    payload: dict[str, Any]
+    produced_by: str
+    correlation_id: str
+    tags: list[str]
+    created_at: str
+    traceparent: str | None
+
+
+class ArtifactPage(BaseModel):
+    items: list[ArtifactOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class CorrelationOut(BaseModel):
+    correlation_id: str
+    runs: int = Field(description="agent runs (Agent.execute spans)")
+    errors: int
+    agents: list[str]
+    trace_ids: list[str]
+    start_time: int
+    end_time: int
+    artifacts: int | None = Field(description="artifacts on the live blackboard, if attached")
+
+
+class CorrelationPage(BaseModel):
+    items: list[CorrelationOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class CorrelationDetail(BaseModel):
+    correlation: CorrelationOut | None
+    traces: list[TraceOut]
+    artifacts: list[ArtifactOut]
+
+
+class AgentOut(BaseModel):
+    name: str
+    description: str | None
+    consumes: list[str]
+    publishes: list[str]
+
+
+class TypeOut(BaseModel):
+    name: str
+    json_schema: dict[str, Any] = Field(description="the Pydantic JSON schema of the type")
+
+
+class BlackboardOut(BaseModel):
+    agents: list[AgentOut]
+    types: list[str]
+
+
+class PublishRequest(BaseModel):
+    """Publish one artifact of a registered type onto the live blackboard."""
+
+    type: str = Field(min_length=1, examples=["PizzaIdea"])
+    payload: dict[str, Any] = Field(examples=[{"topic": "four cheeses"}])
+    correlation_id: str | None = Field(default=None, min_length=1, max_length=200)
+    tags: list[str] = Field(default_factory=list, max_length=50)
+
+
+class ClearRequest(BaseModel):
+    """Deleting every span needs an explicit confirmation."""
+
+    confirm: Literal[True]
+
+
+class ClearResult(BaseModel):
+    success: bool
+    deleted_count: int
+    error: str | None

@@ -1,0 +1,120 @@
+"""The dashboard's FastAPI application.
+
+Example:
+    >>> from flock.dashboard import create_app
+    >>> app = create_app(".flock/traces.duckdb")  # a read-only viewer of a trace file
+    >>> paths = app.openapi()["paths"]
+    >>> sorted(p for p in paths if p.startswith("/api/traces"))[:3]
+    ['/api/traces', '/api/traces/clear', '/api/traces/names']
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+import flock
+from flock.dashboard import _blackboard, _live, _traces
+from flock.dashboard._live import LiveHub
+from flock.dashboard._schemas import InfoOut
+from flock.dashboard._security import SecurityMiddleware
+from flock.dashboard._state import DashboardState, get_state
+from flock.tracing.query import TraceStore
+
+if TYPE_CHECKING:
+    from flock.orchestrator import Flock
+
+__all__ = ["STATIC_DIR", "create_app"]
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def create_app(
+    db_path: str | os.PathLike[str],
+    *,
+    flock: Flock | None = None,
+    token: str | None = None,
+    read_only: bool | None = None,
+    ui: bool = True,
+    live_interval: float = 1.0,
+    lock_wait: float = 2.0,
+) -> FastAPI:
+    """Build the dashboard app over the trace file ``db_path``.
+
+    Args:
+        db_path: the DuckDB trace file (it may not exist yet).
+        flock: a live Flock for the blackboard view and publishing; without one the
+            dashboard is a viewer of the trace file.
+        token: when given, every ``/api`` request and the WebSocket need it (``Authorization:
+            Bearer <token>`` or ``?token=``). Required when serving beyond loopback; without
+            it only requests addressed to localhost are answered.
+        read_only: forbid clearing traces and publishing (default: when no ``flock``).
+        ui: serve the single-page UI at ``/`` (the JSON API is always there).
+        live_interval: seconds between checks for new spans and artifacts.
+        lock_wait: how long a query waits while another process writes the file.
+    """
+    state = DashboardState(
+        traces=TraceStore(db_path, lock_wait=lock_wait),
+        flock=flock,
+        read_only=flock is None if read_only is None else read_only,
+        hub=LiveHub(TraceStore(db_path, lock_wait=lock_wait), flock, interval=live_interval),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await state.hub.stop()
+
+    extra: dict[str, Any] = {}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters:
+        # FastAPI ≥ 0.16x traces every request itself: the dashboard's own polling would
+        # flood the very trace file it shows.
+        extra["telemetry"] = {"tracing": False, "metrics": False, "logs": False}
+    app = FastAPI(
+        title="flock dashboard",
+        version=flock_version(),
+        description="Traces, statistics and the blackboard of a flock application.",
+        docs_url=None,  # Swagger UI loads from a CDN; these machines are offline
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        lifespan=lifespan,
+        **extra,
+    )
+    app.state.dashboard = state
+    app.add_middleware(SecurityMiddleware, token=token)
+    app.include_router(_traces.router)
+    app.include_router(_blackboard.router)
+    app.include_router(_live.router)
+
+    @app.get("/api/info", response_model=InfoOut, tags=["meta"], summary="About this server")
+    async def info(state: Annotated[DashboardState, Depends(get_state)]) -> InfoOut:
+        spans = (await state.read(state.traces.version))[0] if state.has_file else 0
+        return InfoOut(
+            db_path=str(state.traces.path),
+            read_only=state.read_only,
+            flock=state.flock is not None,
+            spans=spans,
+            version=flock_version(),
+        )
+
+    if ui:
+        # StaticFiles resolves every path and refuses anything outside its directory.
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+        @app.get("/", include_in_schema=False)
+        async def index() -> FileResponse:
+            return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
+
+    return app
+
+
+def flock_version() -> str:
+    return flock.__version__

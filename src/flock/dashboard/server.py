@@ -1,0 +1,159 @@
+"""Running the dashboard with uvicorn inside the caller's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from flock.dashboard._security import is_loopback, new_token
+
+if TYPE_CHECKING:
+    from flock.orchestrator import Flock
+
+__all__ = ["dashboard_url", "serve"]
+
+
+def dashboard_url(host: str, port: int, token: str | None = None) -> str:
+    """The address to open in a browser.
+
+    Example:
+        >>> dashboard_url("::1", 8344, "abc")
+        'http://[::1]:8344/?token=abc'
+    """
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+
+
+async def serve(
+    db_path: str | os.PathLike[str],
+    *,
+    flock: Flock | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8344,
+    token: str | None = None,
+    read_only: bool | None = None,
+    ui: bool = True,
+    announce: Callable[[str], None] | None = None,
+    started: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the dashboard until cancelled (or interrupted), printing its URL.
+
+    Binding anything but loopback needs a token: one is generated (and printed) when none
+    is given. ``port=0`` picks a free port. ``started(url)`` is called once it accepts
+    connections.
+
+    Example:
+        >>> async def main():  # doctest: +SKIP
+        ...     await serve(".flock/traces.duckdb", port=8344)
+    """
+    import uvicorn
+
+    from flock.dashboard.app import create_app
+
+    say = announce or (lambda line: print(line, file=sys.stdout, flush=True))
+    if token is not None and not token.strip():
+        raise ValueError("token must not be empty")
+    if token is None and not is_loopback(host):
+        token = new_token()
+        say(f"flock dashboard: {host} is not loopback, so requests need this token: {token}")
+    app = create_app(db_path, flock=flock, token=token, read_only=read_only, ui=ui)
+    config = uvicorn.Config(
+        app,
+        host=host.strip("[]"),
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        ws="websockets-sansio",
+    )
+    server = _Server(config)
+    sock = _listen(host.strip("[]"), port)  # a taken port fails here, as a plain OSError
+    bound = int(sock.getsockname()[1])
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(server.serve(sockets=[sock]), name="flock-dashboard")
+    restore = _stop_on_signals(loop, server)
+    try:
+        while not server.started:
+            if task.done():
+                await task
+                raise OSError(f"the dashboard could not start on {host}:{bound}")
+            await asyncio.sleep(0.02)
+        url = dashboard_url(host, bound, token)
+        say(f"flock dashboard: {url}")
+        if started is not None:
+            started(url)
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        server.should_exit = True
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(task), 10)
+        raise
+    finally:
+        restore()
+        if not task.done():
+            server.should_exit = True
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(
+            exc.errno, f"the dashboard cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from None
+    return sock
+
+
+def _server_class() -> type[Any]:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn without its own signal handling: it re-raises the signal after shutdown,
+        which would end the caller's event loop abruptly; :func:`serve` stops it instead."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+        def install_signal_handlers(self) -> None:  # uvicorn < 0.29
+            pass
+
+    return Server
+
+
+def _Server(config: Any) -> Any:
+    return _server_class()(config)
+
+
+def _stop_on_signals(loop: asyncio.AbstractEventLoop, server: Any) -> Callable[[], None]:
+    """Ctrl-C / SIGTERM stop the server gracefully (main thread only); returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous: dict[signal.Signals, Any] = {}
+
+    def stop() -> None:
+        server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.getsignal(sig)
+            loop.add_signal_handler(sig, stop)
+        except (NotImplementedError, RuntimeError, ValueError):
+            previous.pop(sig, None)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, handler)
+
+    return restore

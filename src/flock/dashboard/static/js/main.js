@@ -1,0 +1,63 @@
+// The single-page app: a hash router over the views, the live socket, clearing traces.
+import { api, h, toast, connectLive, fmtInt, errorBox } from "./api.js";
+import { tracesView } from "./traces.js";
+import { timelineView } from "./timeline.js";
+import { statsView } from "./stats.js";
+import { correlationsView, correlationView } from "./correlations.js";
+import { blackboardView } from "./blackboard.js";
+
+const view = document.getElementById("view");
+let cleanup = null;
+let info = null;
+
+async function route() {
+  if (typeof cleanup === "function") cleanup();
+  cleanup = null;
+  const hash = location.hash.replace(/^#/, "") || "/traces";
+  const [path, qs] = hash.split("?");
+  const params = new URLSearchParams(qs || "");
+  const parts = path.split("/").filter(Boolean);
+  const name = parts[0] || "traces";
+  for (const a of document.querySelectorAll("#nav a")) {
+    a.classList.toggle("active", a.dataset.view === name || (name === "trace" && a.dataset.view === "traces") || (name === "correlation" && a.dataset.view === "correlations"));
+  }
+  view.replaceChildren();
+  view.className = `view-${name}`;
+  try {
+    if (name === "trace" && parts[1]) cleanup = await timelineView(view, parts[1], params);
+    else if (name === "stats") cleanup = await statsView(view, params);
+    else if (name === "correlations") cleanup = await correlationsView(view, params);
+    else if (name === "correlation" && parts[1]) cleanup = await correlationView(view, decodeURIComponent(parts[1]));
+    else if (name === "blackboard") cleanup = await blackboardView(view);
+    else cleanup = await tracesView(view, params);
+  } catch (err) { view.append(errorBox(err)); }
+}
+
+async function start() {
+  try { info = await api("/api/info"); }
+  catch (err) { view.append(errorBox(err.status === 401 ? "Access token missing or wrong: open the URL printed by the server (it ends in ?token=…)." : err)); return; }
+  document.getElementById("dbinfo").textContent = `${info.db_path} · ${fmtInt(info.spans)} spans${info.read_only ? " · read-only" : ""}`;
+  document.getElementById("nav-blackboard").hidden = !info.flock;
+  const clearBtn = document.getElementById("clear-btn");
+  clearBtn.hidden = info.read_only;
+  clearBtn.addEventListener("click", async () => {
+    const current = await api("/api/info");
+    const dialog = document.getElementById("confirm");
+    document.getElementById("confirm-text").textContent = `This deletes all ${fmtInt(current.spans)} spans in ${current.db_path}. It cannot be undone.`;
+    dialog.returnValue = "";
+    dialog.showModal();
+    dialog.addEventListener("close", async () => {
+      if (dialog.returnValue !== "ok") return;
+      try {
+        const r = await api("/api/traces/clear", { method: "POST", body: { confirm: true } });
+        if (r.success) toast(`Deleted ${fmtInt(r.deleted_count)} spans`, "ok"); else toast(r.error, "err");
+        route();
+      } catch (err) { toast(err.message, "err"); }
+    }, { once: true });
+  });
+  connectLive(document.getElementById("live"));
+  window.addEventListener("hashchange", route);
+  route();
+}
+
+start();

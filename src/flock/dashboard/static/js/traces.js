@@ -1,0 +1,105 @@
+// The traces list: newest first, filters in the URL hash, paginated, live.
+import { api, query, h, fmtMs, fmtAgo, fmtTime, fmtInt, errorBox, onLive } from "./api.js";
+
+const PAGE = 50;
+const RANGES = [["", "any time"], ["15m", "last 15 min"], ["1h", "last hour"], ["24h", "last 24 h"], ["7d", "last 7 days"]];
+
+export async function tracesView(root, params) {
+  const f = {
+    workflow: params.get("workflow") || "",
+    errors: params.get("errors") === "1",
+    min_duration_ms: params.get("min") || "",
+    since: params.get("since") || "",
+    until: params.get("until") || "",
+    q: params.get("q") || "",
+    offset: Math.max(0, parseInt(params.get("offset") || "0", 10) || 0),
+  };
+  const setHash = (changes) => {
+    const next = { ...f, ...changes };
+    const p = new URLSearchParams();
+    if (next.workflow) p.set("workflow", next.workflow);
+    if (next.errors) p.set("errors", "1");
+    if (next.min_duration_ms) p.set("min", next.min_duration_ms);
+    if (next.since) p.set("since", next.since);
+    if (next.until) p.set("until", next.until);
+    if (next.q) p.set("q", next.q);
+    if (next.offset) p.set("offset", String(next.offset));
+    location.hash = `#/traces${p.toString() ? "?" + p : ""}`;
+  };
+
+  const workflowSel = h("select", { id: "f-workflow", onchange: (e) => setHash({ workflow: e.target.value, offset: 0 }) },
+    h("option", { value: "" }, "all workflows"));
+  const sinceSel = h("select", { id: "f-since", onchange: (e) => setHash({ since: e.target.value, offset: 0 }) },
+    RANGES.map(([v, label]) => h("option", { value: v, selected: v === f.since }, label)));
+  if (f.since && !RANGES.some(([v]) => v === f.since)) sinceSel.append(h("option", { value: f.since, selected: true }, `since ${f.since}`));
+  const untilIn = h("input", { id: "f-until", type: "datetime-local", value: f.until, title: "until",
+    onchange: (e) => setHash({ until: e.target.value, offset: 0 }) });
+  const minIn = h("input", { id: "f-min", type: "number", min: "0", step: "any", placeholder: "min ms", value: f.min_duration_ms,
+    class: "narrow", onchange: (e) => setHash({ min_duration_ms: e.target.value, offset: 0 }) });
+  const errIn = h("input", { id: "f-errors", type: "checkbox", checked: f.errors,
+    onchange: (e) => setHash({ errors: e.target.checked, offset: 0 }) });
+  const qIn = h("input", { id: "f-q", type: "search", placeholder: "search: trace id, span name, attribute…", value: f.q, class: "grow" });
+  qIn.addEventListener("keydown", (e) => { if (e.key === "Enter") setHash({ q: qIn.value.trim(), offset: 0 }); });
+
+  const filters = h("div", { class: "filters" },
+    workflowSel, sinceSel, h("label", { class: "inline muted small" }, "until ", untilIn), minIn,
+    h("label", { class: "inline" }, errIn, " errors only"), qIn,
+    h("button", { class: "btn", onclick: () => setHash({ q: qIn.value.trim(), offset: 0 }) }, "Search"),
+    h("button", { class: "btn ghost", onclick: () => { location.hash = "#/traces"; } }, "Reset"));
+  const status = h("div", { class: "muted small" });
+  const tbody = h("tbody");
+  const table = h("table", { class: "grid traces", id: "traces-table" },
+    h("thead", {}, h("tr", {},
+      h("th", {}, "Started"), h("th", {}, "Workflow / root span"), h("th", {}, "Trace"),
+      h("th", { class: "num" }, "Spans"), h("th", { class: "durcol" }, "Duration"), h("th", {}, "Status"))),
+    tbody);
+  const pager = h("div", { class: "pager" });
+  root.append(h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Traces"), status), filters, table, pager));
+
+  api("/api/traces/names").then((names) => {
+    for (const n of names) workflowSel.append(h("option", { value: n.name, selected: n.name === f.workflow }, `${n.name} (${fmtInt(n.count)})`));
+    if (f.workflow && !names.some((n) => n.name === f.workflow)) workflowSel.append(h("option", { value: f.workflow, selected: true }, f.workflow));
+  }).catch(() => {});
+
+  let known = new Set();
+  async function load(live = false) {
+    let page;
+    try {
+      page = await api(`/api/traces${query({ limit: PAGE, offset: f.offset, workflow: f.workflow, errors: f.errors,
+        min_duration_ms: f.min_duration_ms, since: f.since, until: f.until ? new Date(f.until).toISOString() : "", q: f.q })}`);
+    } catch (err) { tbody.replaceChildren(h("tr", {}, h("td", { colspan: 6 }, errorBox(err)))); return; }
+    const maxDur = Math.max(1e-9, ...page.items.map((t) => t.duration_ms));
+    tbody.replaceChildren(...page.items.map((t) => {
+      const fresh = live && !known.has(t.trace_id);
+      return h("tr", { class: `clickable ${t.errors ? "has-error" : ""} ${fresh ? "fresh" : ""}`, dataset: { traceId: t.trace_id },
+        onclick: () => { location.hash = `#/trace/${t.trace_id}`; } },
+        h("td", { title: fmtTime(t.start_time), class: "nowrap" }, fmtAgo(t.start_time)),
+        h("td", {}, h("a", { href: `#/trace/${t.trace_id}`, class: "trace-name" }, t.name),
+          t.in_progress ? h("span", { class: "badge running" }, "running") : null),
+        h("td", { class: "mono muted" }, t.trace_id.slice(0, 12)),
+        h("td", { class: "num" }, fmtInt(t.span_count)),
+        h("td", { class: "durcol" }, h("div", { class: "durbar" },
+          h("div", { class: `fill ${t.errors ? "err" : ""}`, style: { width: `${Math.max(1, (100 * t.duration_ms) / maxDur)}%` } }),
+          h("span", {}, fmtMs(t.duration_ms)))),
+        h("td", {}, t.errors ? h("span", { class: "badge err" }, `${t.errors} error${t.errors > 1 ? "s" : ""}`) : h("span", { class: "badge ok" }, "ok")));
+    }));
+    if (!page.items.length) tbody.append(h("tr", {}, h("td", { colspan: 6, class: "empty" },
+      f.offset ? "No more traces." : "No traces yet. Run a workflow inside flock.traced_run(…) and it appears here.")));
+    known = new Set(page.items.map((t) => t.trace_id));
+    const from = page.total ? f.offset + 1 : 0;
+    status.textContent = `${fmtInt(from)}–${fmtInt(f.offset + page.items.length)} of ${fmtInt(page.total)} traces`;
+    pager.replaceChildren(
+      h("button", { class: "btn", disabled: f.offset === 0, onclick: () => setHash({ offset: Math.max(0, f.offset - PAGE) }) }, "← Newer"),
+      h("span", { class: "muted small" }, `page ${Math.floor(f.offset / PAGE) + 1} of ${Math.max(1, Math.ceil(page.total / PAGE))}`),
+      h("button", { class: "btn", disabled: f.offset + PAGE >= page.total, onclick: () => setHash({ offset: f.offset + PAGE }) }, "Older →"));
+  }
+  await load();
+  let timer = null;
+  const off = onLive((msg) => {
+    if ((msg.type === "traces" || msg.type === "cleared") && f.offset === 0) {
+      clearTimeout(timer);
+      timer = setTimeout(() => load(true), 300);
+    }
+  });
+  return () => { off(); clearTimeout(timer); };
+}
