@@ -87,6 +87,7 @@ class DuckDBSpanProcessor(SpanProcessor):
         self._encoded: list[Any] = []  # Arrow tables not yet in the file
         self._encoded_rows = 0
         self._last_write = time.monotonic()
+        self._inflight: tuple[threading.Thread, dict[str, Any], list[Any], int] | None = None
         self._wake = threading.Event()
         self._file_lock = threading.Lock()
         self._stopping = False
@@ -182,7 +183,12 @@ class DuckDBSpanProcessor(SpanProcessor):
                 return
 
     def _drain(self, *, deadline: float | None) -> None:
-        """Encode what is queued; write it when due (interval, size, a flush marker, exit)."""
+        """Encode what is queued; write it when due (interval, size, a flush marker, exit).
+
+        A write that falls due in normal running goes to a short-lived insert thread (DuckDB
+        releases the GIL while it appends), so encoding the next spans overlaps it; flushes
+        and exit write synchronously.
+        """
         queue = self._queue
         while True:
             batch: list[FinishedSpan] = []
@@ -202,19 +208,77 @@ class DuckDBSpanProcessor(SpanProcessor):
                 self._encoded.append(table)
                 self._encoded_rows += len(batch)
                 del batch  # the spans can go now
+            synchronous = bool(markers) or deadline is not None
             due = (
-                markers
-                or deadline is not None
+                synchronous
                 or self._encoded_rows >= self.batch_size
                 or time.monotonic() - self._last_write >= self.flush_interval
             )
-            if due and self._encoded_rows and not self._write(deadline=deadline):
-                queue.extendleft(reversed(markers))
-                return
+            if due and (self._encoded_rows or self._inflight is not None):
+                if not self._collect():
+                    queue.extendleft(reversed(markers))
+                    return
+                if self._encoded_rows:
+                    if synchronous:
+                        if not self._write_now(deadline):
+                            queue.extendleft(reversed(markers))
+                            return
+                    else:
+                        self._submit()
             for marker in markers:
                 marker.set()
             if not queue:
                 return
+
+    def _take(self) -> tuple[list[Any], int]:
+        tables, rows = self._encoded, self._encoded_rows
+        self._encoded, self._encoded_rows = [], 0
+        self._last_write = time.monotonic()
+        return tables, rows
+
+    def _give_back(self, tables: list[Any], rows: int) -> None:
+        self._encoded[:0] = tables
+        self._encoded_rows += rows
+
+    def _write_now(self, deadline: float | None) -> bool:
+        tables, rows = self._take()
+        try:
+            written = self._write(tables, rows, deadline=deadline)
+        except BaseException:
+            self._give_back(tables, rows)
+            raise
+        if not written:
+            self._give_back(tables, rows)
+        return written
+
+    def _submit(self) -> None:
+        """Write every encoded row from an insert thread while the writer goes on encoding."""
+        tables, rows = self._take()
+        outcome: dict[str, Any] = {}
+
+        def insert() -> None:
+            try:
+                outcome["ok"] = self._write(tables, rows, deadline=None)
+            except BaseException as exc:  # handed to the writer thread by _collect
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=insert, name="flock-trace-insert", daemon=True)
+        thread.start()
+        self._inflight = (thread, outcome, tables, rows)
+
+    def _collect(self) -> bool:
+        """Wait for the insert thread; False (rows kept for later) if it could not write."""
+        if self._inflight is None:
+            return True
+        thread, outcome, tables, rows = self._inflight
+        thread.join()
+        self._inflight = None
+        if outcome.get("ok"):
+            return True
+        self._give_back(tables, rows)
+        if "error" in outcome:
+            raise outcome["error"]
+        return False
 
     def _encode(self, batch: list[FinishedSpan]) -> Any:
         import pyarrow as pa
@@ -232,11 +296,10 @@ class DuckDBSpanProcessor(SpanProcessor):
             )
         return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
-    def _write(self, *, deadline: float | None) -> bool:
-        """Append every encoded row; retry while the file is locked. False: not yet."""
+    def _write(self, tables: list[Any], rows: int, *, deadline: float | None) -> bool:
+        """Append ``tables``; retry while the file is locked. False: not yet (or give back)."""
         import pyarrow as pa
 
-        tables = self._encoded
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         delay = 0.05
         while True:
@@ -270,10 +333,7 @@ class DuckDBSpanProcessor(SpanProcessor):
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
-            self.written += self._encoded_rows
-            self._encoded = []
-            self._encoded_rows = 0
-            self._last_write = time.monotonic()
+            self.written += rows
             self._warned_lock = False
             self.last_error = None
             return True
