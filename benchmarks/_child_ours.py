@@ -374,6 +374,69 @@ async def pizza(p: dict[str, Any]) -> dict[str, Any]:
     return {"runs": runs, "elapsed_s": elapsed, **trace_file_stats(Path(".flock/traces.duckdb"))}
 
 
+async def dspy_pizza(p: dict[str, Any]) -> dict[str, Any]:
+    """The seed's workflow with its default DSPy engine, against the stand-in server.
+
+    ``flock._demo.build_flock()``: ``Flock("openai/gpt-4o")``, agent ``pizza_master`` consumes
+    ``PizzaIdea`` and publishes ``Pizza``, no ``with_engines`` (so the default DSPyEngine;
+    ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` point it at the server the parent started) and the
+    default ``max_concurrency``. Shape ``run`` (the seed's): one ``traced_run`` per input
+    (publish + run_until_idle inside; spans are in the file when it exits). Shape ``batch``:
+    one ``traced_run`` around N publishes and one run_until_idle. ``warmup`` runs first
+    (DSPy import, LM creation, first connection) and is not timed.
+    """
+    from flock._demo import PizzaIdea, build_flock
+
+    flock = build_flock()
+    n, warmup, shape = int(p["n"]), int(p.get("warmup", 2)), p.get("shape", "run")
+
+    async def one(topic: str) -> None:
+        async with flock.traced_run("pizza_workflow") as span:
+            span.set_attribute("pipeline.version", "2.0")
+            await flock.publish(PizzaIdea(topic=topic))
+            await flock.run_until_idle()
+
+    t_start = time.perf_counter()
+    for i in range(warmup):
+        await one(f"warm-up {i}")
+    warmup_s = time.perf_counter() - t_start
+    settings = _settings()
+    written_before = settings.file.written if settings is not None and settings.file else 0
+    pizzas_before = len(await flock.store.query(type="Pizza"))
+    t0 = time.perf_counter()
+    if shape == "batch":
+        async with flock.traced_run("pizza_workflow") as span:
+            span.set_attribute("pipeline.version", "2.0")
+            for i in range(n):
+                await flock.publish(PizzaIdea(topic=f"spicy pineapple {i}"))
+            await flock.run_until_idle()
+    else:
+        for i in range(n):
+            await one(f"spicy pineapple {i}")
+    elapsed = time.perf_counter() - t0
+    spans_written = None
+    if settings is not None and settings.file is not None:
+        await asyncio.to_thread(settings.file.force_flush, 600_000)
+        spans_written = settings.file.written - written_before
+    t_flushed = time.perf_counter()
+    pizzas = await flock.store.query(type="Pizza")
+    made = len(pizzas) - pizzas_before
+    return {
+        "n": n,
+        "shape": shape,
+        "warmup": warmup,
+        "warmup_s": warmup_s,
+        "pizzas": made,
+        "complete": made == n and all(getattr(a.payload, "name", None) for a in pizzas),
+        "elapsed_s": elapsed,
+        "per_s": n / elapsed,
+        "per_s_flushed": n / (t_flushed - t0),
+        "traced": settings is not None,
+        "trace_file": settings is not None and settings.file is not None,
+        "spans_written": spans_written,
+    }
+
+
 def trace_file_stats(path: Path) -> dict[str, Any]:
     import duckdb
 
@@ -401,6 +464,7 @@ WORKLOADS = {
     "writer": writer,
     "lag": lag,
     "pizza": pizza,
+    "dspy_pizza": dspy_pizza,
 }
 
 

@@ -239,6 +239,86 @@ async def pizza(p: dict[str, Any]) -> dict[str, Any]:
     return {"runs": runs, "elapsed_s": elapsed, **trace_file_stats(Path(".flock/traces.duckdb"))}
 
 
+async def dspy_pizza(p: dict[str, Any]) -> dict[str, Any]:
+    """The seed's workflow with flock-core's default DSPy engine against the stand-in server.
+
+    ``Flock("openai/gpt-4o")``, agent ``pizza_master`` consumes ``PizzaIdea`` and publishes
+    ``Pizza``, no ``with_engines`` (the peer builds its DSPyEngine: streaming, a new dspy.LM per
+    call) and its default ``max_concurrency``; ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` point
+    litellm at the server. Same shapes as ours: ``run`` = one traced_run per input (the seed's),
+    ``batch`` = one traced_run around all N. ``warmup`` runs are not timed.
+    """
+    from pydantic import Field
+
+    from flock import Flock, flock_type
+
+    @flock_type(name="PizzaIdea")
+    class PizzaIdea(BaseModel):
+        topic: str = Field(description="what the pizza should be about")
+
+    @flock_type(name="Pizza")
+    class Pizza(BaseModel):
+        name: str
+        toppings: list[str]
+        description: str
+
+    flock = Flock("openai/gpt-4o")
+    (
+        flock.agent("pizza_master")
+        .description("Invents a pizza from an idea")
+        .consumes(PizzaIdea)
+        .publishes(Pizza)
+    )
+    n, warmup, shape = int(p["n"]), int(p.get("warmup", 2)), p.get("shape", "run")
+
+    async def one(topic: str) -> None:
+        async with flock.traced_run("pizza_workflow") as span:
+            span.set_attribute("pipeline.version", "2.0")
+            await flock.publish(PizzaIdea(topic=topic))
+            await flock.run_until_idle()
+
+    t_start = time.perf_counter()
+    for i in range(warmup):
+        await one(f"warm-up {i}")
+    warmup_s = time.perf_counter() - t_start
+    pizzas_before = len(await flock.store.list_by_type("Pizza"))
+    t0 = time.perf_counter()
+    if shape == "batch":
+        async with flock.traced_run("pizza_workflow") as span:
+            span.set_attribute("pipeline.version", "2.0")
+            for i in range(n):
+                await flock.publish(PizzaIdea(topic=f"spicy pineapple {i}"))
+            await flock.run_until_idle()
+    else:
+        for i in range(n):
+            await one(f"spicy pineapple {i}")
+    elapsed = time.perf_counter() - t0
+    pizzas = await flock.store.list_by_type("Pizza")
+    made = len(pizzas) - pizzas_before
+    result: dict[str, Any] = {
+        "n": n,
+        "shape": shape,
+        "warmup": warmup,
+        "warmup_s": warmup_s,
+        "pizzas": made,
+        "complete": made == n and all((a.payload or {}).get("name") for a in pizzas),
+        "elapsed_s": elapsed,
+        "per_s": n / elapsed,
+    }
+    return {**result, **span_count(Path(".flock/traces.duckdb"))}
+
+
+def span_count(path: Path) -> dict[str, Any]:
+    """Spans and bytes in the peer's trace file (empty when it wrote none)."""
+    if not path.exists():
+        return {}
+    import duckdb
+
+    with duckdb.connect(str(path), read_only=True) as conn:
+        spans = int(conn.execute("SELECT count(*) FROM spans").fetchone()[0])
+    return {"spans_in_file": spans, "file_bytes": path.stat().st_size}
+
+
 def trace_file_stats(path: Path) -> dict[str, Any]:
     import duckdb
 
@@ -260,7 +340,13 @@ def trace_file_stats(path: Path) -> dict[str, Any]:
     }
 
 
-WORKLOADS = {"throughput": throughput, "span_cost": span_cost, "writer": writer, "pizza": pizza}
+WORKLOADS = {
+    "throughput": throughput,
+    "span_cost": span_cost,
+    "writer": writer,
+    "pizza": pizza,
+    "dspy_pizza": dspy_pizza,
+}
 
 
 def main() -> None:

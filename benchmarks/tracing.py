@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/tracing.py                    # ~2-3 minutes
     .venv/bin/python benchmarks/tracing.py --only span,writer # a subset
     .venv/bin/python benchmarks/tracing.py --n 20000 --pizza-runs 2000 --peer-n 50
+    .venv/bin/python benchmarks/tracing.py --only dspy --dspy-n 100 --peer-dspy-n 20
 
 Sections (each workload is a fresh process in its own temporary directory):
 
@@ -23,17 +24,30 @@ Sections (each workload is a fresh process in its own temporary directory):
                 during a traced agent run, ours and the peer's.
   traced  (v)   one agent, plain-Python engine, full tracing into DuckDB: input artifacts/s.
                 Target ≥ 5,000/s. The peer runs a tiny N with a timeout.
+  dspy    (vi)  the seed's workflow (PizzaIdea → pizza_master → Pizza) with each framework's
+                default DSPy engine (no with_engines) against a stand-in OpenAI server
+                (``python -m flock.fake_llm``, started here in its own process; answers after
+                --dspy-delay seconds, streams SSE when asked, as the peer's engine does). The
+                seed's shape: one traced_run per input (publish + run_until_idle inside);
+                --dspy-shape batch puts all N in one traced_run. Inputs/s untraced
+                (FLOCK_AUTO_TRACE=false) vs traced into DuckDB (FLOCK_AUTO_TRACE=true,
+                FLOCK_TRACE_FILE=true), each a fresh process after untimed warm-up runs.
+                Target: tracing costs < 10 % of the untraced throughput.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from _harness import (
     OURS_CHILD,
     PEER_CHILD,
+    REPO,
     add_common_args,
     best_of,
     dump_json,
@@ -47,7 +61,7 @@ from _harness import (
     run_child,
 )
 
-SECTIONS = ("span", "writer", "size", "lag", "traced")
+SECTIONS = ("span", "writer", "size", "lag", "traced", "dspy")
 TRACED = {"FLOCK_AUTO_TRACE": "true", "FLOCK_TRACE_FILE": "true", "FLOCK_OUTPUT": "off"}
 UNTRACED = {"FLOCK_AUTO_TRACE": "false", "FLOCK_OUTPUT": "off"}
 
@@ -68,6 +82,39 @@ def verdict(met: bool | None) -> str:
     return "n/a" if met is None else ("MET" if met else "MISSED")
 
 
+@contextmanager
+def fake_llm_server(python: str, delay: float) -> Iterator[str]:
+    """``python -m flock.fake_llm`` in its own process (no GIL shared with the measured one);
+    yields its base URL and terminates it afterwards."""
+    proc = subprocess.Popen(
+        [python, "-m", "flock.fake_llm", "--port", "0", "--delay", str(delay)],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        if not url.startswith("http://"):
+            raise RuntimeError(f"flock.fake_llm did not start (exit code {proc.poll()})")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def overhead_pct(untraced: Any, traced: Any) -> float | None:
+    """How much throughput tracing costs, in % of the untraced throughput."""
+    if not isinstance(untraced, int | float) or not isinstance(traced, int | float):
+        return None
+    return (1 - traced / untraced) * 100 if untraced else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -83,6 +130,25 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=5_000, help="traced inputs for ours")
     parser.add_argument("--peer-n", type=int, default=20, help="traced inputs for the peer")
     parser.add_argument("--peer-timeout", type=float, default=600, help="seconds per peer run")
+    parser.add_argument("--dspy-n", type=int, default=500, help="DSPy workflow inputs, ours")
+    parser.add_argument(
+        "--peer-dspy-n", type=int, default=60, help="DSPy workflow inputs, peer untraced"
+    )
+    parser.add_argument(
+        "--peer-dspy-traced-n", type=int, default=8, help="DSPy workflow inputs, peer traced"
+    )
+    parser.add_argument(
+        "--dspy-warmup", type=int, default=2, help="untimed DSPy workflow runs per process"
+    )
+    parser.add_argument(
+        "--dspy-delay", type=float, default=0.0, help="seconds the stand-in LLM waits per answer"
+    )
+    parser.add_argument(
+        "--dspy-shape",
+        choices=("run", "batch"),
+        default="run",
+        help="run: one traced_run per input (the seed's); batch: one around all N",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per workload; best shown")
     add_common_args(parser)
     args = parser.parse_args()
@@ -373,6 +439,114 @@ def main() -> None:
                 "(v) traced one agent ≥ 5,000 input artifacts/s",
                 f"{fmt(per_s)} /s until idle, {fmt(flushed)} /s until on disk",
                 verdict(per_s >= 5000 if per_s else None),
+            )
+        )
+
+    # (vi) the seed's DSPy workflow, traced vs untraced -------------------------------------
+    if "dspy" in only:
+        print("running (vi) DSPy workflow against the stand-in server ...", file=sys.stderr)
+        with fake_llm_server(ours, args.dspy_delay) as url:
+            llm = {
+                "OPENAI_BASE_URL": url,
+                "OPENAI_API_KEY": "local-key",
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no price-list download offline
+            }
+            base = {"warmup": args.dspy_warmup, "shape": args.dspy_shape}
+            for tracing, env in (("untraced", UNTRACED), ("traced", TRACED)):
+                R[f"dspy_ours_{tracing}"] = ours_run(
+                    "dspy_pizza", {**base, "n": args.dspy_n}, "per_s", {**env, **llm}
+                )
+            for tracing, env, n in (
+                ("untraced", UNTRACED, args.peer_dspy_n),
+                ("traced", TRACED, args.peer_dspy_traced_n),
+            ):
+                R[f"dspy_peer_{tracing}"] = peer_run(
+                    "dspy_pizza", {**base, "n": n}, "per_s", {**env, **llm}
+                )
+
+        def cell(r: Any, digits: int) -> str:
+            if r is None:
+                return "-"
+            if not ok(r):
+                return "ERROR" if "timed out" not in r.get("error", "") else "timeout"
+            text = f"{fmt(get(r, 'per_s'), digits)} (N={get(r, 'n')})"
+            if not get(r, "complete"):
+                text += f" INCOMPLETE: {get(r, 'pizzas')} pizzas"
+            return text
+
+        def spans_per_input(r: Any) -> str:
+            spans = get(r, "spans_written") or get(r, "spans_in_file")
+            n = get(r, "n")
+            if not spans or not n:
+                return "-"
+            extra = args.dspy_warmup if get(r, "spans_in_file") is not None else 0
+            return fmt(spans / (n + extra), 1)
+
+        rows = []
+        figures: dict[str, tuple[Any, Any, float | None]] = {}
+        for who, label in (("ours", "ours (flock)"), ("peer", "peer (flock-core 0.5.7)")):
+            u, t = R[f"dspy_{who}_untraced"], R[f"dspy_{who}_traced"]
+            untraced, traced = get(u, "per_s"), get(t, "per_s")
+            if not (get(u, "complete") and get(t, "complete")):
+                untraced = traced = None  # an incomplete run's rate means nothing
+            pct = overhead_pct(untraced, traced)
+            figures[who] = (untraced, traced, pct)
+            rows.append(
+                [
+                    label,
+                    cell(u, 2),
+                    cell(t, 2),
+                    f"{pct:.1f} %" if pct is not None else "-",
+                    spans_per_input(t),
+                    fmt(get(t, "peak_rss_mb"), 1),
+                ]
+            )
+        shape = "one traced_run per input" if args.dspy_shape == "run" else "one traced_run"
+        print_table(
+            "(vi) the seed's workflow, default DSPy engine, stand-in OpenAI server in its own "
+            f"process (delay {args.dspy_delay:g} s, {shape}): inputs/s (higher is better)",
+            [
+                "framework",
+                "untraced /s",
+                "traced into DuckDB /s",
+                "tracing overhead",
+                "spans/input",
+                "peak RSS MB (traced)",
+            ],
+            rows,
+        )
+        (ou, ot, opct), (pu, pt, ppct) = figures["ours"], figures["peer"]
+        print(f"  ours/peer: untraced {ratio(ou, pu)}, traced {ratio(ot, pt)}")
+        flushed = get(R["dspy_ours_traced"], "per_s_flushed")
+        if flushed:
+            print(f"  ours traced, until every span is on disk: {fmt(flushed, 2)} /s")
+        warm = get(R["dspy_ours_untraced"], "warmup_s")
+        if warm is not None:
+            print(
+                f"  (warm-up excluded: {args.dspy_warmup} run(s), {warm:.1f} s in ours "
+                "untraced — DSPy/litellm import and LM creation)"
+            )
+        for who in ("peer",):
+            for tracing in ("untraced", "traced"):
+                r = R[f"dspy_{who}_{tracing}"]
+                if isinstance(r, dict) and "error" in r:
+                    tail = (r.get("stderr_tail") or "").strip().splitlines()[-3:]
+                    print(f"  {who} {tracing}: {r['error']}: " + " | ".join(tail))
+                elif ok(r) and not get(r, "complete"):
+                    print(
+                        f"  {who} {tracing}: made {get(r, 'pizzas')} of {get(r, 'n')} "
+                        "pizzas (no throughput reported)"
+                    )
+        figure = (
+            f"ours {opct:.1f} % ({fmt(ou, 2)} → {fmt(ot, 2)} /s)" if opct is not None else "ours -"
+        )
+        if ppct is not None:
+            figure += f"; peer {ppct:.1f} % ({fmt(pu, 2)} → {fmt(pt, 2)} /s)"
+        targets.append(
+            (
+                "(vi) seed's DSPy workflow: tracing costs < 10 % of untraced inputs/s",
+                figure,
+                verdict(opct < 10 if opct is not None else None),
             )
         )
 

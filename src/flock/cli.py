@@ -11,6 +11,7 @@ Examples::
     flock traces clear --yes        # delete all spans
     flock serve app:flock           # the dashboard of a live Flock (app.py's `flock`)
     flock dashboard --db .flock/traces.duckdb   # browse a trace file (read-only)
+    flock worker app:flock --concurrency 8      # run app.py's agents on a shared PostgreSQL store
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from flock.exceptions import TracingError
 from flock.tracing.store import DEFAULT_DB_PATH
 
 if TYPE_CHECKING:
+    from flock.orchestrator import Flock
     from flock.tracing.query import TraceStore
 
 __all__ = ["app", "main"]
@@ -543,6 +545,73 @@ def dashboard_command(
         pass
     except (OSError, ValueError) as exc:
         raise _fail(str(exc)) from None
+
+
+@app.command("worker")
+def worker_command(
+    target: Annotated[str, typer.Argument(help="module:flock_object, e.g. app:flock")],
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help="Runs at once (default: the sum of the agents' limits)."),
+    ] = None,
+    lease: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a run stays leased without a heartbeat.")
+    ] = 30.0,
+    store_url: Annotated[
+        str | None,
+        typer.Option(
+            "--store-url",
+            envvar="FLOCK_STORE_URL",
+            help="postgresql://… (used when the program does not pass a store itself).",
+        ),
+    ] = None,
+) -> None:
+    """Run a program's agents on the runs queued in its shared store, until Ctrl-C/SIGTERM.
+
+    Start as many workers (on as many machines) as you like; any process may publish.
+    Example: FLOCK_STORE_URL=postgresql://127.0.0.1/app flock worker app:flock --concurrency 8
+    """
+    import contextlib
+
+    from flock.orchestrator import Flock
+
+    if store_url:
+        os.environ["FLOCK_STORE_URL"] = store_url  # before the module builds its Flock
+    obj = _load_flock(target)
+    if not isinstance(obj, Flock):
+        raise _fail(f"{target!r} is a {type(obj).__name__}, not a Flock")
+    if obj._distributed is None:
+        raise _fail(
+            f"{target!r} uses a {type(obj.store).__name__}, which no other process can see; "
+            "give it Flock(store=PostgresStore(dsn)) or set FLOCK_STORE_URL=postgresql://…"
+        )
+    if not obj.agents:
+        raise _fail(f"{target!r} has no agents to run")
+    names = ", ".join(a.name for a in obj.agents)
+    _err_console().print(f"flock worker {os.getpid()}: agents {names} on {obj.store!r}")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_work(obj, concurrency=concurrency, lease=lease))
+    _err_console().print(f"flock worker {os.getpid()}: stopped")
+
+
+async def _work(flock: Flock, *, concurrency: int | None, lease: float) -> None:
+    """``flock.work()`` until SIGINT/SIGTERM, then close the store."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await flock.work(concurrency=concurrency, lease=lease)
+    except asyncio.CancelledError:
+        pass
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await flock.store.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -189,9 +189,50 @@ class FakeOpenAIServer:
         }
 
 
-def _handler_for(fake: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
+_TOKEN = re.compile(r"\s*\S+|\s+")
+
+
+def _sse_body(completion: dict[str, Any]) -> bytes:
+    """``completion`` as OpenAI's server-sent events (``"stream": true``): one chunk per word
+    of the content, a final chunk with the finish reason and usage, then ``[DONE]``."""
+    choice = completion["choices"][0]
+    head = {k: completion[k] for k in ("id", "created", "model")}
+    head["object"] = "chat.completion.chunk"
+    tokens = _TOKEN.findall(choice["message"]["content"]) or [""]
+    chunks = [
+        {
+            **head,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": t} if i == 0 else {"content": t},
+                    "finish_reason": None,
+                }
+            ],
+        }
+        for i, t in enumerate(tokens)
+    ]
+    chunks.append(
+        {
+            **head,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}],
+            "usage": completion["usage"],
+        }
+    )
+    events = [f"data: {json.dumps(c)}\n\n" for c in chunks] + ["data: [DONE]\n\n"]
+    return "".join(events).encode()
+
+
+def _handler_for(
+    fake: FakeOpenAIServer, *, stream: bool = False, nodelay: bool = False
+) -> type[BaseHTTPRequestHandler]:
+    """The request handler. ``stream``: ``"stream": true`` requests get SSE answers.
+    ``nodelay``: TCP_NODELAY, so a keep-alive client does not wait for a delayed ACK (about
+    40 ms) between the header and the body writes of each answer."""
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = nodelay
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -204,9 +245,14 @@ def _handler_for(fake: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
                 return
             try:
-                self._send(200, fake._complete(body))
+                completion = fake._complete(body)
             except Exception as exc:  # the responder failed: tell the client, like a real API
                 self._send(500, {"error": {"message": f"{type(exc).__name__}: {exc}"}})
+                return
+            if stream and body.get("stream"):
+                self._send_bytes(200, _sse_body(completion), "text/event-stream")
+            else:
+                self._send(200, completion)
 
         def do_GET(self) -> None:
             if self.path.rstrip("/").endswith("/models"):
@@ -215,9 +261,11 @@ def _handler_for(fake: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 
         def _send(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
+            self._send_bytes(status, json.dumps(payload).encode(), "application/json")
+
+        def _send_bytes(self, status: int, data: bytes, content_type: str) -> None:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -226,3 +274,51 @@ def _handler_for(fake: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             pass  # tests and benchmarks stay quiet
 
     return Handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m flock.fake_llm --port 0 [--delay SECONDS]``: serve until terminated.
+
+    Prints the base URL (``http://127.0.0.1:PORT/v1``) on stdout, then answers with
+    :func:`schema_responder` in this process, so a benchmark's client does not share a GIL
+    with it. Unlike the in-process :class:`FakeOpenAIServer`, it answers ``"stream": true``
+    requests with server-sent events, as OpenAI does (clients that stream by default, such as
+    flock-core's DSPy engine, get nothing from a plain JSON answer), and sets TCP_NODELAY (a
+    keep-alive client would otherwise wait ~40 ms for each answer's body: Nagle's algorithm
+    against the client's delayed ACK). SIGTERM or Ctrl-C stops it.
+    """
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(
+        prog="python -m flock.fake_llm",
+        description="A local OpenAI-compatible chat-completions server (schema_responder).",
+    )
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one)")
+    parser.add_argument(
+        "--delay", type=float, default=0.0, help="seconds to wait before each answer"
+    )
+    args = parser.parse_args(argv)
+
+    fake = FakeOpenAIServer(delay=args.delay)
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", args.port), _handler_for(fake, stream=True, nodelay=True)
+    )
+    server.daemon_threads = True
+    fake._server = server  # so that base_url reports the bound port
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    print(fake.base_url, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -52,10 +52,12 @@ from flock.exceptions import (
 from flock.registry import registry
 from flock.store.base import Store
 from flock.store.memory import MemoryStore
+from flock.store.queue import WorkQueue
 from flock.subscription import matches
 from flock.tracing._instrument import Instrument
 
 if TYPE_CHECKING:
+    from flock._distributed import Distributed
     from flock.tracing.workflow import Workflows
 
 __all__ = ["Flock"]
@@ -63,6 +65,22 @@ __all__ = ["Flock"]
 log = logging.getLogger("flock")
 
 PublishInput = BaseModel | dict[str, Any]
+
+
+def _store_from_env() -> Store:
+    """``FLOCK_STORE_URL=postgresql://…`` gives a :class:`PostgresStore`, else a MemoryStore."""
+    import os
+
+    url = os.environ.get("FLOCK_STORE_URL", "").strip()
+    if not url:
+        return MemoryStore()
+    if url.startswith(("postgresql://", "postgres://")):
+        from flock.store.postgres import PostgresStore
+
+        return PostgresStore.from_url(url)
+    raise ConfigurationError(
+        f"FLOCK_STORE_URL={url!r} is not supported; use postgresql://user@host:port/database"
+    )
 
 
 class _ClassOrInstanceMethod:
@@ -104,7 +122,7 @@ class Flock:
         if not isinstance(max_agent_runs, int) or max_agent_runs < 1:
             raise ConfigurationError(f"max_agent_runs must be an int ≥ 1, got {max_agent_runs!r}")
         self.model = model
-        self.store: Store = store if store is not None else MemoryStore()
+        self.store: Store = store if store is not None else _store_from_env()
         self.max_agent_runs = max_agent_runs
         self._tracer_provider = tracer_provider
         self._instrument: Instrument | None = None
@@ -117,6 +135,13 @@ class Flock:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None
         self._idle_loop: asyncio.AbstractEventLoop | None = None
+        # A distributed store (one with a work queue): runs are enqueued, not spawned.
+        self._outbox: list[tuple[Agent, tuple[Artifact, ...]]] | None = None
+        self._distributed: Distributed | None = None
+        if isinstance(self.store, WorkQueue):
+            from flock._distributed import Distributed
+
+            self._distributed = Distributed(self, self.store)
 
     def __repr__(self) -> str:
         return f"Flock(model={self.model!r}, agents={list(self._agents)!r})"
@@ -242,9 +267,12 @@ class Flock:
             if instrument.enabled:
                 span.set_attribute("flock.artifact.ids", [a.id for a in artifacts])
                 span.set_attribute("flock.artifact.types", sorted({a.type for a in artifacts}))
-            await self.store.put(artifacts)
-            for artifact in artifacts:
-                self._schedule(artifact)
+            if self._distributed is not None:
+                await self._distributed.publish(artifacts)
+            else:
+                await self.store.put(artifacts)
+                for artifact in artifacts:
+                    self._schedule(artifact)
         return artifacts
 
     def _validate(self, obj: Any) -> tuple[str, BaseModel]:
@@ -324,6 +352,9 @@ class Flock:
             self._spawn(agent, (artifact,))
 
     def _spawn(self, agent: Agent, artifacts: tuple[Artifact, ...]) -> None:
+        if self._outbox is not None:  # a distributed store: collected, then enqueued
+            self._outbox.append((agent, artifacts))
+            return
         idle = self._idle_event()
         idle.clear()
         task = asyncio.get_running_loop().create_task(
@@ -427,7 +458,9 @@ class Flock:
     async def _emit(self, ctx: RunContext, outputs: list[BaseModel]) -> list[Artifact]:
         """Publish an agent's outputs (inside its Agent.execute span) and schedule them."""
         artifacts = await self._wrap_outputs(ctx, outputs)
-        if artifacts:
+        if artifacts and self._distributed is not None:
+            await self._distributed.publish(artifacts)
+        elif artifacts:
             await self.store.put(artifacts)
             for artifact in artifacts:
                 self._schedule(artifact)
@@ -435,8 +468,12 @@ class Flock:
 
     # Running --------------------------------------------------------------
 
-    async def run_until_idle(self, *, timeout: float | None = None) -> None:
+    async def run_until_idle(self, *, timeout: float | None = None, work: bool = True) -> None:
         """Wait until no agent run is pending or running.
+
+        With a distributed store (e.g. :class:`~flock.store.postgres.PostgresStore`) this
+        means across all workers; this process works on its own agents' runs meanwhile
+        unless ``work=False``.
 
         Raises:
             AgentFailures: agent runs failed since the previous call (the others completed);
@@ -446,6 +483,8 @@ class Flock:
         instrument = self._prepare()
         try:
             with instrument.span("Flock.run_until_idle") as span:
+                if self._distributed is not None:
+                    await self._distributed.run_until_idle(timeout, work=work)
                 await self._wait_idle(timeout)
                 await self.shutdown()
                 self._runs.clear()
@@ -522,6 +561,40 @@ class Flock:
         if not isinstance(agent, Agent) or self._agents.get(agent.name) is not agent:
             raise ConfigurationError(f"{agent!r} is not an agent of this Flock")
         return agent
+
+    async def work(
+        self, *, concurrency: int | None = None, lease: float = 30.0, until_idle: bool = False
+    ) -> None:
+        """Run this program's agents on the runs queued in a distributed store, until
+        cancelled (``until_idle``: until no run is queued or leased across all workers).
+
+        This is what ``flock worker module:flock`` runs. Runs held when cancelled are taken
+        over by other workers once their lease (``lease`` seconds) expires.
+
+        Args:
+            concurrency: runs at once in this process (default: the sum of the agents'
+                ``max_concurrency``; each agent also keeps its own limit).
+            lease: seconds a claimed run stays leased without this worker's heartbeat.
+
+        Raises:
+            ConfigurationError: the store is not distributed (it has no work queue).
+        """
+        if self._distributed is None:
+            raise ConfigurationError(
+                f"{type(self.store).__name__} has no work queue; give the Flock a distributed "
+                "store such as PostgresStore (or set FLOCK_STORE_URL=postgresql://…)"
+            )
+        if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
+            raise ConfigurationError(f"concurrency must be an int ≥ 1, got {concurrency!r}")
+        if not lease > 0:
+            raise ConfigurationError(f"lease must be > 0 seconds, got {lease!r}")
+        self._distributed.collect_failures = until_idle
+        try:
+            await self._distributed.work(
+                concurrency=concurrency, lease=lease, until_idle=until_idle
+            )
+        finally:
+            self._distributed.collect_failures = True
 
     async def shutdown(self) -> None:
         """Flush traces (without waiting); the Flock stays usable. Called by run_until_idle."""

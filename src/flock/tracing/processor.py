@@ -5,9 +5,9 @@ background thread encodes queued spans into Arrow as soon as ``encode_batch`` of
 (finished spans are many small Python objects; holding tens of thousands of them makes every
 garbage collection of the application slower, so they are turned into compact Arrow memory
 early), and every ``flush_interval`` seconds — or when ``batch_size`` rows are encoded, or a
-flush is requested — appends everything encoded with a single INSERT over a connection that
-it opens and closes around the write, so other processes can open the file read-only
-between flushes.
+flush is requested — appends everything encoded with a single INSERT, holding the file only
+for that append (:class:`~flock.tracing.store.Appender`), so other processes can open it
+read-only between flushes.
 
 When the file is locked by another process the encoded rows stay in memory and the write is
 retried with backoff; nothing is dropped unless more than ``max_queue`` spans wait, and drops
@@ -30,7 +30,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from flock.exceptions import TracingError
-from flock.tracing.store import FinishedSpan, connect, spans_to_arrow
+from flock.tracing.store import Appender, FinishedSpan, connect, spans_to_arrow
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -88,6 +88,7 @@ class DuckDBSpanProcessor(SpanProcessor):
         self._encoded_rows = 0
         self._last_write = time.monotonic()
         self._inflight: tuple[threading.Thread, dict[str, Any], list[Any], int] | None = None
+        self._appender = Appender(self.path)
         self._wake = threading.Event()
         self._file_lock = threading.Lock()
         self._stopping = False
@@ -145,6 +146,8 @@ class DuckDBSpanProcessor(SpanProcessor):
         self._stopping = True
         self._wake.set()
         self._thread.join(self.exit_timeout + 5)
+        if not self._thread.is_alive():
+            self._appender.close()
         lost = self._encoded_rows + sum(1 for item in self._queue if isinstance(item, FinishedSpan))
         if lost or self.dropped:
             print(
@@ -305,14 +308,7 @@ class DuckDBSpanProcessor(SpanProcessor):
         while True:
             try:
                 with self._file_lock:
-                    conn = connect(self.path)
-                    try:
-                        # One core is enough for an append; leave the other to the app.
-                        conn.execute("SET threads = 1")
-                        conn.register("flock_batch", table)
-                        conn.execute("INSERT INTO spans SELECT * FROM flock_batch")
-                    finally:
-                        conn.close()
+                    self._appender.append(table)
             except Exception as exc:
                 if not is_lock_error(exc):
                     raise

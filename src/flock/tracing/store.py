@@ -28,7 +28,14 @@ if TYPE_CHECKING:
 
     from flock.tracing._attributes import Redactor
 
-__all__ = ["DEFAULT_DB_PATH", "SCHEMA", "clear_traces", "connect", "spans_to_arrow"]
+__all__ = [
+    "DEFAULT_DB_PATH",
+    "SCHEMA",
+    "Appender",
+    "clear_traces",
+    "connect",
+    "spans_to_arrow",
+]
 
 DEFAULT_DB_PATH = ".flock/traces.duckdb"
 WRITE_MEMORY_LIMIT = "128MB"
@@ -69,11 +76,66 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> duckdb.
         # Without a limit DuckDB's transient memory while appending and checkpointing grows
         # with the file (~500 MB extra at 130 MB of spans); capped, it stays flat and as fast.
         conn.execute(f"SET memory_limit = '{WRITE_MEMORY_LIMIT}'")
+        # ... and hand freed memory back after each task instead of keeping it cached.
+        conn.execute("SET allocator_flush_threshold = '16MB'")
         conn.execute(SCHEMA)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+class Appender:
+    """Appends Arrow batches to a trace file, holding the file only while it appends.
+
+    Opening a DuckDB database costs 10-20 ms (the instance: catalog, threads, extensions),
+    more than the append itself. So one in-memory DuckDB instance lives as long as the
+    appender, and each append ATTACHes the file, inserts and DETACHes it (about 3 ms): other
+    processes can open the file read-only between appends, as with a connection per append.
+    Not thread-safe: one append at a time.
+    """
+
+    ALIAS = "flock_trace_file"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._conn: duckdb.DuckDBPyConnection | None = None
+
+    def append(self, table: pa.Table) -> None:
+        """Insert ``table`` (from :func:`spans_to_arrow`) into the file's ``spans`` table."""
+        conn = self._conn if self._conn is not None else self._open()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        quoted = str(self.path).replace("'", "''")
+        conn.execute(f"ATTACH '{quoted}' AS {self.ALIAS}")  # raises while another process holds it
+        try:
+            conn.execute(SCHEMA.replace(" spans ", f" {self.ALIAS}.spans ", 1))
+            conn.register("flock_batch", table)
+            try:
+                conn.execute(f"INSERT INTO {self.ALIAS}.spans SELECT * FROM flock_batch")
+            finally:
+                conn.unregister("flock_batch")
+        finally:
+            try:
+                conn.execute(f"DETACH {self.ALIAS}")
+            except Exception:
+                self.close()  # a fresh instance next time releases whatever is left
+                raise
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        import duckdb
+
+        self._conn = duckdb.connect(
+            ":memory:", config={"threads": 1, "memory_limit": WRITE_MEMORY_LIMIT}
+        )
+        # One core is enough for an append (leave the other to the app), a capped memory
+        # limit keeps checkpoint memory flat, and freed memory goes back after each task.
+        self._conn.execute("SET allocator_flush_threshold = '16MB'")
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.close()
 
 
 def _dumps(value: Any) -> bytes:

@@ -1,0 +1,129 @@
+"""The work-queue interface of distributed stores (shared by many worker processes).
+
+A store that also implements :class:`WorkQueue` makes a :class:`~flock.orchestrator.Flock`
+distributed: publishing enqueues one *run* per (agent, input artifacts) instead of starting a
+local task, and workers in any process claim runs under a lease, complete them (atomically with
+their outputs and the runs those outputs trigger) or fail them. A run whose worker died is
+claimed again once its lease expired, with its ``attempt`` counter incremented.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from flock.artifacts import Artifact
+from flock.exceptions import FlockError
+
+__all__ = ["ClaimedRun", "LeaseLost", "RunRequest", "WorkQueue"]
+
+
+class LeaseLost(FlockError):
+    """The run's lease expired and another worker claimed it: this attempt's work is dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """A run to enqueue: ``agent`` on ``artifact_ids`` (the pair is unique in the queue).
+
+    Attributes:
+        agent: the agent's name.
+        artifact_ids: the input artifacts, in order.
+        workflow: the ``traced_run`` workflow name in force when it was enqueued, so the
+            worker's spans carry the same ``workflow.name``.
+    """
+
+    agent: str
+    artifact_ids: tuple[str, ...]
+    workflow: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRun:
+    """A run that a worker holds under a lease.
+
+    Attributes:
+        id: the run's id in the queue.
+        agent: the agent to run.
+        artifacts: its input artifacts, re-validated through the registry.
+        attempt: 1 for the first claim, 2 after one takeover, …
+        worker_id: the worker holding the lease.
+        workflow: see :class:`RunRequest`.
+        previous_worker: the worker that held the previous (abandoned) attempt, if any.
+        previous_claimed_at: when that attempt was claimed.
+    """
+
+    id: int
+    agent: str
+    artifacts: tuple[Artifact, ...]
+    attempt: int
+    worker_id: str
+    workflow: str | None = None
+    previous_worker: str | None = None
+    previous_claimed_at: datetime | None = None
+
+
+class WorkQueue(ABC):
+    """Runs shared by many workers: enqueue, claim under a lease, complete or fail."""
+
+    @abstractmethod
+    async def publish(self, artifacts: Sequence[Artifact], runs: Sequence[RunRequest]) -> None:
+        """Store ``artifacts`` and enqueue ``runs`` in one transaction, then wake workers."""
+
+    @abstractmethod
+    async def enqueue(
+        self, agent: str, artifact_ids: Sequence[str], *, workflow: str | None = None
+    ) -> bool:
+        """Enqueue one run; ``False`` if that (agent, artifacts) run already exists."""
+
+    @abstractmethod
+    async def claim(
+        self, worker_id: str, agents: Sequence[str], lease_s: float, *, limit: int = 1
+    ) -> list[ClaimedRun]:
+        """Lease up to ``limit`` queued (or lease-expired) runs of ``agents``, oldest first."""
+
+    @abstractmethod
+    async def renew(self, worker_id: str, run_ids: Sequence[int], lease_s: float) -> int:
+        """Extend the leases ``worker_id`` still holds; returns how many were extended."""
+
+    @abstractmethod
+    async def complete(
+        self,
+        run: ClaimedRun,
+        *,
+        outputs: Sequence[Artifact] = (),
+        runs: Sequence[RunRequest] = (),
+    ) -> None:
+        """Mark ``run`` done, store its outputs, record the consumption of its inputs and
+        enqueue ``runs`` — all in one transaction.
+
+        Raises:
+            LeaseLost: another worker took the run over; nothing was stored.
+        """
+
+    @abstractmethod
+    async def fail(self, run: ClaimedRun, error: str) -> None:
+        """Mark ``run`` failed (it is not retried); a lost lease is ignored."""
+
+    @abstractmethod
+    async def is_idle(self) -> bool:
+        """Whether no run is queued or leased, across all workers."""
+
+    @abstractmethod
+    def changes(self, *, work_only: bool = False) -> int:
+        """A counter of the change notifications received so far (runs enqueued, or with
+        ``work_only=False`` also runs finished anywhere). Read it before a check and pass it
+        to :meth:`wait_for_change` so that no notification is missed in between."""
+
+    @abstractmethod
+    async def wait_for_change(
+        self, timeout: float, *, seen: int | None = None, work_only: bool = False
+    ) -> None:
+        """Return once :meth:`changes` exceeds ``seen`` (default: its current value), or after
+        ``timeout`` seconds."""
+
+    async def listen(self, timeout: float = 10.0) -> bool:
+        """Start receiving change notifications; ``True`` once they arrive. Optional."""
+        return False
