@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,14 +16,20 @@ EXTERNAL = "external"
 """``produced_by`` of artifacts published from outside any agent."""
 
 
+_VERSION_4 = (0x4 << 76) | (0x8 << 60)  # the version and variant bits of a UUID4
+_VERSION_MASK = ~((0xF << 76) | (0xC << 60))
+
+
 def new_id() -> str:
     """A random (version 4) UUID string.
 
     Drawn from ``random`` rather than ``os.urandom``: ids need uniqueness, not secrecy, and
     urandom costs ~10 µs a call on some VMs. The ``random`` module reseeds itself in forked
-    children, so worker processes do not repeat each other's ids.
+    children, so worker processes do not repeat each other's ids. Formatted directly (not
+    through ``uuid.UUID``, whose validation costs ~4 µs).
     """
-    return str(uuid.UUID(int=random.getrandbits(128), version=4))
+    h = "%032x" % (random.getrandbits(128) & _VERSION_MASK | _VERSION_4)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
