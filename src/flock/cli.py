@@ -533,6 +533,8 @@ def dashboard_command(
 ) -> None:
     """Browse a trace file in the (read-only) dashboard, until Ctrl-C.
 
+    Read-only: it does not accept spans over OTLP (POST /v1/traces answers 403); to collect
+    workers' spans into the file, serve a Flock instead (flock serve app:flock).
     Example: flock dashboard --db .flock/traces.duckdb --port 8344
     """
     from flock.dashboard import serve as serve_dashboard

@@ -326,6 +326,11 @@ async def test_openapi_documents_every_route(viewer: httpx.AsyncClient) -> None:
         "/api/types",
         "/api/artifacts",
         "/api/info",
+        "/v1/traces",
+    }
+    assert set(doc["paths"]["/v1/traces"]["post"]["requestBody"]["content"]) == {
+        "application/x-protobuf",
+        "application/json",
     }
     assert doc["paths"]["/api/traces"]["get"]["parameters"][0]["schema"]["maximum"] == 200
 

@@ -16,6 +16,7 @@ import pytest
         "flock.dashboard.server",
         "flock.dashboard._security",
         "flock.tracing._waterfall",
+        "flock.tracing.otlp_receiver",
     ],
 )
 def test_docstring_examples(module: str) -> None:

@@ -1,7 +1,10 @@
 """Several worker processes and a publisher sharing one PostgreSQL blackboard.
 
-Each process writes its spans to its own trace file; the test joins them into one trace.
-``FLOCK_TEST_WORKERS_N`` sets the number of artifacts of the scale test (default 10,000).
+Each process writes its spans to its own trace file and the test joins them into one trace —
+or, in the OTLP variant, every process exports its spans over OTLP/HTTP to one dashboard
+(``flock serve``), whose single trace file holds the whole distributed trace.
+``FLOCK_TEST_WORKERS_N`` sets the number of artifacts of the scale test (default 10,000),
+``FLOCK_TEST_WORKERS_OTLP_N`` that of the OTLP variant (default 2,000).
 """
 
 from __future__ import annotations
@@ -13,18 +16,23 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import duckdb
+import httpx
 import psycopg
 import pytest
 from psycopg import sql
 
 CHAIN = Path(__file__).with_name("chain_app.py")
 SCALE_N = int(os.environ.get("FLOCK_TEST_WORKERS_N", "10000"))
+OTLP_N = int(os.environ.get("FLOCK_TEST_WORKERS_OTLP_N", "2000"))
+ORIGIN = "flock.test.origin"
+"""Resource attribute naming the process that made a span (OTLP variant)."""
 
 
 class Cluster:
@@ -42,9 +50,22 @@ class Cluster:
         }
         self.procs: dict[str, subprocess.Popen[str]] = {}
         self.files: list[IO[str]] = []
+        self.otlp_endpoint: str | None = None
+        """When set, workers and the publisher export their spans there (no trace file)."""
 
     def start(self, name: str, args: list[str]) -> subprocess.Popen[str]:
         env = {**self.env, "FLOCK_TRACE_DB": str(self.tmp / f"{name}.duckdb")}
+        if self.otlp_endpoint is not None and name != "collector":
+            env.update(
+                {
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp_endpoint,
+                    "FLOCK_TRACE_FILE": "false",
+                    "OTEL_RESOURCE_ATTRIBUTES": f"{ORIGIN}={name}",
+                    # Export often, and queue rather than drop while the dashboard writes.
+                    "OTEL_BSP_SCHEDULE_DELAY": "200",
+                    "OTEL_BSP_MAX_QUEUE_SIZE": "1000000",
+                }
+            )
         log = (self.tmp / f"{name}.log").open("w")
         self.files.append(log)
         proc = subprocess.Popen(
@@ -65,6 +86,27 @@ class Cluster:
     def publisher(self, n: int) -> subprocess.Popen[str]:
         return self.start("publisher", [str(CHAIN), "publish", str(n)])
 
+    def collector(self) -> str:
+        """``flock serve`` of the same program on 127.0.0.1 (a free port), tracing into
+        ``collector.duckdb``; workers and the publisher export to its ``/v1/traces`` from
+        now on. Returns its URL."""
+        args = ["-m", "flock.cli", "serve", f"{CHAIN}:flock", "--no-dashboard"]
+        args += ["--port", "0", "--db", str(self.tmp / "collector.duckdb")]
+        proc = self.start("collector", args)
+        stdout = proc.stdout
+        assert stdout is not None
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.append(stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(30)
+        assert lines and lines[0].startswith("flock dashboard: http://127.0.0.1:"), (
+            lines,
+            self.log("collector"),
+        )
+        url = lines[0].split()[-1]
+        self.otlp_endpoint = url.rstrip("/")
+        return url
+
     def query(self, text: str) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
@@ -78,30 +120,38 @@ class Cluster:
         return line.split()[1]
 
     def stop_workers(self) -> None:
-        for name, proc in self.procs.items():
-            if name != "publisher" and proc.poll() is None:
+        workers = {n: p for n, p in self.procs.items() if n not in ("publisher", "collector")}
+        for proc in workers.values():
+            if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for name, proc in self.procs.items():
-            if name != "publisher":
-                proc.wait(timeout=30)
+        for proc in workers.values():
+            proc.wait(timeout=30)
+
+    def stop(self, name: str) -> int:
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout=30)
 
     def log(self, name: str) -> str:
         return (self.tmp / f"{name}.log").read_text()[-3000:]
 
     def spans(self) -> list[dict[str, Any]]:
-        """Every span of every process's trace file, with the process name as ``origin``."""
+        """Every span of every trace file, with the process that made it as ``origin`` (the
+        ``flock.test.origin`` resource attribute of received spans, else the file's name)."""
         rows: list[dict[str, Any]] = []
         for path in sorted(self.tmp.glob("*.duckdb")):
             with duckdb.connect(str(path), read_only=True) as conn:
                 cur = conn.execute(
                     "SELECT trace_id, span_id, parent_id, name, status_code,"
-                    " status_description, attributes FROM spans"
+                    " status_description, attributes, resource FROM spans"
                 )
                 columns = [d[0] for d in cur.description]
                 for row in cur.fetchall():
                     span = dict(zip(columns, row, strict=True))
                     span["attributes"] = json.loads(span["attributes"] or "{}")
-                    span["origin"] = path.stem
+                    resource = json.loads(span.pop("resource") or "{}")
+                    span["origin"] = resource.get(ORIGIN, path.stem)
+                    span["file"] = path.stem
                     rows.append(span)
         return rows
 
@@ -167,8 +217,16 @@ def test_three_workers_and_a_publisher_share_one_trace(cluster: Cluster) -> None
     assert len(per_worker) == 3, per_worker  # the publisher only waited
 
     spans = [s for s in cluster.spans() if s["trace_id"] == trace_id]
+    check_one_trace(spans, n)
+
+
+def check_one_trace(spans: list[dict[str, Any]], n: int) -> None:
+    """The spans of the chain workflow's trace come from all four processes, correctly
+    nested: publishes under the root, each run under the publish (or run) that made its
+    input, each engine call under its run in the same process."""
     assert {s["origin"] for s in spans} == {"publisher", "worker0", "worker1", "worker2"}
     by_id = {s["span_id"]: s for s in spans}
+    assert len(by_id) == len(spans)  # nothing was written twice
     (root,) = [s for s in spans if s["name"] == "chain_workflow"]
     assert root["parent_id"] is None and root["origin"] == "publisher"
     publishes = {s["span_id"] for s in spans if s["name"] == "Flock.publish"}
@@ -187,6 +245,44 @@ def test_three_workers_and_a_publisher_share_one_trace(cluster: Cluster) -> None
     evaluates = [s for s in spans if s["name"] == "FunctionEngine.evaluate"]
     assert len(evaluates) == 2 * n
     assert all(by_id[e["parent_id"]]["origin"] == e["origin"] for e in evaluates)
+
+
+@pytest.mark.timeout(600)
+def test_workers_send_their_spans_over_otlp_to_one_dashboard(cluster: Cluster) -> None:
+    """Workers and the publisher keep no trace file (``FLOCK_TRACE_FILE=false``) and export
+    over OTLP/HTTP to the dashboard of ``flock serve``: its one file holds the whole trace."""
+    n = OTLP_N
+    url = cluster.collector()
+    for i in range(3):
+        cluster.worker(f"worker{i}")
+    started = time.perf_counter()
+    cluster.publisher(n)
+    trace_id = cluster.wait_publisher(timeout=500)
+    elapsed = time.perf_counter() - started
+    cluster.stop_workers()  # each exports its last spans at exit
+    print(f"\n{n} artifacts through 2 agents on 3 workers, traced over OTLP: {elapsed:.1f}s")
+    for name in ("worker0", "worker1", "worker2"):
+        assert cluster.procs[name].returncode == 0, cluster.log(name)
+
+    check_exactly_once(cluster, n)
+    assert cluster.query("SELECT DISTINCT attempt FROM runs") == [(1,)]
+    per_worker = dict(cluster.query("SELECT worker_id, count(*) FROM runs GROUP BY worker_id"))
+    assert len(per_worker) == 3, per_worker
+
+    # Every export was answered once written: the running dashboard shows the whole trace.
+    with httpx.Client(base_url=url, timeout=30) as api:
+        page = api.get("/api/traces").json()
+        assert [(t["trace_id"], t["name"]) for t in page["items"]] == [(trace_id, "chain_workflow")]
+        shown = api.get(f"/api/traces/{trace_id}", params={"limit": 1}).json()
+    assert cluster.stop("collector") == 0, cluster.log("collector")
+
+    # One trace file: the workers and the publisher wrote none of their own.
+    assert sorted(p.name for p in cluster.tmp.glob("*.duckdb")) == ["collector.duckdb"]
+    spans = [s for s in cluster.spans() if s["trace_id"] == trace_id]
+    assert shown["span_count"] == len(spans)
+    check_one_trace(spans, n)
+    for name in ("publisher", "worker0", "worker1", "worker2"):
+        assert "OTLP export" not in cluster.log(name), cluster.log(name)
 
 
 @pytest.mark.timeout(300)

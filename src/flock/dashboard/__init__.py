@@ -1,8 +1,9 @@
 """The web dashboard: traces, timeline, statistics, correlations and the live blackboard.
 
 Served by :meth:`flock.orchestrator.Flock.serve` (with a live Flock) or ``flock dashboard
---db PATH`` (a read-only viewer of a trace file). Needs the ``dashboard`` extra (FastAPI,
-uvicorn).
+--db PATH`` (a read-only viewer of a trace file). Unless read-only it also receives spans
+over OTLP/HTTP at ``POST /v1/traces`` into its trace file. Needs the ``dashboard`` extra
+(FastAPI, uvicorn).
 
 Example:
     >>> from flock.dashboard import create_app

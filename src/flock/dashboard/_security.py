@@ -1,7 +1,8 @@
 """Who may talk to the dashboard: token, Host and Origin checks as one ASGI middleware.
 
-- With a token (required when binding anything but loopback) every ``/api`` request and the
-  WebSocket need ``Authorization: Bearer <token>`` or ``?token=<token>``.
+- With a token (required when binding anything but loopback) every ``/api`` request, OTLP
+  ingestion (``/v1/traces``) and the WebSocket need ``Authorization: Bearer <token>`` or
+  ``?token=<token>``.
 - Without one the server is on loopback, and the ``Host`` header must name loopback too: a
   web page on another site cannot reach it through DNS rebinding.
 - Requests that change something (``POST``…) and WebSocket handshakes from a browser must come
@@ -27,6 +28,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+PROTECTED_PREFIXES = ("/api", "/v1")
+"""Paths that need the token (the JSON API and OTLP ingestion); the page and its static
+files hold no data."""
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
@@ -107,7 +111,9 @@ class SecurityMiddleware:
         unsafe = scope["type"] == "websocket" or scope.get("method", "GET") not in SAFE_METHODS
         if unsafe and origin is not None and urlsplit(origin).netloc.lower() != host.lower():
             return 403, f"cross-origin request from {origin!r} refused"
-        if self.token is not None and (path.startswith("/api") or scope["type"] == "websocket"):
+        if self.token is not None and (
+            path.startswith(PROTECTED_PREFIXES) or scope["type"] == "websocket"
+        ):
             given = ""
             auth = headers.get("authorization", "")
             if auth.lower().startswith("bearer "):

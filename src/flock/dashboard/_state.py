@@ -14,6 +14,7 @@ from flock.exceptions import TracingError
 from flock.tracing.query import TraceNotFoundError, TraceStore
 
 if TYPE_CHECKING:
+    from flock.dashboard._ingest import SpanSink
     from flock.dashboard._live import LiveHub
     from flock.orchestrator import Flock
 
@@ -28,6 +29,8 @@ class DashboardState:
     flock: Flock | None
     read_only: bool
     hub: LiveHub
+    sink: SpanSink
+    """Where spans received over OTLP (``POST /v1/traces``) are written."""
 
     @property
     def has_file(self) -> bool:

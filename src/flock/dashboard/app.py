@@ -17,16 +17,19 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 import flock
-from flock.dashboard import _blackboard, _live, _traces
+from flock.dashboard import _blackboard, _ingest, _live, _traces
+from flock.dashboard._ingest import SpanSink, is_ingest_path
 from flock.dashboard._live import LiveHub
 from flock.dashboard._schemas import InfoOut
 from flock.dashboard._security import SecurityMiddleware
 from flock.dashboard._state import DashboardState, get_state
+from flock.tracing.otlp_receiver import MAX_BODY
 from flock.tracing.query import TraceStore
 
 if TYPE_CHECKING:
@@ -46,6 +49,7 @@ def create_app(
     ui: bool = True,
     live_interval: float = 1.0,
     lock_wait: float = 2.0,
+    max_otlp_body: int = MAX_BODY,
 ) -> FastAPI:
     """Build the dashboard app over the trace file ``db_path``.
 
@@ -53,31 +57,48 @@ def create_app(
         db_path: the DuckDB trace file (it may not exist yet).
         flock: a live Flock for the blackboard view and publishing; without one the
             dashboard is a viewer of the trace file.
-        token: when given, every ``/api`` request and the WebSocket need it (``Authorization:
-            Bearer <token>`` or ``?token=``). Required when serving beyond loopback; without
+        token: when given, every ``/api`` request, ``POST /v1/traces`` and the WebSocket need
+            it (``Authorization: Bearer <token>`` or ``?token=``). Required when serving beyond loopback; without
             it only requests addressed to localhost are answered.
-        read_only: forbid clearing traces and publishing (default: when no ``flock``).
+        read_only: forbid clearing traces, publishing and receiving spans over OTLP
+            (default: when no ``flock``).
         ui: serve the single-page UI at ``/`` (the JSON API is always there).
         live_interval: seconds between checks for new spans and artifacts.
         lock_wait: how long a query waits while another process writes the file.
+        max_otlp_body: the largest OTLP/HTTP body ``POST /v1/traces`` accepts, before and
+            after decompression (bytes; larger ones get 413).
+
+    Unless read-only, ``POST /v1/traces`` accepts spans over OTLP/HTTP (protobuf or JSON)
+    and writes them into ``db_path`` through this process's trace writer, so workers that
+    export with ``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing here land in the same file.
     """
     state = DashboardState(
         traces=TraceStore(db_path, lock_wait=lock_wait),
         flock=flock,
         read_only=flock is None if read_only is None else read_only,
         hub=LiveHub(TraceStore(db_path, lock_wait=lock_wait), flock, interval=live_interval),
+        sink=SpanSink(Path(db_path), max_body=max_otlp_body),
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await state.hub.stop()
+        try:
+            yield
+        finally:
+            await state.hub.stop()
+            await anyio.to_thread.run_sync(state.sink.close)  # write what was received
 
     extra: dict[str, Any] = {}
     if "telemetry" in inspect.signature(FastAPI.__init__).parameters:
         # FastAPI ≥ 0.16x traces every request itself: the dashboard's own polling would
-        # flood the very trace file it shows.
-        extra["telemetry"] = {"tracing": False, "metrics": False, "logs": False}
+        # flood the very trace file it shows, and a span per OTLP export request would grow
+        # the file it fills (``exclude`` keeps that route out even if tracing is turned on).
+        extra["telemetry"] = {
+            "tracing": False,
+            "metrics": False,
+            "logs": False,
+            "exclude": is_ingest_path,
+        }
     app = FastAPI(
         title="flock dashboard",
         version=flock_version(),
@@ -93,6 +114,7 @@ def create_app(
     app.include_router(_traces.router)
     app.include_router(_blackboard.router)
     app.include_router(_live.router)
+    app.include_router(_ingest.router)
 
     @app.get("/api/info", response_model=InfoOut, tags=["meta"], summary="About this server")
     async def info(state: Annotated[DashboardState, Depends(get_state)]) -> InfoOut:

@@ -38,9 +38,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JSON",
+    "MAX_BODY",
     "PROTOBUF",
+    "OtlpBodyTooLargeError",
     "OtlpDecodeError",
+    "OtlpUnsupportedError",
     "decode_request",
+    "media_type",
     "receive",
     "request_to_spans",
     "response",
@@ -56,40 +60,71 @@ class OtlpDecodeError(TracingError, ValueError):
     """The request is not a valid OTLP trace export (answer 400 Bad Request)."""
 
 
-def _media_type(content_type: str) -> str:
+class OtlpUnsupportedError(OtlpDecodeError):
+    """A content type or content encoding this receiver does not speak (answer 415)."""
+
+
+class OtlpBodyTooLargeError(OtlpDecodeError):
+    """The body is larger than allowed once decompressed (answer 413)."""
+
+
+def media_type(content_type: str) -> str:
+    """:data:`PROTOBUF` or :data:`JSON` for a ``Content-Type`` header value.
+
+    Example:
+        >>> media_type("application/json; charset=utf-8")
+        'application/json'
+
+    Raises:
+        OtlpUnsupportedError: any other media type.
+    """
     media = content_type.split(";", 1)[0].strip().lower()
     if media in (PROTOBUF, "application/protobuf"):
         return PROTOBUF
     if media == JSON:
         return JSON
-    raise OtlpDecodeError(f"unsupported content type {content_type!r}; send {PROTOBUF} or {JSON}")
+    raise OtlpUnsupportedError(
+        f"unsupported content type {content_type!r}; send {PROTOBUF} or {JSON}"
+    )
 
 
-def _decompress(body: bytes, content_encoding: str | None) -> bytes:
+def _decompress(body: bytes, content_encoding: str | None, max_body: int = MAX_BODY) -> bytes:
     encoding = (content_encoding or "identity").strip().lower()
     if encoding in ("", "identity"):
+        if len(body) > max_body:
+            raise OtlpBodyTooLargeError(f"body is larger than {max_body} bytes")
         return body
     if encoding not in ("gzip", "deflate"):
-        raise OtlpDecodeError(f"unsupported content encoding {content_encoding!r}")
+        raise OtlpUnsupportedError(
+            f"unsupported content encoding {content_encoding!r}; send gzip, deflate or none"
+        )
     try:
         decoder = (
             zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding == "gzip" else zlib.decompressobj()
         )
-        data = decoder.decompress(body, MAX_BODY + 1)
+        data = decoder.decompress(body, max_body + 1)
     except zlib.error as exc:
         raise OtlpDecodeError(f"body is not valid {encoding}: {exc}") from exc
-    if len(data) > MAX_BODY:
-        raise OtlpDecodeError(f"body is larger than {MAX_BODY} bytes once decompressed")
+    if len(data) > max_body:
+        raise OtlpBodyTooLargeError(f"body is larger than {max_body} bytes once decompressed")
     return data
 
 
 def decode_request(
-    body: bytes, content_type: str, *, content_encoding: str | None = None
+    body: bytes,
+    content_type: str,
+    *,
+    content_encoding: str | None = None,
+    max_body: int = MAX_BODY,
 ) -> ExportTraceServiceRequest:
     """An OTLP/HTTP request body as an ``ExportTraceServiceRequest``.
 
+    ``max_body`` bounds the body after decompression (bytes).
+
     Raises:
-        OtlpDecodeError: unsupported content type or encoding, or a malformed body.
+        OtlpUnsupportedError: unsupported content type or encoding.
+        OtlpBodyTooLargeError: the body is larger than ``max_body`` once decompressed.
+        OtlpDecodeError: a malformed body.
     """
     from google.protobuf.json_format import ParseDict, ParseError
     from google.protobuf.message import DecodeError
@@ -97,8 +132,8 @@ def decode_request(
         ExportTraceServiceRequest,
     )
 
-    media = _media_type(content_type)
-    data = _decompress(body, content_encoding)
+    media = media_type(content_type)
+    data = _decompress(body, content_encoding, max_body)
     request = ExportTraceServiceRequest()
     if media == PROTOBUF:
         try:
@@ -254,7 +289,7 @@ def receive(
 def response(content_type: str) -> tuple[bytes, str]:
     """The success body (an empty ``ExportTraceServiceResponse``) and its media type, in the
     encoding of the request."""
-    media = _media_type(content_type)
+    media = media_type(content_type)
     if media == JSON:
         return b"{}", JSON
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (

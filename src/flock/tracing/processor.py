@@ -112,6 +112,16 @@ class DuckDBSpanProcessor(SpanProcessor):
                 "FLOCK_TRACE_FILE=false to trace without a file)."
             ) from exc
 
+    @property
+    def pending(self) -> int:
+        """Spans queued or encoded but not yet in the file (approximate, never blocks)."""
+        return len(self._queue) + self._encoded_rows
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`shutdown` was called (or the writer thread is gone)."""
+        return self._closed or not self._thread.is_alive()
+
     # SpanProcessor --------------------------------------------------------
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:

@@ -1,0 +1,240 @@
+"""``POST /v1/traces``: spans sent over OTLP/HTTP, written into the dashboard's trace file.
+
+Workers of a distributed flock (``OTEL_EXPORTER_OTLP_ENDPOINT=http://dashboard:8344``,
+``FLOCK_TRACE_FILE=false``) send their spans here, so one file — and this dashboard — holds
+the whole distributed trace. The route follows the OTLP/HTTP specification:
+
+- bodies in binary protobuf (``application/x-protobuf``) or OTLP/JSON (``application/json``),
+  optionally ``Content-Encoding: gzip`` or ``deflate``;
+- ``200`` with an ``ExportTraceServiceResponse`` in the encoding of the request once the spans
+  are written (or, while another process holds the file, queued for the writer's retries);
+- ``400`` for a body that does not decode, ``413`` over the size cap (before or after
+  decompression), ``415`` for another content type or encoding, ``403`` on a read-only
+  dashboard, ``503`` with ``Retry-After`` while the writer's queue is full (the exporter
+  retries); errors carry a ``google.rpc.Status`` in the request's encoding.
+
+The spans go through the DuckDB writer this process already has for the file (the live
+Flock's, with its redaction), so the dashboard's reads pause it like any other write and
+nothing is written twice; without one (a dashboard that is not read-only but traces nothing
+itself) the app opens its own writer on the first request and flushes it at shutdown.
+
+The same security rules apply as to ``/api``: loopback ``Host`` without a token, and with a
+token ``Authorization: Bearer <token>`` (``OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer%20
+<token>``). FastAPI's own request tracing is off for the whole dashboard, this route included:
+a span per export request would grow the very file it fills.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import TYPE_CHECKING, Annotated, Any
+
+import anyio.to_thread
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from flock.dashboard._state import DashboardState, get_state
+from flock.exceptions import TracingError
+from flock.tracing.otlp_receiver import (
+    JSON,
+    MAX_BODY,
+    PROTOBUF,
+    OtlpBodyTooLargeError,
+    OtlpDecodeError,
+    OtlpUnsupportedError,
+    decode_request,
+    media_type,
+    request_to_spans,
+    response,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from flock.tracing.processor import DuckDBSpanProcessor
+
+__all__ = ["INGEST_PATH", "SpanSink", "is_ingest_path", "router"]
+
+INGEST_PATH = "/v1/traces"
+FLUSH_WAIT_MS = 2_000
+"""How long a request waits for its spans to be written before answering; longer (another
+process holds the file) and they stay queued on the writer, which keeps retrying."""
+RETRY_AFTER_S = 2
+
+# google.rpc.Code values for the Status in error bodies.
+INVALID_ARGUMENT = 3
+PERMISSION_DENIED = 7
+RESOURCE_EXHAUSTED = 8
+INTERNAL = 13
+UNAVAILABLE = 14
+
+router = APIRouter(tags=["otlp"])
+
+
+def is_ingest_path(scope: Any) -> bool:
+    """True for requests to the OTLP route (FastAPI's own telemetry skips them)."""
+    return bool(scope.get("path") == INGEST_PATH)
+
+
+class SpanSink:
+    """The writer received spans go through: this process's writer of the trace file, or
+    one of the app's own (opened on first use, shut down with :meth:`close`)."""
+
+    def __init__(self, path: Path, *, max_body: int = MAX_BODY) -> None:
+        self.path = path
+        self.max_body = max_body
+        self._own: DuckDBSpanProcessor | None = None
+        self._lock = threading.Lock()
+
+    def writer(self) -> DuckDBSpanProcessor:
+        """The writer to use (blocking: opening one creates the file)."""
+        from flock.tracing.processor import DuckDBSpanProcessor, active_writers
+
+        with self._lock:
+            for writer in active_writers(self.path):
+                if not writer.closed:
+                    return writer
+            if self._own is None or self._own.closed:
+                self._own = DuckDBSpanProcessor(self.path, flush_interval=0.5)
+            return self._own
+
+    def close(self) -> None:
+        with self._lock:
+            own, self._own = self._own, None
+        if own is not None:
+            own.shutdown()  # writes what is queued
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, code: int, message: str, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def _status_body(code: int, message: str, media: str) -> bytes:
+    """A ``google.rpc.Status`` in the request's encoding (the spec's error body)."""
+    if media == PROTOBUF:
+        # googleapis-common-protos comes with the OTLP exporters (it has no type stubs).
+        from google.rpc.status_pb2 import Status
+
+        return bytes(Status(code=code, message=message).SerializeToString())
+    return orjson.dumps({"code": code, "message": message})
+
+
+def _error(status: int, code: int, message: str, media: str, **headers: str) -> Response:
+    return Response(
+        _status_body(code, message, media),
+        status_code=status,
+        media_type=media,
+        headers=headers or None,
+    )
+
+
+def _write(sink: SpanSink, body: bytes, content_type: str, encoding: str | None) -> int:
+    """Decode, queue and write (in a worker thread); the number of spans received."""
+    spans = request_to_spans(
+        decode_request(body, content_type, content_encoding=encoding, max_body=sink.max_body)
+    )
+    if not spans:
+        return 0
+    writer = sink.writer()
+    if writer.pending + len(spans) > writer.max_queue:
+        raise _Refused(
+            503,
+            UNAVAILABLE,
+            f"the trace writer is behind ({writer.pending} spans wait); retry later",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
+    for span in spans:
+        writer.on_end(span)
+    writer.force_flush(FLUSH_WAIT_MS)
+    return len(spans)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise _Refused(413, RESOURCE_EXHAUSTED, f"body is larger than {limit} bytes", {})
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _Refused(413, RESOURCE_EXHAUSTED, f"body is larger than {limit} bytes", {})
+    return bytes(body)
+
+
+@router.post(
+    INGEST_PATH,
+    summary="Receive spans over OTLP/HTTP (protobuf or JSON) into the trace file",
+    response_class=Response,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
+                JSON: {"schema": {"type": "object", "description": "OTLP/JSON"}},
+            },
+        }
+    },
+    responses={
+        200: {
+            "description": "accepted: an ExportTraceServiceResponse in the request's encoding",
+            "content": {PROTOBUF: {}, JSON: {}},
+        },
+        400: {"description": "the body is not an OTLP trace export"},
+        403: {"description": "read-only dashboard (flock dashboard --db)"},
+        413: {"description": "the body is too large"},
+        415: {
+            "description": "not application/x-protobuf or application/json, or an "
+            "encoding other than gzip/deflate"
+        },
+        503: {"description": "the trace writer is behind; retry after Retry-After seconds"},
+    },
+)
+async def receive_traces(
+    request: Request, state: Annotated[DashboardState, Depends(get_state)]
+) -> Response:
+    """An OTLP/HTTP trace export; see the module docstring of ``flock.dashboard._ingest``."""
+    content_type = request.headers.get("content-type", "")
+    try:
+        media = media_type(content_type)
+    except OtlpUnsupportedError as exc:
+        return _error(
+            415,
+            INVALID_ARGUMENT,
+            str(exc),
+            JSON,
+            **{"Accept-Post": f"{PROTOBUF}, {JSON}"},
+        )
+    if state.read_only:
+        return _error(
+            403,
+            PERMISSION_DENIED,
+            "this dashboard is read-only (flock dashboard --db views a file): it does not "
+            "accept spans; send them to a dashboard serving a Flock (flock serve app:flock, "
+            "flock.serve()) or one created with read_only=False",
+            media,
+        )
+    sink = state.sink
+    encoding = request.headers.get("content-encoding")
+    try:
+        body = await _read_body(request, sink.max_body)
+        await anyio.to_thread.run_sync(
+            functools.partial(_write, sink, body, content_type, encoding)
+        )
+    except _Refused as exc:
+        return _error(exc.status, exc.code, exc.message, media, **exc.headers)
+    except OtlpUnsupportedError as exc:  # the content encoding
+        return _error(
+            415, INVALID_ARGUMENT, str(exc), media, **{"Accept-Encoding": "gzip, deflate"}
+        )
+    except OtlpBodyTooLargeError as exc:
+        return _error(413, RESOURCE_EXHAUSTED, str(exc), media)
+    except OtlpDecodeError as exc:
+        return _error(400, INVALID_ARGUMENT, str(exc), media)
+    except TracingError as exc:  # the trace file cannot be used (e.g. not a DuckDB file)
+        return _error(500, INTERNAL, str(exc), media)
+    payload, media = response(content_type)
+    return Response(payload, media_type=media)
