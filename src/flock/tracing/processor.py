@@ -42,7 +42,7 @@ __all__ = ["DuckDBSpanProcessor", "active_writers"]
 log = logging.getLogger("flock.tracing")
 
 _WRITERS: weakref.WeakSet[DuckDBSpanProcessor] = weakref.WeakSet()
-ENCODE_CHUNK = 512  # spans encoded between GIL releases, to keep the event loop responsive
+ENCODE_CHUNK = 128  # spans encoded between GIL releases, to keep the event loop responsive
 ENCODE_BATCH = 256  # queued spans that wake the writer: encoded before the GC promotes them
 
 

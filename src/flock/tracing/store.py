@@ -261,6 +261,11 @@ def spans_to_arrow(
     resources_col: list[str] = ["{}"] * n
     resources: dict[int, tuple[str | None, str]] = {}
     operation_of: dict[str, str] = {}
+    # Ids repeat (one trace id for many spans; parents are spans of the same batch): format
+    # each once. SpanContext is a tuple (trace_id, span_id, ...): indexing skips its
+    # properties, as ``_name_`` skips the enum machinery.
+    hex32: dict[int, str] = {}
+    hex16: dict[int, str] = {}
     for i, span in enumerate(spans):
         ctx = span._context
         start = span._start_time or 0
@@ -273,11 +278,23 @@ def spans_to_arrow(
             cached = (str(service) if service is not None else None, _dumps(attrs).decode())
             resources[id(resource)] = cached
         if ctx is not None:
-            trace_ids[i] = f"{ctx.trace_id:032x}"
-            span_ids[i] = f"{ctx.span_id:016x}"
+            tid = ctx[0]
+            text = hex32.get(tid)
+            if text is None:
+                text = hex32[tid] = f"{tid:032x}"
+            trace_ids[i] = text
+            sid = ctx[1]
+            text = hex16.get(sid)
+            if text is None:
+                text = hex16[sid] = f"{sid:016x}"
+            span_ids[i] = text
         parent = span._parent
         if parent is not None:
-            parent_ids[i] = f"{parent.span_id:016x}"
+            pid = parent[1]
+            text = hex16.get(pid)
+            if text is None:
+                text = hex16[pid] = f"{pid:016x}"
+            parent_ids[i] = text
         name = span._name
         names[i] = name
         operation = operation_of.get(name)
@@ -286,12 +303,12 @@ def spans_to_arrow(
         operations[i] = operation
         services[i] = cached[0]
         resources_col[i] = cached[1]
-        kinds[i] = span._kind.name
+        kinds[i] = span._kind._name_
         starts[i] = start
         ends[i] = end
         durations[i] = (end - start) / 1e6
         status = span._status
-        status_codes[i] = status._status_code.name
+        status_codes[i] = status._status_code._name_
         status_descriptions[i] = status._description
         raw = span._attributes
         if raw:
@@ -336,7 +353,9 @@ def _arrow_schema() -> pa.Schema:
     if not _SCHEMA_CACHE:
         import pyarrow as pa
 
-        types = {"BIGINT": pa.int64(), "DOUBLE": pa.float64()}
+        # JSON columns travel as Arrow's canonical JSON type, which DuckDB takes as JSON
+        # without re-validating every value (the encoder produced it with orjson).
+        types = {"BIGINT": pa.int64(), "DOUBLE": pa.float64(), "JSON": pa.json_(pa.large_string())}
         _SCHEMA_CACHE.append(
             pa.schema(
                 [

@@ -42,8 +42,10 @@ class WorkflowSpanProcessor:
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         name = current_workflow(parent_context)
+        if name is None:
+            return
         attributes = getattr(span, "attributes", None)  # an SDK span (the API type lacks it)
-        if name is not None and not (attributes and attributes.get("flock.workflow")):
+        if not (attributes and attributes.get("flock.workflow")):
             # A nested traced_run span keeps its own name; the spans inside it get it.
             span.set_attribute("flock.workflow", True)
             span.set_attribute("workflow.name", name)
