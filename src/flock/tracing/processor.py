@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import queue
 import sys
 import threading
 import time
@@ -87,7 +88,9 @@ class DuckDBSpanProcessor(SpanProcessor):
         self._encoded: list[Any] = []  # Arrow tables not yet in the file
         self._encoded_rows = 0
         self._last_write = time.monotonic()
-        self._inflight: tuple[threading.Thread, dict[str, Any], list[Any], int] | None = None
+        self._inflight: tuple[threading.Event, dict[str, Any], list[Any], int] | None = None
+        self._inserts: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._inserter: threading.Thread | None = None
         self._appender = Appender(self.path)
         self._wake = threading.Event()
         self._file_lock = threading.Lock()
@@ -156,6 +159,7 @@ class DuckDBSpanProcessor(SpanProcessor):
         self._stopping = True
         self._wake.set()
         self._thread.join(self.exit_timeout + 5)
+        self._inserts.put(None)  # the insert thread is idle: the last write was synchronous
         if not self._thread.is_alive():
             self._appender.close()
         lost = self._encoded_rows + sum(1 for item in self._queue if isinstance(item, FinishedSpan))
@@ -265,26 +269,40 @@ class DuckDBSpanProcessor(SpanProcessor):
         return written
 
     def _submit(self) -> None:
-        """Write every encoded row from an insert thread while the writer goes on encoding."""
-        tables, rows = self._take()
-        outcome: dict[str, Any] = {}
+        """Write every encoded row from the insert thread while the writer goes on encoding.
 
-        def insert() -> None:
+        The insert thread lives as long as the writer (no thread start per write).
+        """
+        tables, rows = self._take()
+        done = threading.Event()
+        outcome: dict[str, Any] = {}
+        if self._inserter is None or not self._inserter.is_alive():
+            self._inserter = threading.Thread(
+                target=self._insert_loop, name="flock-trace-insert", daemon=True
+            )
+            self._inserter.start()
+        self._inserts.put((tables, rows, outcome, done))
+        self._inflight = (done, outcome, tables, rows)
+
+    def _insert_loop(self) -> None:
+        while True:
+            job = self._inserts.get()
+            if job is None:
+                return
+            tables, rows, outcome, done = job
             try:
                 outcome["ok"] = self._write(tables, rows, deadline=None)
             except BaseException as exc:  # handed to the writer thread by _collect
                 outcome["error"] = exc
-
-        thread = threading.Thread(target=insert, name="flock-trace-insert", daemon=True)
-        thread.start()
-        self._inflight = (thread, outcome, tables, rows)
+            finally:
+                done.set()
 
     def _collect(self) -> bool:
         """Wait for the insert thread; False (rows kept for later) if it could not write."""
         if self._inflight is None:
             return True
-        thread, outcome, tables, rows = self._inflight
-        thread.join()
+        done, outcome, tables, rows = self._inflight
+        done.wait()
         self._inflight = None
         if outcome.get("ok"):
             return True

@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 DEFAULT_DB_PATH = ".flock/traces.duckdb"
-WRITE_MEMORY_LIMIT = "128MB"
+WRITE_MEMORY_LIMIT = "64MB"
 """DuckDB's memory limit on the writer's connection (it spills to disk beyond it)."""
 
 COLUMNS: tuple[tuple[str, str], ...] = (
