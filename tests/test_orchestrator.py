@@ -494,3 +494,28 @@ async def test_flock_is_reusable_across_event_loops() -> None:
     await once()
     await asyncio.to_thread(asyncio.run, once())
     assert len(await flock.store.query(type=PIZZA)) == 2
+
+
+async def test_a_publishing_loop_lets_other_tasks_run() -> None:
+    """publish() suspends once, so a loop of publishes does not starve the event loop (the
+    runs it schedules, a dashboard served from the same process, ...)."""
+    flock = Flock()
+    flock.agent("chef").consumes(Idea).publishes(Pizza).with_engines(
+        lambda idea: Pizza(name=idea.topic)
+    )
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    for i in range(100):
+        await flock.publish(Idea(topic=str(i)))
+    seen = ticks
+    task.cancel()
+    await flock.run_until_idle()
+    assert seen >= 99
+    assert len(await flock.store.query(type="tests.models.Pizza")) == 100

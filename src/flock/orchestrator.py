@@ -273,6 +273,9 @@ class Flock:
                 await self.store.put(artifacts)
                 for artifact in artifacts:
                     self._schedule(artifact)
+        # Let the event loop breathe: a loop of publishes would otherwise never suspend,
+        # starving the runs it schedules, a dashboard in the same process, everything else.
+        await asyncio.sleep(0)
         return artifacts
 
     def _validate(self, obj: Any) -> tuple[str, BaseModel]:
