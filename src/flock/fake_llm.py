@@ -223,16 +223,14 @@ def _sse_body(completion: dict[str, Any]) -> bytes:
     return "".join(events).encode()
 
 
-def _handler_for(
-    fake: FakeOpenAIServer, *, stream: bool = False, nodelay: bool = False
-) -> type[BaseHTTPRequestHandler]:
-    """The request handler. ``stream``: ``"stream": true`` requests get SSE answers.
-    ``nodelay``: TCP_NODELAY, so a keep-alive client does not wait for a delayed ACK (about
-    40 ms) between the header and the body writes of each answer."""
+def _handler_for(fake: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
+    """The request handler: ``"stream": true`` requests get SSE answers, and TCP_NODELAY is
+    set so a keep-alive client does not wait for a delayed ACK (about 40 ms) between the
+    header and the body writes of each answer."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = nodelay
+        disable_nagle_algorithm = True
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -249,7 +247,7 @@ def _handler_for(
             except Exception as exc:  # the responder failed: tell the client, like a real API
                 self._send(500, {"error": {"message": f"{type(exc).__name__}: {exc}"}})
                 return
-            if stream and body.get("stream"):
+            if body.get("stream"):
                 self._send_bytes(200, _sse_body(completion), "text/event-stream")
             else:
                 self._send(200, completion)
@@ -281,11 +279,9 @@ def main(argv: list[str] | None = None) -> None:
 
     Prints the base URL (``http://127.0.0.1:PORT/v1``) on stdout, then answers with
     :func:`schema_responder` in this process, so a benchmark's client does not share a GIL
-    with it. Unlike the in-process :class:`FakeOpenAIServer`, it answers ``"stream": true``
-    requests with server-sent events, as OpenAI does (clients that stream by default, such as
-    flock-core's DSPy engine, get nothing from a plain JSON answer), and sets TCP_NODELAY (a
-    keep-alive client would otherwise wait ~40 ms for each answer's body: Nagle's algorithm
-    against the client's delayed ACK). SIGTERM or Ctrl-C stops it.
+    with it. Like :class:`FakeOpenAIServer`, it answers ``"stream": true`` requests with
+    server-sent events, as OpenAI does (clients that stream by default, such as flock-core's
+    DSPy engine, get nothing from a plain JSON answer). SIGTERM or Ctrl-C stops it.
     """
     import argparse
     import signal
@@ -302,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
 
     fake = FakeOpenAIServer(delay=args.delay)
     server = ThreadingHTTPServer(
-        ("127.0.0.1", args.port), _handler_for(fake, stream=True, nodelay=True)
+        ("127.0.0.1", args.port), _handler_for(fake)
     )
     server.daemon_threads = True
     fake._server = server  # so that base_url reports the bound port
