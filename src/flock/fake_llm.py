@@ -297,9 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     fake = FakeOpenAIServer(delay=args.delay)
-    server = ThreadingHTTPServer(
-        ("127.0.0.1", args.port), _handler_for(fake)
-    )
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), _handler_for(fake))
     server.daemon_threads = True
     fake._server = server  # so that base_url reports the bound port
 
