@@ -33,8 +33,11 @@ class Pizza(BaseModel):
     description: str
 
 
+_FILLER = {"a", "an", "and", "the", "with", "of", "on", "in", "for", "some"}
+
+
 def offline_chef(idea: PizzaIdea) -> Pizza:
-    words = [w for w in idea.topic.replace(",", " ").split() if w]
+    words = [w for w in idea.topic.replace(",", " ").split() if w.lower() not in _FILLER]
     return Pizza(
         name=f"The {' '.join(w.capitalize() for w in words)} Pizza",
         toppings=["mozzarella", "tomato", *words[:3]],
