@@ -19,7 +19,9 @@ class MemoryStore(Store):
         self._by_type: defaultdict[str, list[Artifact]] = defaultdict(list)
         self._by_correlation: defaultdict[str, list[Artifact]] = defaultdict(list)
         self._by_producer: defaultdict[str, list[Artifact]] = defaultdict(list)
-        self._consumers: defaultdict[str, list[str]] = defaultdict(list)
+        # One consumer (the common case) is kept as the agent's name itself: a list per
+        # artifact would cost ~100 bytes each on a blackboard of hundreds of thousands.
+        self._consumers: dict[str, str | list[str]] = {}
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -63,7 +65,16 @@ class MemoryStore(Store):
         return result
 
     async def record_consumption(self, artifact_id: str, agent: str) -> None:
-        self._consumers[artifact_id].append(agent)
+        known = self._consumers.get(artifact_id)
+        if known is None:
+            self._consumers[artifact_id] = agent
+        elif isinstance(known, str):
+            self._consumers[artifact_id] = [known, agent]
+        else:
+            known.append(agent)
 
     async def consumers(self, artifact_id: str) -> list[str]:
-        return list(self._consumers.get(artifact_id, []))
+        known = self._consumers.get(artifact_id)
+        if known is None:
+            return []
+        return [known] if isinstance(known, str) else list(known)
