@@ -32,7 +32,8 @@ from pydantic import BaseModel
 
 from flock.artifacts import Artifact, new_id
 from flock.components import RunContext
-from flock.store.queue import ClaimedRun, LeaseLost, RunRequest, WorkQueue
+from flock.exceptions import AgentRunError, RunawayLoopError
+from flock.store.queue import ClaimedRun, FailedRun, LeaseLost, RunRequest, WorkQueue
 from flock.tracing.workflow import WORKFLOW_KEY, current_workflow
 
 if TYPE_CHECKING:
@@ -48,8 +49,8 @@ DEFAULT_LEASE = 30.0
 """Seconds a claimed run stays leased without a heartbeat (renewed every third of it)."""
 IDLE_CHECK_INTERVAL = 0.02
 """At most one "idle across all workers?" query per this many seconds while waiting."""
-MAX_RUN_COUNTERS = 100_000
-"""A long-running worker forgets its runaway-loop counters past this many workflows."""
+MAX_TRACKED_WORKFLOWS = 100_000
+"""A publisher that never calls ``run_until_idle`` forgets its oldest workflows past this."""
 
 
 def _ns(value: datetime) -> int:
@@ -63,6 +64,12 @@ class Distributed:
         self.flock = flock
         self.queue = queue
         self.collect_failures = True
+        self.published: dict[str, None] = {}
+        """The workflows (correlation ids) this process published since the last report."""
+        self.errors: dict[int, AgentRunError] = {}
+        """Runs that failed in this process (with the original exception), by run id."""
+        self.since: datetime | None = None
+        """The store's clock at the last report: failures before it were reported."""
 
     # Publishing ------------------------------------------------------------
 
@@ -76,17 +83,51 @@ class Distributed:
                 flock._schedule(artifact)
         finally:
             flock._outbox = None
-        if len(flock._runs) > MAX_RUN_COUNTERS:
-            flock._runs.clear()
         workflow = current_workflow()
         return [
-            RunRequest(agent.name, tuple(a.id for a in inputs), workflow)
+            RunRequest(
+                agent.name,
+                tuple(a.id for a in inputs),
+                workflow,
+                correlation_id=inputs[0].correlation_id,
+                max_runs=flock.max_agent_runs,  # counted in the store, across all workers
+            )
             for agent, inputs in collected
         ]
 
     async def publish(self, artifacts: list[Artifact]) -> None:
         """Store the artifacts and enqueue the runs they trigger, in one transaction."""
         await self.queue.publish(artifacts, self.runs_for(artifacts))
+        published = self.published
+        for artifact in artifacts:
+            published[artifact.correlation_id] = None
+        while len(published) > MAX_TRACKED_WORKFLOWS:
+            del published[next(iter(published))]
+
+    async def take_failures(self) -> list[AgentRunError]:
+        """The runs of this process's workflows that failed, in any worker, since the last
+        call (call it once the store is idle); forgets those workflows afterwards.
+
+        Runs that failed here keep their original exception as ``__cause__``; the others
+        carry the error text their worker stored.
+        """
+        workflows, self.published = list(self.published), {}
+        local, self.errors = self.errors, {}
+        if not workflows:
+            return []
+        failed, self.since = await self.queue.failed_runs(workflows, since=self.since)
+        return [local.get(run.id) or self._remote_error(run) for run in failed]
+
+    @staticmethod
+    def _remote_error(run: FailedRun) -> AgentRunError:
+        kind = RunawayLoopError if run.runaway else AgentRunError
+        message = run.error
+        if not message.startswith(f"agent {run.agent!r}"):
+            inputs = ", ".join(run.artifact_ids)
+            message = f"agent {run.agent!r} failed on {inputs}: {message}"
+        if run.worker_id:
+            message += f" (run {run.id}, attempt {run.attempt}, worker {run.worker_id})"
+        return kind(message, agent=run.agent, artifacts=run.artifacts, attempts=run.attempt)
 
     # Waiting ---------------------------------------------------------------
 
@@ -190,13 +231,24 @@ class Distributed:
                     waiter.cancel()
                     kicked.cancel()
         finally:
+            # Stopping (SIGTERM, Ctrl-C, cancelled): cancel the runs still going and give
+            # them back to the queue at once rather than after their lease expired. (A run
+            # whose completion committed meanwhile is done and stays done.)
             heartbeat.cancel()
+            held = list(running)
             for task in list(running.values()):
                 task.cancel()
             if running:
                 await asyncio.gather(*running.values(), return_exceptions=True)
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+            if held:
+                try:
+                    released = await queue.release(me, held)
+                except Exception as exc:  # their leases expire instead
+                    log.warning("flock: could not release %d run(s): %r", len(held), exc)
+                else:
+                    log.info("flock: released %d run(s) back to the queue", released)
 
     async def _heartbeat(
         self, worker_id: str, running: dict[int, asyncio.Task[None]], lease: float
@@ -304,6 +356,6 @@ class Distributed:
                     continue
                 error = flock._error(agent, run.artifacts, exc, attempts=retry + 1)
                 await queue.fail(run, str(error))
-                if self.collect_failures:
-                    flock._failures.append(error)
+                if self.collect_failures:  # reported to its publisher, with the exception
+                    self.errors[run.id] = error
                 return

@@ -338,6 +338,9 @@ class Flock:
             except Exception as exc:
                 self._fail(agent, (artifact,), exc, what="its where= predicate raised")
                 continue
+            if self._outbox is not None:  # a distributed store counts runs itself
+                self._outbox.append((agent, (artifact,)))
+                continue
             key = (artifact.correlation_id, agent.name)
             self._runs[key] += 1
             if self._runs[key] > self.max_agent_runs:
@@ -480,7 +483,10 @@ class Flock:
 
         Raises:
             AgentFailures: agent runs failed since the previous call (the others completed);
-                each failure names the agent, its inputs and the original exception.
+                each failure names the agent, its inputs and the original exception. With a
+                distributed store: every failed run of the workflows (correlation ids) this
+                process published since the previous call, in whichever worker it failed —
+                runs that failed elsewhere carry the error text their worker stored.
             TimeoutError: ``timeout`` seconds passed first (the runs keep going).
         """
         instrument = self._prepare()
@@ -492,6 +498,8 @@ class Flock:
                 await self.shutdown()
                 self._runs.clear()
                 failures, self._failures = self._failures, []
+                if self._distributed is not None:
+                    failures += await self._distributed.take_failures()
                 if instrument.enabled:
                     span.set_attribute("flock.failures", len(failures))
                 if failures:
@@ -571,8 +579,10 @@ class Flock:
         """Run this program's agents on the runs queued in a distributed store, until
         cancelled (``until_idle``: until no run is queued or leased across all workers).
 
-        This is what ``flock worker module:flock`` runs. Runs held when cancelled are taken
-        over by other workers once their lease (``lease`` seconds) expires.
+        This is what ``flock worker module:flock`` runs. When cancelled (SIGTERM/Ctrl-C in
+        ``flock worker``) it cancels the runs it holds and gives them back to the queue, so
+        other workers take them at once; a worker that dies instead keeps them until their
+        lease (``lease`` seconds) expires.
 
         Args:
             concurrency: runs at once in this process (default: the sum of the agents'

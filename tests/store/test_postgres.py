@@ -12,7 +12,13 @@ from opentelemetry.trace import SpanContext, StatusCode, TraceFlags
 from psycopg import sql
 
 from flock.artifacts import Artifact
-from flock.exceptions import AgentFailures, ConfigurationError, PayloadValidationError
+from flock.exceptions import (
+    AgentFailures,
+    AgentRunError,
+    ConfigurationError,
+    PayloadValidationError,
+    RunawayLoopError,
+)
 from flock.orchestrator import Flock
 from flock.registry import registry
 from flock.store.postgres import SCHEMA_VERSION, PostgresStore, parse_traceparent
@@ -50,7 +56,13 @@ async def test_schema_is_created_and_versioned(
         pg_schema,
         f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{pg_schema}'",
     )
-    assert {r[0] for r in tables} == {"schema_version", "artifacts", "consumptions", "runs"}
+    assert {r[0] for r in tables} == {
+        "schema_version",
+        "artifacts",
+        "consumptions",
+        "runs",
+        "run_counts",
+    }
 
 
 async def test_many_stores_migrate_one_schema_at_once(pg_dsn: str, pg_schema: str) -> None:
@@ -435,3 +447,154 @@ async def test_created_at_survives_as_utc(pg_store: PostgresStore) -> None:
     await pg_store.put([a])
     got = await pg_store.get(a.id)
     assert got is not None and got.created_at == when
+
+
+# Across workers: failures, the runaway-loop limit, stopping ----------------------
+
+
+def picky_chef(store: PostgresStore) -> Flock:
+    flock = Flock(store=store)
+
+    def cook(idea: Idea) -> Pizza:
+        if idea.topic.startswith("bad"):
+            raise ValueError(f"no {idea.topic}")
+        return Pizza(name=idea.topic)
+
+    flock.agent("chef").consumes(Idea).publishes(Pizza).with_engines(cook).without_output()
+    return flock
+
+
+async def test_failures_in_other_workers_are_reported_to_their_publisher(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    stores = [PostgresStore(pg_dsn, schema=pg_schema) for _ in range(3)]
+    publisher, other, worker = (picky_chef(s) for s in stores)
+    task = asyncio.create_task(worker.work(concurrency=2))
+    try:
+        mine = await publisher.publish([Idea(topic="bad1"), Idea(topic="ok"), Idea(topic="bad2")])
+        theirs = await other.publish(Idea(topic="bad3"))
+        with pytest.raises(AgentFailures) as info:
+            await publisher.run_until_idle(timeout=30, work=False)
+        failures = sorted(info.value.failures, key=lambda f: "no bad2" in str(f))
+        assert [type(f) for f in failures] == [AgentRunError, AgentRunError]
+        assert [f.agent for f in failures] == ["chef", "chef"]
+        assert [[a.id for a in f.artifacts] for f in failures] == [[mine[0].id], [mine[2].id]]
+        assert "ValueError: no bad1" in str(failures[0])
+        assert "ValueError: no bad2" in str(failures[1])
+        assert all("worker" in str(f) and "attempt 1" in str(f) for f in failures)
+        # Reported once; a later round in a reused workflow reports only its own failures.
+        await publisher.run_until_idle(timeout=30, work=False)
+        cid = mine[0].correlation_id
+        await publisher.publish(Idea(topic="ok2"), correlation_id=cid)
+        await publisher.run_until_idle(timeout=30, work=False)
+        await publisher.publish(Idea(topic="bad4"), correlation_id=cid)
+        with pytest.raises(AgentFailures) as info:
+            await publisher.run_until_idle(timeout=30, work=False)
+        (failure,) = info.value.failures
+        assert "no bad4" in str(failure)
+        # The other publisher gets the failure of its own workflow, not ours.
+        with pytest.raises(AgentFailures) as info:
+            await other.run_until_idle(timeout=30, work=False)
+        (failure,) = info.value.failures
+        assert [a.id for a in failure.artifacts] == [theirs.id] and "no bad3" in str(failure)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_a_run_that_failed_in_this_process_keeps_its_exception(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    stores = [PostgresStore(pg_dsn, schema=pg_schema) for _ in range(2)]
+    publisher, worker = (picky_chef(s) for s in stores)
+    try:
+        await worker.publish(Idea(topic="bad-theirs"))
+        ours = await publisher.publish(Idea(topic="bad-ours"))
+        with pytest.raises(AgentFailures) as info:
+            await publisher.run_until_idle(timeout=30)  # works both runs itself
+        (failure,) = info.value.failures  # only its own workflow's
+        assert [a.id for a in failure.artifacts] == [ours.id]
+        assert isinstance(failure.__cause__, ValueError)
+        with pytest.raises(AgentFailures) as info:
+            await worker.run_until_idle(timeout=30, work=False)
+        (failure,) = info.value.failures
+        assert "no bad-theirs" in str(failure)
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+def echo(store: PostgresStore, max_agent_runs: int) -> Flock:
+    flock = Flock(store=store, max_agent_runs=max_agent_runs)
+
+    async def twice(note: Note) -> list[Note]:
+        await asyncio.sleep(0.01)
+        return [Note(text=note.text + "."), Note(text=note.text + "!")]
+
+    (
+        flock.agent("echo")
+        .consumes(Note)
+        .publishes(Note)
+        .prevent_self_trigger(False)
+        .with_engines(twice)
+        .without_output()
+        .max_concurrency(4)
+    )
+    return flock
+
+
+async def test_the_runaway_limit_holds_across_workers(pg_dsn: str, pg_schema: str) -> None:
+    stores = [PostgresStore(pg_dsn, schema=pg_schema) for _ in range(3)]
+    publisher, *workers = (echo(s, max_agent_runs=6) for s in stores)
+    tasks = [asyncio.create_task(w.work(concurrency=4)) for w in workers]
+    try:
+        note = await publisher.publish(Note(text="x"))
+        with pytest.raises(AgentFailures) as info:
+            await publisher.run_until_idle(timeout=30, work=False)
+        (failure,) = info.value.failures
+        assert isinstance(failure, RunawayLoopError) and failure.agent == "echo"
+        assert f"agent 'echo' ran 6 times in workflow '{note.correlation_id}'" in str(failure)
+        runs = await stores[0].runs(agent="echo")
+        assert sum(r["state"] == "done" for r in runs) == 6  # not 6 per worker
+        assert len({r["worker_id"] for r in runs if r["state"] == "done"}) == 2
+        stopped = [r for r in runs if r["state"] == "failed"]
+        assert stopped and all(r["attempt"] == 0 and r["worker_id"] is None for r in stopped)
+        assert len(await stores[0].query(produced_by="echo")) == 12
+        await publisher.run_until_idle(timeout=30, work=False)  # reported once
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_a_stopped_worker_gives_its_runs_back_at_once(pg_dsn: str, pg_schema: str) -> None:
+    stores = [PostgresStore(pg_dsn, schema=pg_schema) for _ in range(2)]
+    started = asyncio.Event()
+
+    async def slow(idea: Idea) -> Pizza:
+        started.set()
+        await asyncio.sleep(60)
+        return Pizza(name="never")
+
+    stopping = Flock(store=stores[0])
+    stopping.agent("chef").consumes(Idea).publishes(Pizza).with_engines(slow).without_output()
+    taker = picky_chef(stores[1])
+    try:
+        await taker.publish(Idea(topic="x"))
+        task = asyncio.create_task(stopping.work(lease=30))
+        await asyncio.wait_for(started.wait(), 10)
+        (run,) = await stores[1].runs()
+        assert run["state"] == "leased" and run["attempt"] == 1
+        task.cancel()  # what SIGTERM/Ctrl-C does in `flock worker`
+        await asyncio.gather(task, return_exceptions=True)
+        (run,) = await stores[1].runs()
+        assert (run["state"], run["attempt"], run["lease_until"]) == ("queued", 0, None)
+        begin = time.monotonic()
+        await taker.run_until_idle(timeout=10)  # long before the 30 s lease would expire
+        assert time.monotonic() - begin < 5
+        (run,) = await stores[1].runs()
+        assert (run["state"], run["attempt"], run["previous_worker"]) == ("done", 1, None)
+        assert [p.payload.name for p in await stores[1].query(type=PIZZA)] == ["x"]
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))

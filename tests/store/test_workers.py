@@ -391,3 +391,37 @@ def test_workers_survive_a_postgres_restart(pg_dsn: str, pg_schema: str, tmp_pat
         )
     finally:
         c.kill_all()
+
+
+def test_a_worker_stopped_with_sigterm_gives_its_runs_back(
+    pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    n = 4
+    c = Cluster(pg_dsn, pg_schema, tmp_path, CHAIN_SLEEP="60", CHAIN_CONCURRENCY=str(n))
+    try:
+        slow = c.worker("slow", lease=120.0)
+        c.publisher(n)
+        deadline = time.monotonic() + 60
+        held = 0
+        while time.monotonic() < deadline and held < n:
+            try:
+                held = c.query(
+                    "SELECT count(*) FROM runs WHERE state = 'leased'"
+                    f" AND worker_id LIKE '%:{slow.pid}:%'"
+                )[0][0]
+            except psycopg.errors.UndefinedTable:  # not created yet
+                held = 0
+            time.sleep(0.05)
+        assert held == n, c.log("slow")
+        assert c.stop("slow") == 0, c.log("slow")  # SIGTERM: cancels and releases its runs
+        assert c.query("SELECT state, attempt, count(*) FROM runs GROUP BY 1, 2") == [
+            ("queued", 0, n)
+        ]
+        c.env["CHAIN_SLEEP"] = "0"
+        c.worker("fast", lease=120.0)
+        c.wait_publisher(timeout=30)  # long before the slow worker's leases would expire
+        c.stop_workers()
+        check_exactly_once(c, n)
+        assert c.query("SELECT DISTINCT attempt, previous_worker FROM runs") == [(1, None)]
+    finally:
+        c.kill_all()

@@ -31,6 +31,7 @@ import re
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
@@ -51,7 +52,7 @@ from flock.artifacts import Artifact
 from flock.exceptions import ConfigurationError, PayloadValidationError
 from flock.registry import registry
 from flock.store.base import Store
-from flock.store.queue import ClaimedRun, LeaseLost, RunRequest, WorkQueue
+from flock.store.queue import ClaimedRun, FailedRun, LeaseLost, RunRequest, WorkQueue
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore", "parse_traceparent"]
 
@@ -111,6 +112,18 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX runs_pending ON runs (agent, id) WHERE state IN ('queued', 'leased');
     """,
+    # 2: runs know their workflow (failures reported to its publisher); runaway-loop counts.
+    """
+    ALTER TABLE runs ADD COLUMN correlation_id text;
+    ALTER TABLE runs ADD COLUMN runaway boolean NOT NULL DEFAULT false;
+    CREATE INDEX runs_failed ON runs (correlation_id, finished_at) WHERE state = 'failed';
+    CREATE TABLE run_counts (
+        correlation_id text NOT NULL,
+        agent text NOT NULL,
+        runs bigint NOT NULL,
+        PRIMARY KEY (correlation_id, agent)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 """The schema version this code migrates to."""
@@ -122,6 +135,43 @@ _INSERT_ARTIFACT = (
 _INSERT_RUN = (
     "INSERT INTO runs (agent, artifact_ids, workflow) VALUES (%s, %s, %s)"
     " ON CONFLICT (agent, artifact_ids) DO NOTHING"
+)
+_ENQUEUE = """
+req AS (
+    SELECT r.agent, ARRAY(SELECT jsonb_array_elements_text(r.ids)) AS ids, r.workflow,
+        r.cid, r.max_runs, r.ord
+    FROM jsonb_to_recordset(%(runs)s::jsonb)
+        AS r(agent text, ids jsonb, workflow text, cid text, max_runs integer, ord integer)
+    WHERE {guard}
+), counted AS (
+    -- Runs per (workflow, agent) across all workers; the row lock serializes publishers.
+    INSERT INTO run_counts (correlation_id, agent, runs)
+    SELECT cid, agent, count(*) FROM req WHERE cid IS NOT NULL
+    GROUP BY cid, agent ORDER BY cid, agent
+    ON CONFLICT (correlation_id, agent) DO UPDATE SET runs = run_counts.runs + excluded.runs
+    RETURNING correlation_id, agent, runs
+), ranked AS (
+    SELECT req.*, c.runs - count(*) OVER w + row_number() OVER (w ORDER BY req.ord) AS n
+    FROM req LEFT JOIN counted AS c ON c.correlation_id = req.cid AND c.agent = req.agent
+    WINDOW w AS (PARTITION BY req.cid, req.agent)
+), triggered AS (
+    INSERT INTO runs (agent, artifact_ids, workflow, correlation_id, state, runaway, error,
+        finished_at)
+    SELECT agent, ids, workflow, cid,
+        CASE WHEN n > max_runs THEN 'failed' ELSE 'queued' END,
+        coalesce(n > max_runs, false),
+        CASE WHEN n > max_runs THEN format('agent %%L ran %%s times in workflow %%L and was'
+            ' stopped as a runaway loop; fix the loop or raise Flock(max_agent_runs=...)',
+            agent, max_runs, cid) END,
+        CASE WHEN n > max_runs THEN now() END
+    FROM ranked ORDER BY ord
+    ON CONFLICT (agent, artifact_ids) DO NOTHING
+    RETURNING state
+)"""
+_PUBLISH_RUNS = (
+    "WITH "
+    + _ENQUEUE.format(guard="true")
+    + " SELECT pg_notify(%(channel)s, 'q') FROM (SELECT count(*) FROM triggered) AS t"
 )
 _CLAIM = """
 WITH candidates AS (
@@ -146,7 +196,8 @@ WHERE r.id = candidates.id
 RETURNING r.id, r.agent, r.artifact_ids, r.attempt, r.workflow, r.previous_worker,
     r.previous_claimed_at
 """
-_COMPLETE = """
+_COMPLETE = (
+    """
 WITH done AS (
     UPDATE runs SET state = 'done', lease_until = NULL, finished_at = now()
     WHERE id = %(run)s AND worker_id = %(worker)s AND attempt = %(attempt)s
@@ -162,13 +213,9 @@ WITH done AS (
         created_at timestamptz)
     WHERE EXISTS (SELECT 1 FROM done)
     ON CONFLICT (id) DO NOTHING
-), triggered AS (
-    INSERT INTO runs (agent, artifact_ids, workflow)
-    SELECT r.agent, ARRAY(SELECT jsonb_array_elements_text(r.ids)), r.workflow
-    FROM jsonb_to_recordset(%(runs)s::jsonb) AS r(agent text, ids jsonb, workflow text)
-    WHERE EXISTS (SELECT 1 FROM done)
-    ON CONFLICT (agent, artifact_ids) DO NOTHING
-), consumed AS (
+), """
+    + _ENQUEUE.format(guard="EXISTS (SELECT 1 FROM done)")
+    + """, consumed AS (
     INSERT INTO consumptions (artifact_id, agent, run_id)
     SELECT input, %(agent)s, done.id FROM done, unnest(%(inputs)s::text[]) AS input
 ), notified AS (
@@ -176,6 +223,7 @@ WITH done AS (
 )
 SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM notified)
 """
+)
 _GIVE_UP = """
 UPDATE runs SET state = 'failed', lease_until = NULL, finished_at = now(),
     error = format('abandoned %%s times: worker %%s stopped renewing its lease',
@@ -227,6 +275,22 @@ def _artifact_json(a: Artifact) -> dict[str, Any]:
         "traceparent": a.traceparent,
         "created_at": a.created_at.isoformat(),
     }
+
+
+def _runs_json(runs: Sequence[RunRequest]) -> str:
+    return orjson.dumps(
+        [
+            {
+                "agent": r.agent,
+                "ids": r.artifact_ids,
+                "workflow": r.workflow,
+                "cid": r.correlation_id,
+                "max_runs": r.max_runs,
+                "ord": i,
+            }
+            for i, r in enumerate(runs)
+        ]
+    ).decode()
 
 
 def _load_artifact(row: Sequence[Any]) -> Artifact:
@@ -501,15 +565,14 @@ class PostgresStore(Store, WorkQueue):
         if not artifacts and not runs:
             return
         artifact_rows = [_artifact_params(a) for a in artifacts]
-        run_rows = [(r.agent, list(r.artifact_ids), r.workflow) for r in runs]
+        run_params = {"runs": _runs_json(runs), "channel": self.channel}
 
         async def op(conn: psycopg.AsyncConnection[Any]) -> None:
             async with conn.transaction(), conn.cursor() as cur:
                 if artifact_rows:
                     await cur.executemany(_INSERT_ARTIFACT, artifact_rows)
-                if run_rows:
-                    await cur.executemany(_INSERT_RUN, run_rows)
-                    await cur.execute("SELECT pg_notify(%s, 'q')", [self.channel])
+                if runs:
+                    await cur.execute(_PUBLISH_RUNS, run_params)
 
         await self._run("publish", op)
 
@@ -603,9 +666,7 @@ class PostgresStore(Store, WorkQueue):
             "agent": run.agent,
             "inputs": [a.id for a in run.artifacts],
             "artifacts": orjson.dumps([_artifact_json(a) for a in outputs]).decode(),
-            "runs": orjson.dumps(
-                [{"agent": r.agent, "ids": r.artifact_ids, "workflow": r.workflow} for r in runs]
-            ).decode(),
+            "runs": _runs_json(runs),
             "channel": self.channel,
             "kind": "q" if runs else "d",
         }
@@ -644,6 +705,74 @@ class PostgresStore(Store, WorkQueue):
             await conn.execute("SELECT pg_notify(%s, 'd')", [self.channel])
 
         await self._run("fail", op)
+
+    async def release(self, worker_id: str, run_ids: Sequence[int]) -> int:
+        if not run_ids:
+            return 0
+
+        async def op(conn: psycopg.AsyncConnection[Any]) -> int:
+            async with conn.transaction():
+                # Back to queued as if never claimed by this worker (the attempt is not
+                # counted; the previous holder stays the one an abandoned-attempt span names).
+                cur = await conn.execute(
+                    "UPDATE runs SET state = 'queued', attempt = attempt - 1,"
+                    " worker_id = previous_worker, claimed_at = previous_claimed_at,"
+                    " lease_until = NULL"
+                    " WHERE id = ANY(%s) AND worker_id = %s AND state = 'leased'",
+                    [list(run_ids), worker_id],
+                )
+                if cur.rowcount:
+                    await conn.execute("SELECT pg_notify(%s, 'q')", [self.channel])
+                return cur.rowcount
+
+        return await self._run("release", op)
+
+    async def failed_runs(
+        self, correlation_ids: Sequence[str], *, since: datetime | None = None
+    ) -> tuple[list[FailedRun], datetime]:
+        async def op(conn: psycopg.AsyncConnection[Any]) -> tuple[list[FailedRun], datetime]:
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.execute("SELECT now()")
+                now_row = await cur.fetchone()
+                assert now_row is not None
+                await cur.execute(
+                    "SELECT id, agent, artifact_ids, error, attempt, worker_id, runaway,"
+                    " correlation_id FROM runs WHERE state = 'failed'"
+                    " AND correlation_id = ANY(%(cids)s)"
+                    " AND (%(since)s::timestamptz IS NULL OR finished_at > %(since)s)"
+                    " ORDER BY id",
+                    {"cids": list(correlation_ids), "since": since},
+                )
+                rows = await cur.fetchall()
+                ids = sorted({i for row in rows for i in row[2]})
+                await cur.execute(
+                    f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE id = ANY(%s)", [ids]
+                )
+                by_id = {row[0]: row for row in await cur.fetchall()}
+            failed: list[FailedRun] = []
+            runaways: set[tuple[str, str]] = set()
+            for run_id, agent, artifact_ids, error, attempt, worker, runaway, cid in rows:
+                if runaway:  # one report per (workflow, agent), as in one process
+                    if (cid, agent) in runaways:
+                        continue
+                    runaways.add((cid, agent))
+                failed.append(
+                    FailedRun(
+                        id=run_id,
+                        agent=agent,
+                        artifacts=tuple(
+                            _load_artifact(by_id[i]) for i in artifact_ids if i in by_id
+                        ),
+                        artifact_ids=tuple(artifact_ids),
+                        error=error or "failed",
+                        attempt=attempt,
+                        worker_id=worker,
+                        runaway=runaway,
+                    )
+                )
+            return failed, now_row[0]
+
+        return await self._run("failed_runs", op)
 
     async def is_idle(self) -> bool:
         async def op(conn: psycopg.AsyncConnection[Any]) -> bool:

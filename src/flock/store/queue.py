@@ -17,7 +17,7 @@ from datetime import datetime
 from flock.artifacts import Artifact
 from flock.exceptions import FlockError
 
-__all__ = ["ClaimedRun", "LeaseLost", "RunRequest", "WorkQueue"]
+__all__ = ["ClaimedRun", "FailedRun", "LeaseLost", "RunRequest", "WorkQueue"]
 
 
 class LeaseLost(FlockError):
@@ -33,11 +33,17 @@ class RunRequest:
         artifact_ids: the input artifacts, in order.
         workflow: the ``traced_run`` workflow name in force when it was enqueued, so the
             worker's spans carry the same ``workflow.name``.
+        correlation_id: the workflow (correlation id) of the inputs; runs are counted per
+            (correlation id, agent) in the store when it is given.
+        max_runs: with ``correlation_id``, a run past this many of the agent in the workflow
+            (across all workers) is not queued but stored as a failed *runaway* run.
     """
 
     agent: str
     artifact_ids: tuple[str, ...]
     workflow: str | None = None
+    correlation_id: str | None = None
+    max_runs: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +69,31 @@ class ClaimedRun:
     workflow: str | None = None
     previous_worker: str | None = None
     previous_claimed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FailedRun:
+    """A run marked failed in the queue (by any worker).
+
+    Attributes:
+        id: the run's id in the queue.
+        agent: the agent's name.
+        artifacts: its input artifacts (those still in the store), in order.
+        artifact_ids: the ids of its input artifacts, in order.
+        error: the error text the failing worker recorded.
+        attempt: the attempt that failed.
+        worker_id: the worker that held it (``None`` for a runaway run, never claimed).
+        runaway: the run was stopped by the ``max_runs`` limit, not by an error.
+    """
+
+    id: int
+    agent: str
+    artifacts: tuple[Artifact, ...]
+    artifact_ids: tuple[str, ...]
+    error: str
+    attempt: int
+    worker_id: str | None
+    runaway: bool = False
 
 
 class WorkQueue(ABC):
@@ -106,6 +137,19 @@ class WorkQueue(ABC):
     @abstractmethod
     async def fail(self, run: ClaimedRun, error: str) -> None:
         """Mark ``run`` failed (it is not retried); a lost lease is ignored."""
+
+    @abstractmethod
+    async def release(self, worker_id: str, run_ids: Sequence[int]) -> int:
+        """Give the runs ``worker_id`` still holds back to the queue at once (a worker that
+        stops), without counting the attempt; returns how many were released."""
+
+    @abstractmethod
+    async def failed_runs(
+        self, correlation_ids: Sequence[str], *, since: datetime | None = None
+    ) -> tuple[list[FailedRun], datetime]:
+        """The runs of these workflows marked failed after ``since`` (all if ``None``),
+        oldest first, one runaway run per (workflow, agent); and the store's clock now, the
+        ``since`` of the next call."""
 
     @abstractmethod
     async def is_idle(self) -> bool:
