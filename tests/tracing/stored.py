@@ -14,7 +14,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from flock import __version__
-from flock.tracing.store import connect, spans_to_arrow
+from flock.tracing.store import Appender, spans_to_arrow
 
 # The seed's "Trace Hierarchy Example", verbatim.
 SEED_TREE = """\
@@ -165,13 +165,11 @@ def seed_trace(
 
 def write_spans(db: str | Path, spans: Sequence[ReadableSpan]) -> None:
     """Append spans to the trace file exactly as the background writer does."""
-    table = spans_to_arrow(list(spans))
-    conn = connect(db)
+    appender = Appender(db)
     try:
-        conn.register("batch", table)
-        conn.execute("INSERT INTO spans SELECT * FROM batch")
+        appender.append(spans_to_arrow(list(spans)))
     finally:
-        conn.close()
+        appender.close()
 
 
 def hex_ids(s: ReadableSpan) -> tuple[str, str, str | None]:
