@@ -610,7 +610,9 @@ class Flock:
             self._distributed.collect_failures = True
 
     async def shutdown(self) -> None:
-        """Flush traces (without waiting); the Flock stays usable. Called by run_until_idle."""
+        """Wake the trace writer to encode queued spans (without waiting; they are written at
+        the next flush interval or ``traced_run`` exit); the Flock stays usable. Called by
+        run_until_idle."""
         instrument = self._prepare()
         with instrument.span("Flock.shutdown"):
             if self._workflows is not None:

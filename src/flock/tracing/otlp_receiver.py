@@ -272,8 +272,8 @@ def receive(
 ) -> int:
     """Decode an OTLP/HTTP trace export and queue its spans on ``writer``; returns the count.
 
-    The spans reach the file on the writer's next flush (``writer.request_flush()`` asks for
-    one soon).
+    The spans are encoded at once (``writer.request_flush()``) and reach the file at the
+    writer's next flush interval, or at once with ``writer.force_flush()``.
 
     Raises:
         OtlpDecodeError: the request is malformed (nothing was queued).

@@ -141,7 +141,7 @@ class DuckDBSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Write every span queued so far; False if that did not finish in time."""
-        if self._closed or not self._thread.is_alive():
+        if self.closed:
             return not self._queue and not self._encoded_rows
         marker = threading.Event()
         self._queue.append(marker)
@@ -149,7 +149,8 @@ class DuckDBSpanProcessor(SpanProcessor):
         return marker.wait(timeout_millis / 1000)
 
     def request_flush(self) -> None:
-        """Ask the writer to flush soon, without waiting."""
+        """Wake the writer to encode what is queued now, without waiting; the write itself
+        follows at the flush interval (or at once with :meth:`force_flush`)."""
         self._wake.set()
 
     def shutdown(self) -> None:
