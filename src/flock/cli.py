@@ -41,6 +41,9 @@ from flock.exceptions import TracingError
 from flock.tracing.store import DEFAULT_DB_PATH
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+    from typing import Any
+
     from flock.orchestrator import Flock
     from flock.tracing.query import TraceStore
 
@@ -516,8 +519,13 @@ def serve(
     obj = _load_flock(target)
     if not isinstance(obj, Flock):
         raise _fail(f"{target!r} is a {type(obj).__name__}, not a Flock")
+    _serve_until_interrupted(obj.serve(dashboard=dashboard, host=host, port=port, token=token))
+
+
+def _serve_until_interrupted(server: Coroutine[Any, Any, None]) -> None:
+    """Run a server until Ctrl-C; a taken port or a bad option is a plain error."""
     try:
-        asyncio.run(obj.serve(dashboard=dashboard, host=host, port=port, token=token))
+        asyncio.run(server)
     except KeyboardInterrupt:
         pass
     except (OSError, ValueError) as exc:
@@ -541,12 +549,7 @@ def dashboard_command(
 
     if not Path(db).is_file():
         raise _fail(f"no trace file at {db!r}; run a traced workflow first (e.g. flock demo)")
-    try:
-        asyncio.run(serve_dashboard(db, host=host, port=port, token=token, read_only=True))
-    except KeyboardInterrupt:
-        pass
-    except (OSError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+    _serve_until_interrupted(serve_dashboard(db, host=host, port=port, token=token, read_only=True))
 
 
 @app.command("worker")
