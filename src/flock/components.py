@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from flock.artifacts import Artifact
+from flock.tracing._instrument import NOOP_INSTRUMENT
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -76,8 +77,6 @@ class RunContext:
             ...         with ctx.span("Lookup.fetch", {"lookup.count": len(inputs)}):
             ...             return inputs
         """
-        from flock.tracing._instrument import NOOP_INSTRUMENT
-
         return (self.instrument or NOOP_INSTRUMENT).span(name, attributes)
 
 
