@@ -9,62 +9,12 @@ RESULT_PATH. Not meant to be run by hand.
 from __future__ import annotations
 
 import asyncio
-import json
-import resource
-import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from _child_common import LagProbe, file_bytes, run, trace_file_stats
 from pydantic import BaseModel
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-# Shared shapes ------------------------------------------------------------------
-
-
-class LagProbe:
-    """Sleeps 1 ms in a loop on the event loop and records how late each wake-up is."""
-
-    def __init__(self, interval: float = 0.001) -> None:
-        self.interval = interval
-        self.overshoots_ms: list[float] = []
-        self._task: asyncio.Task[None] | None = None
-        self._running = False
-
-    async def _tick(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._running:
-            before = loop.time()
-            await asyncio.sleep(self.interval)
-            self.overshoots_ms.append((loop.time() - before - self.interval) * 1000)
-
-    def start(self) -> None:
-        self._running = True
-        self._task = asyncio.get_running_loop().create_task(self._tick())
-
-    async def stop(self) -> dict[str, Any]:
-        self._running = False
-        if self._task is not None:
-            await self._task
-        return lag_stats(self.overshoots_ms)
-
-
-def lag_stats(samples: list[float]) -> dict[str, Any]:
-    if not samples:
-        return {"ticks": 0, "max_ms": None, "p99_ms": None, "median_ms": None}
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return {
-        "ticks": len(samples),
-        "max_ms": ordered[-1],
-        "p99_ms": p99,
-        "median_ms": statistics.median(ordered),
-    }
 
 
 def make_types(count: int) -> list[type[BaseModel]]:
@@ -301,16 +251,8 @@ def writer(p: dict[str, Any]) -> dict[str, Any]:
         "enqueue_s": t_queued - t0,
         "total_s": t1 - t0,
         "spans_per_s": m / (t1 - t0),
-        "file_bytes": _file_bytes(Path("traces.duckdb")),
+        "file_bytes": file_bytes(Path("traces.duckdb")),
     }
-
-
-def _file_bytes(path: Path) -> int:
-    total = 0
-    for p in (path, path.with_name(path.name + ".wal")):
-        if p.exists():
-            total += p.stat().st_size
-    return total
 
 
 async def lag(p: dict[str, Any]) -> dict[str, Any]:
@@ -437,27 +379,6 @@ async def dspy_pizza(p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def trace_file_stats(path: Path) -> dict[str, Any]:
-    import duckdb
-
-    size = _file_bytes(path)
-    with duckdb.connect(str(path), read_only=True) as conn:
-        spans, attr_bytes = conn.execute(
-            "SELECT count(*), coalesce(sum(strlen(attributes::VARCHAR)), 0) FROM spans"
-        ).fetchone()  # type: ignore[misc]
-        by_name = conn.execute(
-            "SELECT name, count(*), avg(strlen(attributes::VARCHAR)) FROM spans "
-            "GROUP BY name ORDER BY 3 DESC LIMIT 8"
-        ).fetchall()
-    return {
-        "file_bytes": size,
-        "spans": int(spans),
-        "attr_bytes": int(attr_bytes),
-        "bytes_per_1000_spans": size / spans * 1000 if spans else None,
-        "top_spans": [[name, int(c), float(a)] for name, c, a in by_name],
-    }
-
-
 WORKLOADS = {
     "throughput": throughput,
     "span_cost": span_cost,
@@ -468,13 +389,5 @@ WORKLOADS = {
 }
 
 
-def main() -> None:
-    name, params, out = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3])
-    fn = WORKLOADS[name]
-    result = asyncio.run(fn(params)) if asyncio.iscoroutinefunction(fn) else fn(params)
-    result["peak_rss_mb"] = peak_rss_mb()
-    out.write_text(json.dumps(result, default=str))
-
-
 if __name__ == "__main__":
-    main()
+    run(WORKLOADS)

@@ -2,63 +2,21 @@
 
     /path/to/peer-venv/bin/python _child_peer.py WORKLOAD PARAMS_JSON RESULT_PATH
 
-Imports nothing from this repository (the two packages share the import name ``flock``).
+Imports nothing from this repository's package (the two share the import name ``flock``),
+only the stdlib helpers of ``_child_common.py`` beside it.
 Tracing is switched by the environment the parent sets (FLOCK_AUTO_TRACE, FLOCK_TRACE_FILE);
 the peer writes its trace file to .flock/traces.duckdb under the working directory.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
-import resource
-import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from _child_common import LagProbe, run, trace_file_stats
 from pydantic import BaseModel, create_model
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-class LagProbe:
-    """Sleeps 1 ms in a loop on the event loop and records how late each wake-up is."""
-
-    def __init__(self, interval: float = 0.001) -> None:
-        self.interval = interval
-        self.overshoots_ms: list[float] = []
-        self._task: asyncio.Task[None] | None = None
-        self._running = False
-
-    async def _tick(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._running:
-            before = loop.time()
-            await asyncio.sleep(self.interval)
-            self.overshoots_ms.append((loop.time() - before - self.interval) * 1000)
-
-    def start(self) -> None:
-        self._running = True
-        self._task = asyncio.get_running_loop().create_task(self._tick())
-
-    async def stop(self) -> dict[str, Any]:
-        self._running = False
-        if self._task is not None:
-            await self._task
-        samples = sorted(self.overshoots_ms)
-        if not samples:
-            return {"ticks": 0, "max_ms": None, "p99_ms": None, "median_ms": None}
-        return {
-            "ticks": len(samples),
-            "max_ms": samples[-1],
-            "p99_ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
-            "median_ms": statistics.median(samples),
-        }
 
 
 def make_types(count: int) -> list[type[BaseModel]]:
@@ -319,27 +277,6 @@ def span_count(path: Path) -> dict[str, Any]:
     return {"spans_in_file": spans, "file_bytes": path.stat().st_size}
 
 
-def trace_file_stats(path: Path) -> dict[str, Any]:
-    import duckdb
-
-    size = sum(q.stat().st_size for q in (path, Path(f"{path}.wal")) if q.exists())
-    with duckdb.connect(str(path), read_only=True) as conn:
-        spans, attr_bytes = conn.execute(
-            "SELECT count(*), coalesce(sum(strlen(attributes::VARCHAR)), 0) FROM spans"
-        ).fetchone()
-        by_name = conn.execute(
-            "SELECT name, count(*), avg(strlen(attributes::VARCHAR)) FROM spans "
-            "GROUP BY name ORDER BY 3 DESC LIMIT 8"
-        ).fetchall()
-    return {
-        "file_bytes": size,
-        "spans": int(spans),
-        "attr_bytes": int(attr_bytes),
-        "bytes_per_1000_spans": size / spans * 1000 if spans else None,
-        "top_spans": [[name, int(c), float(a)] for name, c, a in by_name],
-    }
-
-
 WORKLOADS = {
     "throughput": throughput,
     "span_cost": span_cost,
@@ -349,14 +286,5 @@ WORKLOADS = {
 }
 
 
-def main() -> None:
-    name, params, out = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3])
-    fn = WORKLOADS[name]
-    result = asyncio.run(fn(params)) if asyncio.iscoroutinefunction(fn) else fn(params)
-    result["peak_rss_mb"] = peak_rss_mb()
-    result["auto_trace"] = os.environ.get("FLOCK_AUTO_TRACE")
-    out.write_text(json.dumps(result, default=str))
-
-
 if __name__ == "__main__":
-    main()
+    run(WORKLOADS, auto_trace=os.environ.get("FLOCK_AUTO_TRACE"))
