@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict
+
 from flock.artifacts import Artifact
 from flock.store import MemoryStore
 from tests.models import Idea, Pizza
@@ -30,3 +32,35 @@ async def test_consumers_in_order_and_queries_by_every_index() -> None:
     assert await store.query(limit=0) == []
     assert await store.get(other.id) is other and await store.get("nope") is None
     assert len(store) == 3
+
+
+class Loose(BaseModel):
+    text: str
+
+    model_config = ConfigDict(extra="allow")
+
+
+async def test_payloads_with_every_field_set_share_one_fields_set_of_equal_value() -> None:
+    store = MemoryStore()
+    full = [Pizza(name="a", toppings=["x"]), Pizza(name="b", toppings=[])]
+    partial = Pizza(name="c")  # toppings left at its default: not in model_fields_set
+    loose = [Loose(text="d"), Loose(text="e")]
+    await store.put([Artifact(type="tests.models.Pizza", payload=p) for p in [*full, partial]])
+    await store.put([Artifact(type="Loose", payload=p) for p in loose])
+    assert full[0].model_fields_set is full[1].model_fields_set
+    assert full[0].model_fields_set == {"name", "toppings"}
+    assert partial.model_fields_set == {"name"}
+    assert partial.model_fields_set is not full[0].model_fields_set
+    assert loose[0].model_fields_set is not loose[1].model_fields_set  # extra fields may be added
+    # What Pydantic does with the set leaves it as it is.
+    full[0].name = "changed"
+    partial.toppings = ["y"]
+    loose[0].extra_field = 1
+    assert full[1].model_fields_set == {"name", "toppings"}
+    assert partial.model_fields_set == {"name", "toppings"}
+    assert loose[1].model_fields_set == {"text"}
+    copy = full[0].model_copy(update={"name": "copy"})
+    assert copy.model_fields_set == {"name", "toppings"}
+    assert copy.model_fields_set is not full[0].model_fields_set
+    assert full[1].model_dump(exclude_unset=True) == {"name": "b", "toppings": []}
+    assert partial.model_dump(exclude_unset=True) == {"name": "c", "toppings": ["y"]}
