@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.trace import Span, TracerProvider
+from opentelemetry.trace import Span, SpanContext, TraceFlags, TracerProvider
 from pydantic import BaseModel, ValidationError
 
 from flock.agent import Agent, AgentBuilder
@@ -80,6 +80,29 @@ def _store_from_env() -> Store:
         return PostgresStore.from_url(url)
     raise ConfigurationError(
         f"FLOCK_STORE_URL={url!r} is not supported; use postgresql://user@host:port/database"
+    )
+
+
+_TRACE_FLAGS: dict[int, TraceFlags] = {}
+
+
+def _shared_flags(context: SpanContext) -> SpanContext:
+    """``context`` with one shared ``TraceFlags`` object per value (equal to it).
+
+    The SDK makes a new ``TraceFlags`` (48 bytes) for every span; an artifact keeps its
+    publishing span's context as long as it is stored, which for outputs (one span each)
+    makes this a tenth of a stored artifact's size.
+    """
+    flags = context.trace_flags
+    shared = _TRACE_FLAGS.setdefault(int(flags), flags)
+    if shared is flags:
+        return context
+    return SpanContext(
+        context.trace_id,
+        context.span_id,
+        context.is_remote,
+        trace_flags=shared,
+        trace_state=context.trace_state,
     )
 
 
@@ -253,7 +276,7 @@ class Flock:
         if workflows is not None:
             workflows.auto_begin()
         with instrument.span("Flock.publish", {"flock.artifact.count": len(payloads)}) as span:
-            span_context = span.get_span_context() if instrument.enabled else None
+            span_context = _shared_flags(span.get_span_context()) if instrument.enabled else None
             artifacts = [
                 Artifact(
                     type=type_name,
@@ -449,14 +472,15 @@ class Flock:
     async def _wrap_outputs(self, ctx: RunContext, outputs: list[BaseModel]) -> list[Artifact]:
         from opentelemetry import trace
 
-        span_context = trace.get_current_span().get_span_context()
+        current = trace.get_current_span().get_span_context()
+        span_context = _shared_flags(current) if current.is_valid else None
         return [
             Artifact(
                 type=registry.name_of(type(o)),
                 payload=o,
                 produced_by=ctx.agent.name,
                 correlation_id=ctx.correlation_id,
-                span_context=span_context if span_context.is_valid else None,
+                span_context=span_context,
             )
             for o in outputs
         ]
@@ -558,7 +582,7 @@ class Flock:
                 type=type_name,
                 payload=payload,
                 correlation_id=correlation_id or new_id(),
-                span_context=span.get_span_context() if instrument.enabled else None,
+                span_context=_shared_flags(span.get_span_context()) if instrument.enabled else None,
             )
             if publish_outputs:
                 await self.store.put([artifact])

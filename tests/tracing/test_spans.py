@@ -199,3 +199,26 @@ async def test_otel_sdk_disabled_traces_nothing_and_does_not_crash(
         await flock.run_until_idle()
     assert capture.spans == []
     assert not span.is_recording()
+
+
+async def test_artifacts_keep_their_span_context_with_one_shared_trace_flags(
+    capture: SpanCapture,
+) -> None:
+    flock = pizza_flock(capture)
+    ideas = await flock.publish([Idea(topic="a"), Idea(topic="b")])
+    await flock.run_until_idle()
+    pizzas = await flock.store.query(type="tests.models.Pizza")
+    (publish,) = capture.named("Flock.publish")
+    executes = {s.context.span_id: s for s in capture.named("Agent.execute")}
+    assert all(a.span_context == publish.context for a in ideas)
+    assert {p.span_context.span_id for p in pizzas if p.span_context} == set(executes)
+    for pizza in pizzas:
+        assert pizza.span_context is not None
+        execute = executes[pizza.span_context.span_id].context
+        assert pizza.span_context == execute
+        assert (
+            pizza.traceparent
+            == f"00-{execute.trace_id:032x}-{execute.span_id:016x}-{execute.trace_flags:02x}"
+        )
+    # The SDK makes a TraceFlags per span; stored artifacts share one per value.
+    assert len({id(a.span_context.trace_flags) for a in [*ideas, *pizzas] if a.span_context}) == 1
