@@ -30,8 +30,14 @@ async def test_consumers_in_order_and_queries_by_every_index() -> None:
     assert await store.query(type="tests.models.Idea", correlation_id="c2") == [other]
     assert await store.query(correlation_id="c1", limit=1) == [pizza]
     assert await store.query(limit=0) == []
+    assert await store.query(correlation_id="c2") == [other]
+    assert await store.query(correlation_id="c2", limit=1) == [other]
+    assert await store.query(correlation_id="nope") == []
+    late = Artifact(type="tests.models.Idea", payload=Idea(topic="late"), correlation_id="c1")
+    await store.put([late])
+    assert await store.query(correlation_id="c1") == [idea, pizza, late]
     assert await store.get(other.id) is other and await store.get("nope") is None
-    assert len(store) == 3
+    assert len(store) == 4
 
 
 class Loose(BaseModel):

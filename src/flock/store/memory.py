@@ -19,7 +19,9 @@ class MemoryStore(Store):
     def __init__(self) -> None:
         self._by_id: dict[str, Artifact] = {}
         self._by_type: defaultdict[str, list[Artifact]] = defaultdict(list)
-        self._by_correlation: defaultdict[str, list[Artifact]] = defaultdict(list)
+        # A workflow of one artifact (e.g. an input no agent consumes) keeps the artifact
+        # itself, not a list of one (88 bytes more).
+        self._by_correlation: dict[str, Artifact | list[Artifact]] = {}
         self._by_producer: defaultdict[str, list[Artifact]] = defaultdict(list)
         # One consumer (the common case) is kept as the agent's name itself: a list per
         # artifact would cost ~100 bytes each on a blackboard of hundreds of thousands.
@@ -31,11 +33,21 @@ class MemoryStore(Store):
         return len(self._by_id)
 
     async def put(self, artifacts: Sequence[Artifact]) -> None:
+        by_correlation = self._by_correlation
         for artifact in artifacts:
             self._share_fields_set(artifact.payload)
             self._by_id[artifact.id] = artifact
             self._by_type[artifact.type].append(artifact)
-            self._by_correlation[artifact.correlation_id].append(artifact)
+            workflow = by_correlation.get(artifact.correlation_id)
+            if workflow is None:
+                by_correlation[artifact.correlation_id] = artifact
+            elif isinstance(workflow, list):
+                workflow.append(artifact)
+            else:  # appended one by one: room for four, as a list that grew from empty
+                members: list[Artifact] = []
+                members.append(workflow)
+                members.append(artifact)
+                by_correlation[artifact.correlation_id] = members
             self._by_producer[artifact.produced_by].append(artifact)
 
     def _share_fields_set(self, payload: BaseModel) -> None:
@@ -73,7 +85,8 @@ class MemoryStore(Store):
         if type is not None:
             candidates.append(self._by_type.get(type, []))
         if correlation_id is not None:
-            candidates.append(self._by_correlation.get(correlation_id, []))
+            workflow = self._by_correlation.get(correlation_id, [])
+            candidates.append(workflow if isinstance(workflow, list) else [workflow])
         if produced_by is not None:
             candidates.append(self._by_producer.get(produced_by, []))
         base = min(candidates, key=len) if candidates else list(self._by_id.values())
