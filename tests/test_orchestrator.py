@@ -519,3 +519,24 @@ async def test_a_publishing_loop_lets_other_tasks_run() -> None:
     await flock.run_until_idle()
     assert seen >= 99
     assert len(await flock.store.query(type="tests.models.Pizza")) == 100
+
+
+async def test_run_counts_of_a_workflow_end_with_its_last_run() -> None:
+    # A long-lived Flock that never calls run_until_idle: a workflow (a conversation, say)
+    # that goes on with new inputs is not a runaway loop, and its counts are not kept forever.
+    flock = Flock(max_agent_runs=2)
+    ran = asyncio.Event()
+
+    async def echo(idea: Idea) -> Note:
+        ran.set()
+        return Note(text=idea.topic)
+
+    flock.agent("echo").consumes(Idea).publishes(Note).with_engines(echo)
+    for i in range(4):
+        ran.clear()
+        await flock.publish(Idea(topic=str(i)), correlation_id="chat")
+        await asyncio.wait_for(ran.wait(), 5)
+        await asyncio.sleep(0.05)  # the run ends just after its engine returns
+    await flock.run_until_idle(timeout=5)
+    notes = await flock.store.query(correlation_id="chat", produced_by="echo")
+    assert [n.payload.text for n in notes] == ["0", "1", "2", "3"]

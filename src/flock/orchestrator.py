@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import Span, SpanContext, TraceFlags, TracerProvider
@@ -125,7 +125,8 @@ class Flock:
             (a LiteLLM name such as ``"openai/gpt-4o"``).
         store: where artifacts live (default: a new :class:`MemoryStore`).
         max_agent_runs: how often one agent may run within one workflow (one correlation
-            id) before the orchestrator stops it as a runaway loop.
+            id) before the orchestrator stops it as a runaway loop. Without a distributed
+            store the count starts again once the workflow has no run pending or running.
         tracer_provider: the OpenTelemetry provider for flock's spans; by default the
             global one, set up from the environment on first use (see :mod:`flock.tracing`).
     """
@@ -153,7 +154,11 @@ class Flock:
         self._agents: dict[str, Agent] = {}
         self._routes: dict[str, list[Agent]] | None = None
         self._checked = False
-        self._runs: defaultdict[tuple[str, str], int] = defaultdict(int)
+        # Runs per workflow (correlation id) and agent, for max_agent_runs, and the runs each
+        # workflow has pending or running: a workflow's counts go when its last run ends, so
+        # they do not pile up in a Flock that never calls run_until_idle.
+        self._runs: dict[str, dict[str, int]] = {}
+        self._live: dict[str, int] = {}
         self._failures: list[AgentRunError] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None
@@ -364,10 +369,12 @@ class Flock:
             if self._outbox is not None:  # a distributed store counts runs itself
                 self._outbox.append((agent, (artifact,)))
                 continue
-            key = (artifact.correlation_id, agent.name)
-            self._runs[key] += 1
-            if self._runs[key] > self.max_agent_runs:
-                if self._runs[key] == self.max_agent_runs + 1:
+            runs = self._runs.get(artifact.correlation_id)
+            if runs is None:
+                runs = self._runs[artifact.correlation_id] = {}
+            count = runs[agent.name] = runs.get(agent.name, 0) + 1
+            if count > self.max_agent_runs:
+                if count == self.max_agent_runs + 1:
                     error = RunawayLoopError(
                         f"agent {agent.name!r} ran {self.max_agent_runs} times in workflow "
                         f"{artifact.correlation_id!r} and was stopped as a runaway loop; fix the "
@@ -390,10 +397,17 @@ class Flock:
             self._run(agent, artifacts), name=f"flock:{agent.name}"
         )
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        workflow = artifacts[0].correlation_id
+        self._live[workflow] = self._live.get(workflow, 0) + 1
+        task.add_done_callback(partial(self._task_done, workflow))
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
+    def _task_done(self, workflow: str, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
+        live = self._live.pop(workflow) - 1
+        if live:
+            self._live[workflow] = live
+        else:  # a loop always has its next run pending while one runs
+            self._runs.pop(workflow, None)
         if not task.cancelled() and task.exception() is not None:  # a bug in flock itself
             log.error("flock internal error", exc_info=task.exception())
         if not self._tasks and self._idle is not None:
@@ -520,7 +534,6 @@ class Flock:
                     await self._distributed.run_until_idle(timeout, work=work)
                 await self._wait_idle(timeout)
                 await self.shutdown()
-                self._runs.clear()
                 failures, self._failures = self._failures, []
                 if self._distributed is not None:
                     failures += await self._distributed.take_failures()
