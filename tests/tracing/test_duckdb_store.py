@@ -146,6 +146,30 @@ async def test_spans_are_in_the_file_when_traced_run_exits(traced) -> None:  # t
         conn.close()
 
 
+async def test_small_appends_stay_in_the_log_until_shutdown_merges_it(
+    traced,  # type: ignore[no-untyped-def]
+) -> None:
+    provider, processor, db = traced
+    processor.flush_interval = 3600
+    flock = pizza_flock(provider)
+    await run_workflow(flock, "first")
+    await run_workflow(flock, "second")
+    wal = db.with_name(db.name + ".wal")
+    assert wal.is_file()  # two small appends: below the checkpoint threshold
+    conn = duckdb.connect(str(db), read_only=True)  # a reader replays the log
+    try:
+        assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 16
+    finally:
+        conn.close()
+    processor.shutdown()
+    assert not wal.exists()  # merged: the file alone holds every span
+    conn = duckdb.connect(str(db), read_only=True)
+    try:
+        assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 16
+    finally:
+        conn.close()
+
+
 async def test_columns_and_json(traced) -> None:  # type: ignore[no-untyped-def]
     provider, _, db = traced
     flock = pizza_flock(provider)

@@ -162,7 +162,18 @@ class DuckDBSpanProcessor(SpanProcessor):
         self._thread.join(self.exit_timeout + 5)
         self._inserts.put(None)  # the insert thread is idle: the last write was synchronous
         if not self._thread.is_alive():
-            self._appender.close()
+            try:
+                with self._file_lock:
+                    self._appender.close()
+            except Exception as exc:  # the spans are in the file's log, which readers replay
+                log.warning(
+                    "could not merge the write-ahead log into %s at exit (%s: %s); the spans "
+                    "are in %s.wal and readers see them",
+                    self.path,
+                    type(exc).__name__,
+                    exc,
+                    self.path.name,
+                )
         lost = self._encoded_rows + sum(1 for item in self._queue if isinstance(item, FinishedSpan))
         if lost or self.dropped:
             print(
