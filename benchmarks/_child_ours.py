@@ -252,6 +252,35 @@ def writer(p: dict[str, Any]) -> dict[str, Any]:
         "total_s": t1 - t0,
         "spans_per_s": m / (t1 - t0),
         "file_bytes": file_bytes(Path("traces.duckdb")),
+        **writer_parts(spans),
+    }
+
+
+def writer_parts(spans: list[Any], batch: int = 25_000) -> dict[str, Any]:
+    """The writer's two stages timed alone, one after the other, on the same spans: encoding
+    (Python, in the writer thread) and DuckDB appending pre-encoded Arrow batches."""
+    import pyarrow as pa
+
+    from flock.tracing.processor import ENCODE_CHUNK
+    from flock.tracing.store import Appender, FinishedSpan, spans_to_arrow
+
+    finished = [FinishedSpan(s) for s in spans]
+    t0 = time.perf_counter()
+    tables = [
+        spans_to_arrow(finished[i : i + ENCODE_CHUNK]) for i in range(0, len(spans), ENCODE_CHUNK)
+    ]
+    encode_s = time.perf_counter() - t0
+    table = pa.concat_tables(tables)
+    appender = Appender("stages.duckdb")
+    t0 = time.perf_counter()
+    for i in range(0, len(table), batch):
+        appender.append(table.slice(i, batch))
+    append_s = time.perf_counter() - t0
+    appender.close()
+    return {
+        "encode_us_per_span": encode_s / len(spans) * 1e6,
+        "append_us_per_span": append_s / len(spans) * 1e6,
+        "append_batch": batch,
     }
 
 
@@ -266,19 +295,36 @@ async def lag(p: dict[str, Any]) -> dict[str, Any]:
     idle.start()
     await asyncio.sleep(0.5)
     baseline = await idle.stop()
+    burst = int(p.get("burst", 0))
+    bursts_s: list[float] = []
+    if not burst:
+        # All queued before the probe starts, so the lag is the export's alone: on_end's
+        # work minus its wake-up call, so that the writer starts only with the probe.
+        from flock.tracing.store import FinishedSpan
+
+        proc._queue.extend(FinishedSpan(span) for span in spans)
     probe = LagProbe()
     probe.start()
     t0 = time.perf_counter()
-    chunk = 2000
-    for i in range(0, m, chunk):  # the spans "end" in bursts, as a busy app's would
-        for span in spans[i : i + chunk]:
+    for i in range(0, m if burst else 0, burst or 1):  # spans "end" in bursts on the loop
+        b0 = time.perf_counter()
+        for span in spans[i : i + burst]:
             proc.on_end(span)
+        bursts_s.append(time.perf_counter() - b0)
         await asyncio.sleep(0)
     await asyncio.to_thread(proc.force_flush, 600_000)
     write_s = time.perf_counter() - t0
     during = await probe.stop()
     proc.shutdown()
-    return {"m": m, "write_s": write_s, "written": proc.written, "idle": baseline, "during": during}
+    return {
+        "m": m,
+        "burst": burst,
+        "longest_burst_ms": max(bursts_s) * 1000 if bursts_s else None,
+        "write_s": write_s,
+        "written": proc.written,
+        "idle": baseline,
+        "during": during,
+    }
 
 
 async def pizza(p: dict[str, Any]) -> dict[str, Any]:
