@@ -335,3 +335,20 @@ def test_nest_round_trip_keeps_leaf_and_prefix() -> None:
     assert flatten(nested) == flat
     reverse = dict(reversed(list(flat.items())))
     assert flatten(nest(reverse, max_chars=100)) == flat
+
+
+async def test_a_trace_file_deleted_while_tracing_is_created_again(traced) -> None:  # type: ignore[no-untyped-def]
+    provider, _, db = traced
+    flock = pizza_flock(provider)
+    await run_workflow(flock, "before")
+    for path in (db, db.with_name(db.name + ".wal")):
+        path.unlink(missing_ok=True)
+    await run_workflow(flock, "after")
+    conn = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = conn.execute(
+            "SELECT DISTINCT json_extract_string(attributes, '$.workflow.name') FROM spans"
+        ).fetchall()
+    finally:
+        conn.close()
+    assert rows == [("after",)]

@@ -110,18 +110,24 @@ class Appender:
 
     def append(self, table: pa.Table) -> None:
         """Insert ``table`` (from :func:`spans_to_arrow`) into the file's ``spans`` table."""
+        import duckdb
+
         conn = self._conn if self._conn is not None else self._open()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         quoted = str(self.path).replace("'", "''")
         conn.execute(f"ATTACH '{quoted}' AS {self.ALIAS}")  # raises while another process holds it
         try:
-            conn.execute(SCHEMA.replace(" spans ", f" {self.ALIAS}.spans ", 1))
-            conn.register("flock_batch", table)
+            # DuckDB finds ``flock_batch`` among this frame's locals (a replacement scan,
+            # ~0.7 ms cheaper than register/unregister); the table is created only when
+            # missing (a new or deleted file), not checked on every append.
+            flock_batch = table  # noqa: F841
+            insert = f"INSERT INTO {self.ALIAS}.spans SELECT * FROM flock_batch"
             try:
-                conn.execute(f"INSERT INTO {self.ALIAS}.spans SELECT * FROM flock_batch")
-                self._unmerged = True
-            finally:
-                conn.unregister("flock_batch")
+                conn.execute(insert)
+            except duckdb.CatalogException:
+                conn.execute(SCHEMA.replace(" spans ", f" {self.ALIAS}.spans ", 1))
+                conn.execute(insert)
+            self._unmerged = True
         finally:
             self._detach(conn)
 
