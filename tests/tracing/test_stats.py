@@ -128,3 +128,17 @@ def test_parse_since() -> None:
     assert datetime.fromtimestamp(parse_since("1d") / 1e9, UTC) < datetime.now(UTC)
     with pytest.raises(ValueError, match="not a time: use a duration like 10m"):
         parse_since("yesterday")
+
+
+def test_a_running_trace_is_named_alike_in_the_list_and_the_stats(tmp_path: Path) -> None:
+    # No root span yet (it ends last): both name the trace after its earliest span.
+    trace_id, missing_root = new_trace_id(), new_span_id()
+    spans = [
+        span(name, trace_id=trace_id, parent_id=missing_root, start_ns=T0 + i * MS, duration_ns=MS)
+        for i, name in enumerate(["Flock.publish", "Agent.execute"])
+    ]
+    write_spans(tmp_path / "t.duckdb", spans)
+    store = TraceStore(tmp_path / "t.duckdb")
+    (listed,) = store.search_traces().items
+    (stat,) = store.stats(by="workflow")
+    assert listed.name == stat.name == "Flock.publish"

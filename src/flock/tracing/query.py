@@ -142,6 +142,13 @@ class SpanNode:
     children: list[SpanNode] = field(default_factory=list)
 
 
+TRACE_NAME = (
+    "coalesce(arg_min(name, start_time) FILTER (WHERE parent_id IS NULL), "
+    "arg_min(name, start_time))"
+)
+"""SQL (over one trace's spans) for a trace's name: its root span's, or while it runs (the
+root span ends last) its earliest span's. The trace list and the stats name traces alike."""
+
 StatsBy = Literal["workflow", "span"]
 """What :meth:`TraceStore.stats` groups by: ``"workflow"`` — whole traces, named after their
 root span (a ``traced_run`` name, or e.g. ``Flock.publish`` outside one), timed from their first
@@ -334,8 +341,7 @@ class TraceStore:
                    in_progress, count(*) OVER () AS total
             FROM (
                 SELECT trace_id,
-                       coalesce(arg_min(name, start_time) FILTER (WHERE parent_id IS NULL),
-                                arg_min(name, start_time)) AS name,
+                       {TRACE_NAME} AS name,
                        count(*) AS span_count,
                        min(start_time) AS start_time,
                        (max(end_time) - min(start_time)) / 1e6 AS duration_ms,
@@ -554,9 +560,8 @@ class TraceStore:
                 "SELECT name, start_time, duration_ms, status_code = 'ERROR' AS failed FROM spans"
             )
         else:
-            source = """
-                SELECT coalesce(arg_min(name, start_time) FILTER (WHERE parent_id IS NULL), '?')
-                           AS name,
+            source = f"""
+                SELECT {TRACE_NAME} AS name,
                        min(start_time) AS start_time,
                        (max(end_time) - min(start_time)) / 1e6 AS duration_ms,
                        bool_or(status_code = 'ERROR') AS failed
