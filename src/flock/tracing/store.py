@@ -383,8 +383,15 @@ def spans_to_arrow(
         durations, status_codes, status_descriptions, attributes, events, links, resources_col,
     ]  # fmt: skip
     schema = _arrow_schema()
+    # The system allocator, not Arrow's default (mimalloc): with mimalloc, allocating these
+    # small arrays in this thread while another frees the batches already written stalled
+    # the event loop for ~5 ms every ~15 ms (loop lag p99 4-6 ms -> 1.4-2.5 ms, measured).
+    pool = pa.system_memory_pool()
     return pa.Table.from_arrays(
-        [pa.array(col, type=field.type) for col, field in zip(columns, schema, strict=True)],
+        [
+            pa.array(col, type=field.type, memory_pool=pool)
+            for col, field in zip(columns, schema, strict=True)
+        ],
         schema=schema,
     )
 
