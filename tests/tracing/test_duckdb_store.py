@@ -352,3 +352,20 @@ async def test_a_trace_file_deleted_while_tracing_is_created_again(traced) -> No
     finally:
         conn.close()
     assert rows == [("after",)]
+
+
+async def test_flush_async_waits_for_the_write_and_times_out_without_hanging(
+    traced,  # type: ignore[no-untyped-def]
+) -> None:
+    provider, processor, db = traced
+    processor.flush_interval = 3600
+    tracer = provider.get_tracer("test")
+    tracer.start_span("first").end()
+    with processor.pause():  # as while the file is cleared: the write has to wait
+        assert await processor.flush_async(0.2) is False
+    assert await processor.flush_async(10) is True
+    conn = duckdb.connect(str(db), read_only=True)
+    try:
+        assert conn.execute("SELECT name FROM spans").fetchall() == [("first",)]
+    finally:
+        conn.close()

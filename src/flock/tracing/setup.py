@@ -245,7 +245,7 @@ def instrument_for(provider: Any | None) -> tuple[Instrument, Workflows]:
     file = settings.file
     return Instrument(tracer), Workflows(
         tracer,
-        flush=(lambda: file.force_flush(EXIT_FLUSH_WAIT_MS)) if file is not None else None,
+        flush=(lambda: file.flush_async(EXIT_FLUSH_WAIT_MS / 1000)) if file is not None else None,
         request_flush=file.request_flush if file is not None else None,
         auto=auto,
     )

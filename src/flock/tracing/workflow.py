@@ -9,10 +9,9 @@ spans of a workflow.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -79,7 +78,7 @@ class Workflows:
         self,
         tracer: Tracer | None,
         *,
-        flush: Callable[[], bool] | None = None,
+        flush: Callable[[], Awaitable[object]] | None = None,
         request_flush: Callable[[], None] | None = None,
         auto: bool = False,
     ) -> None:
@@ -118,9 +117,9 @@ class Workflows:
                 await self.flush()
 
     async def flush(self) -> None:
-        """Write queued spans to the trace file, off the event loop."""
+        """Write queued spans to the trace file (the writer thread does; the loop waits)."""
         if self._flush is not None:
-            await asyncio.to_thread(self._flush)
+            await self._flush()
 
     def request_flush(self) -> None:
         if self._request_flush is not None:
