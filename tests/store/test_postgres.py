@@ -528,7 +528,7 @@ def echo(store: PostgresStore, max_agent_runs: int) -> Flock:
     flock = Flock(store=store, max_agent_runs=max_agent_runs)
 
     async def twice(note: Note) -> list[Note]:
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # long enough for the other worker to claim a pending run
         return [Note(text=note.text + "."), Note(text=note.text + "!")]
 
     (
@@ -546,7 +546,10 @@ def echo(store: PostgresStore, max_agent_runs: int) -> Flock:
 async def test_the_runaway_limit_holds_across_workers(pg_dsn: str, pg_schema: str) -> None:
     stores = [PostgresStore(pg_dsn, schema=pg_schema) for _ in range(3)]
     publisher, *workers = (echo(s, max_agent_runs=6) for s in stores)
-    tasks = [asyncio.create_task(w.work(concurrency=4)) for w in workers]
+    # One run at a time per worker: once runs fan out, both workers must take some (with
+    # more, the first worker to wake could claim them all and the test would prove nothing
+    # about counting across workers).
+    tasks = [asyncio.create_task(w.work(concurrency=1)) for w in workers]
     try:
         note = await publisher.publish(Note(text="x"))
         with pytest.raises(AgentFailures) as info:
