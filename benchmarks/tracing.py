@@ -111,6 +111,15 @@ def fake_llm_server(python: str, delay: float) -> Iterator[str]:
             proc.wait()
 
 
+def lag_row(label: str, result: Any, key: str) -> list[str]:
+    """A row of the lag table from the lag statistics under ``result[key]``."""
+    return [
+        label,
+        fmt(get(result, key, "ticks")),
+        *(fmt(get(result, key, stat), 3) for stat in ("median_ms", "p99_ms", "max_ms")),
+    ]
+
+
 def overhead_pct(untraced: Any, traced: Any) -> float | None:
     """How much throughput tracing costs, in % of the untraced throughput."""
     if not isinstance(untraced, int | float) or not isinstance(traced, int | float):
@@ -364,44 +373,24 @@ def main() -> None:
             "per_s",
             TRACED,
         )
-        w = R["lag_ours_writer"]
+        w, b = R["lag_ours_writer"], R["lag_ours_bursts"]
         rows = [
-            [
-                "ours, idle loop (reference)",
-                fmt(get(w, "idle", "ticks")),
-                fmt(get(w, "idle", "median_ms"), 3),
-                fmt(get(w, "idle", "p99_ms"), 3),
-                fmt(get(w, "idle", "max_ms"), 3),
-            ],
+            lag_row("ours, idle loop (reference)", w, "idle"),
+            lag_row(
+                f"ours, writing {get(w, 'm') or args.lag_m:,} spans queued beforehand "
+                f"({fmt(get(w, 'write_s'), 2)} s)",
+                w,
+                "during",
+            ),
+            lag_row(
+                f"ours, {get(b, 'm') or args.lag_m:,} spans ending in bursts of 2,000 on the "
+                f"loop ({fmt(get(b, 'write_s'), 2)} s)",
+                b,
+                "during",
+            ),
+            lag_row(f"ours, traced one-agent run, N={lag_n:,}", R["lag_ours_traced"], "lag"),
+            lag_row(f"peer, traced one-agent run, N={args.peer_n:,}", R["lag_peer_traced"], "lag"),
         ]
-        b = R["lag_ours_bursts"]
-        for r, label in (
-            (w, f"ours, writing {get(w, 'm') or args.lag_m:,} spans queued beforehand"),
-            (b, f"ours, {get(b, 'm') or args.lag_m:,} spans ending in bursts of 2,000 on the loop"),
-        ):
-            rows.append(
-                [
-                    f"{label} ({fmt(get(r, 'write_s'), 2)} s)",
-                    fmt(get(r, "during", "ticks")),
-                    fmt(get(r, "during", "median_ms"), 3),
-                    fmt(get(r, "during", "p99_ms"), 3),
-                    fmt(get(r, "during", "max_ms"), 3),
-                ]
-            )
-        for key, label, n in (
-            ("lag_ours_traced", "ours, traced one-agent run", lag_n),
-            ("lag_peer_traced", "peer, traced one-agent run", args.peer_n),
-        ):
-            r = R[key]
-            rows.append(
-                [
-                    f"{label}, N={n:,}",
-                    fmt(get(r, "lag", "ticks")),
-                    fmt(get(r, "lag", "median_ms"), 3),
-                    fmt(get(r, "lag", "p99_ms"), 3),
-                    fmt(get(r, "lag", "max_ms"), 3),
-                ]
-            )
         print_table(
             "(iv) event-loop lag: overshoot of a 1 ms sleep, ms (lower is better)",
             ["while", "ticks", "median", "p99", "max"],
