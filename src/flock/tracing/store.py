@@ -114,8 +114,7 @@ class Appender:
 
         conn = self._conn if self._conn is not None else self._open()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        quoted = str(self.path).replace("'", "''")
-        conn.execute(f"ATTACH '{quoted}' AS {self.ALIAS}")  # raises while another process holds it
+        self._attach(conn)
         try:
             # DuckDB finds ``flock_batch`` among this frame's locals (a replacement scan,
             # ~0.7 ms cheaper than register/unregister); the table is created only when
@@ -131,6 +130,10 @@ class Appender:
         finally:
             self._detach(conn)
 
+    def _attach(self, conn: duckdb.DuckDBPyConnection) -> None:
+        quoted = str(self.path).replace("'", "''")
+        conn.execute(f"ATTACH '{quoted}' AS {self.ALIAS}")  # raises while another process holds it
+
     def _detach(self, conn: duckdb.DuckDBPyConnection) -> None:
         try:
             conn.execute(f"DETACH {self.ALIAS}")
@@ -143,8 +146,7 @@ class Appender:
         (done when the writer shuts down; readers replay the log in the meantime)."""
         if not self._unmerged or self._conn is None:
             return
-        quoted = str(self.path).replace("'", "''")
-        self._conn.execute(f"ATTACH '{quoted}' AS {self.ALIAS}")
+        self._attach(self._conn)
         try:
             self._conn.execute(f"CHECKPOINT {self.ALIAS}")
             self._unmerged = False
