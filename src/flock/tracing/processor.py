@@ -16,6 +16,7 @@ are counted (``dropped``) and reported on stderr, never silent.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import logging
@@ -145,16 +146,13 @@ class DuckDBSpanProcessor(SpanProcessor):
         if self.closed:
             return not self._queue and not self._encoded_rows
         written = threading.Event()
-        self._queue.append(_Marker(written.set))
-        self._wake.set()
+        self._mark(written.set)
         return written.wait(timeout_millis / 1000)
 
     async def flush_async(self, timeout: float) -> bool:
         """:meth:`force_flush` for a coroutine: the writer thread resolves a future on the
         event loop when the spans queued so far are written (no worker thread in between,
         which saves two thread wake-ups per flush). False if that took over ``timeout`` s."""
-        import asyncio
-
         if self.closed:
             return not self._queue and not self._encoded_rows
         loop = asyncio.get_running_loop()
@@ -168,13 +166,17 @@ class DuckDBSpanProcessor(SpanProcessor):
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(resolve)
 
-        self._queue.append(_Marker(wake))
-        self._wake.set()
+        self._mark(wake)
         try:
             await asyncio.wait_for(written, timeout)
         except TimeoutError:
             return False
         return True
+
+    def _mark(self, done: Callable[[], None]) -> None:
+        """Queue a flush marker (``done`` is called once what precedes it is written)."""
+        self._queue.append(_Marker(done))
+        self._wake.set()
 
     def request_flush(self) -> None:
         """Wake the writer to encode what is queued now, without waiting; the write itself
@@ -242,9 +244,9 @@ class DuckDBSpanProcessor(SpanProcessor):
     def _drain(self, *, deadline: float | None) -> None:
         """Encode what is queued; write it when due (interval, size, a flush marker, exit).
 
-        A write that falls due in normal running goes to the insert thread (DuckDB
-        releases the GIL while it appends), so encoding the next spans overlaps it; flushes
-        and exit write synchronously.
+        A write that falls due in normal running goes to the insert thread (DuckDB releases
+        the GIL for most of an append; it takes it back for each Arrow chunk it reads), so
+        encoding the next spans overlaps it; flushes and exit write synchronously.
         """
         queue = self._queue
         while True:
