@@ -375,6 +375,7 @@ def main() -> None:
         )
         w, b = R["lag_ours_writer"], R["lag_ours_bursts"]
         rows = [
+            lag_row("ours, writer starting (loads pyarrow, once per process)", w, "startup"),
             lag_row("ours, idle loop (reference)", w, "idle"),
             lag_row(
                 f"ours, writing {get(w, 'm') or args.lag_m:,} spans queued beforehand "

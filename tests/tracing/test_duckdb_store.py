@@ -4,8 +4,10 @@ import json
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -369,3 +371,37 @@ async def test_flush_async_waits_for_the_write_and_times_out_without_hanging(
         assert conn.execute("SELECT name FROM spans").fetchall() == [("first",)]
     finally:
         conn.close()
+
+
+def test_written_batches_are_freed_as_soon_as_they_are_in_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # batch_size=4: every encoded chunk is due, so writes go through the insert thread as
+    # well as the synchronous write at the flush. Nothing may keep a written batch alive
+    # (the insert thread's last job, the writer's last chunk): freeing them late, all at
+    # once, is what stalled the event loop.
+    processor = DuckDBSpanProcessor(tmp_path / "t.duckdb", flush_interval=3600, batch_size=4)
+    encoded: list[weakref.ref[Any]] = []
+    encode = processor._encode
+
+    def tracking(batch: Any) -> Any:
+        table = encode(batch)
+        encoded.append(weakref.ref(table))
+        return table
+
+    monkeypatch.setattr(processor, "_encode", tracking)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    try:
+        for i in range(1_000):
+            tracer.start_span(f"span {i}").end()
+        assert processor.force_flush(30_000)
+        assert processor.written == 1_000
+        deadline = time.monotonic() + 10
+        while any(ref() is not None for ref in encoded) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        alive = sum(ref() is not None for ref in encoded)
+        assert len(encoded) >= 8 and alive == 0, f"{alive} of {len(encoded)} batches still held"
+    finally:
+        processor.shutdown()
