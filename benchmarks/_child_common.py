@@ -93,5 +93,7 @@ def run(workloads: dict[str, Callable[[dict[str, Any]], Any]], **extra: Any) -> 
     fn = workloads[name]
     result = asyncio.run(fn(params)) if asyncio.iscoroutinefunction(fn) else fn(params)
     result["peak_rss_mb"] = peak_rss_mb()
+    flock = sys.modules.get("flock")
+    result["flock_file"] = getattr(flock, "__file__", None)  # which flock ran (FLOCK_BENCH_SRC)
     result.update(extra)
     out.write_text(json.dumps(result, default=str))

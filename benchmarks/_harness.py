@@ -5,6 +5,11 @@ directory) that writes one JSON object with its figures and its peak RSS to a re
 Our workloads run under the project's interpreter (``_child_ours.py``), the baseline's under
 the interpreter of the venv that holds ``flock-core`` 0.5.7 (``_child_peer.py``); the two
 ``flock`` packages never meet in one process.
+
+Children do not inherit ``PYTHONPATH``. To measure another commit of ours with the same
+scripts in the same session, set ``FLOCK_BENCH_SRC`` to that checkout's ``src`` directory
+(e.g. ``git archive REV | tar -x -C /tmp/old``, then ``FLOCK_BENCH_SRC=/tmp/old/src``): our
+children import flock from there.
 """
 
 from __future__ import annotations
@@ -98,6 +103,9 @@ def run_child(
         work = Path(tmp) / "work"
         work.mkdir()
         stderr_path = Path(tmp) / "stderr.txt"
+        env = dict(env or {})
+        if script == OURS_CHILD and os.environ.get("FLOCK_BENCH_SRC"):
+            env["PYTHONPATH"] = os.environ["FLOCK_BENCH_SRC"]
         started = time.perf_counter()
         with open(stderr_path, "wb") as stderr:
             try:
@@ -172,6 +180,11 @@ def machine_note() -> str:
     return (
         f"{platform.node()} · {platform.platform()} · Python {platform.python_version()} · "
         f"{os.cpu_count()} CPUs · {time.strftime('%Y-%m-%d %H:%M %Z')}"
+        + (
+            f" · ours from {os.environ['FLOCK_BENCH_SRC']}"
+            if os.environ.get("FLOCK_BENCH_SRC")
+            else ""
+        )
     )
 
 
