@@ -98,7 +98,7 @@ async def throughput(p: dict[str, Any]) -> dict[str, Any]:
     settings = _settings()
     spans_written = None
     if settings is not None and settings.file is not None:
-        await asyncio.to_thread(settings.file.force_flush, 600_000)
+        await settings.file.flush_async(600)
         spans_written = settings.file.written
     t_flushed = time.perf_counter()
     lag = await probe.stop() if probe else None
@@ -411,7 +411,7 @@ async def dspy_pizza(p: dict[str, Any]) -> dict[str, Any]:
     elapsed = time.perf_counter() - t0
     spans_written = None
     if settings is not None and settings.file is not None:
-        await asyncio.to_thread(settings.file.force_flush, 600_000)
+        await settings.file.flush_async(600)
         spans_written = settings.file.written - written_before
     t_flushed = time.perf_counter()
     pizzas = await flock.store.query(type="Pizza")
