@@ -405,3 +405,26 @@ def test_written_batches_are_freed_as_soon_as_they_are_in_the_file(
         assert len(encoded) >= 8 and alive == 0, f"{alive} of {len(encoded)} batches still held"
     finally:
         processor.shutdown()
+
+
+def test_the_writer_keeps_encoding_while_the_insert_thread_appends(tmp_path: Path) -> None:
+    processor = DuckDBSpanProcessor(tmp_path / "t.duckdb", flush_interval=3600, batch_size=100)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    try:
+        with processor.pause():  # the insert thread's first append waits for the file
+            for i in range(2_000):
+                tracer.start_span(f"span {i}").end()
+            processor.request_flush()
+            deadline = time.monotonic() + 10
+            while processor._queue and time.monotonic() < deadline:
+                time.sleep(0.01)
+            # Everything was encoded although the append in progress could not finish; the
+            # spans wait as Arrow rows for the next append, none was lost or dropped.
+            assert not processor._queue
+            assert processor.pending == 2_000 and processor.dropped == 0
+        assert processor.force_flush(30_000)
+        assert processor.written == 2_000
+    finally:
+        processor.shutdown()

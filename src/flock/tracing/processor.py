@@ -120,8 +120,11 @@ class DuckDBSpanProcessor(SpanProcessor):
 
     @property
     def pending(self) -> int:
-        """Spans queued or encoded but not yet in the file (approximate, never blocks)."""
-        return len(self._queue) + self._encoded_rows
+        """Spans queued, encoded or being appended, not yet in the file (approximate, never
+        blocks)."""
+        inflight = self._inflight  # read once: the writer thread may clear it meanwhile
+        appending = inflight[3] if inflight is not None and not inflight[0].is_set() else 0
+        return len(self._queue) + self._encoded_rows + appending
 
     @property
     def closed(self) -> bool:
@@ -279,10 +282,16 @@ class DuckDBSpanProcessor(SpanProcessor):
                 # the GIL at 100,000 spans, measured) instead of a little per _release step.
                 del batch, table
             synchronous = bool(markers) or deadline is not None
-            due = (
-                synchronous
-                or self._encoded_rows >= self.batch_size
-                or time.monotonic() - self._last_write >= self.flush_interval
+            # While the insert thread still appends the previous batch, keep encoding: the
+            # next batch grows instead of the writer waiting (larger appends cost less per
+            # row). Flushes and exit wait for it.
+            inserting = self._inflight is not None and not self._inflight[0].is_set()
+            due = synchronous or (
+                not inserting
+                and (
+                    self._encoded_rows >= self.batch_size
+                    or time.monotonic() - self._last_write >= self.flush_interval
+                )
             )
             if due and (self._encoded_rows or self._inflight is not None):
                 if not self._collect():
