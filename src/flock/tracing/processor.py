@@ -233,9 +233,11 @@ class DuckDBSpanProcessor(SpanProcessor):
         # Load the encoder's libraries as the writer starts (with the application), not with
         # the first batch: loading pyarrow holds the GIL for ~10 ms at a time, which stalled
         # the event loop under the first burst of spans (measured).
-        import orjson  # noqa: F401
-        import pyarrow  # noqa: F401
-
+        try:
+            import orjson  # noqa: F401
+            import pyarrow  # noqa: F401
+        except ImportError:  # the first encode fails the same way, keeps the spans, retries
+            log.exception("flock trace writer: cannot load its encoder's libraries")
         while True:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
