@@ -213,6 +213,12 @@ class Agent:
                 outputs = self.coerce_outputs(
                     await component.on_post_evaluate(ctx, inputs, outputs)
                 )
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # The run was cancelled (its timeout fired, or the flock is shutting down) and a
+            # component or engine caught the CancelledError and went on: it does not publish
+            # after the fact. Raising it again lets the timeout report a TimeoutError.
+            raise asyncio.CancelledError
         published = await emit(ctx, outputs)
         for artifact in published:
             for component in self.hooks("on_post_publish"):

@@ -7,6 +7,7 @@ Every failure is on its span (ERROR + an exception event), reported to the calle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -121,7 +122,11 @@ async def test_run_until_idle_timeout_never_hangs_on_an_agent_that_ignores_cance
         await flock.run_until_idle(timeout=0.5)
     assert [p.payload.name for p in await flock.store.query(type=PIZZA)] == ["x"]
     release.set()
-    await flock.run_until_idle(timeout=30)
+    # When it finally returns, the run is reported as the timeout it was, not as a success.
+    with pytest.raises(AgentFailures) as info:
+        await flock.run_until_idle(timeout=30)
+    (failure,) = info.value.failures
+    assert isinstance(failure.__cause__, TimeoutError)
 
 
 async def test_runaway_ping_pong_loop_names_the_agent(capture: SpanCapture) -> None:
@@ -155,3 +160,24 @@ async def test_runaway_fan_out_is_bounded_too() -> None:
     (failure,) = info.value.failures  # reported once, not once per extra artifact
     assert failure.agent == "doubler" and "ran 50 times" in str(failure)
     assert len(await flock.store.query(produced_by="doubler")) == 100
+
+
+async def test_an_agent_that_swallows_its_timeout_does_not_publish_late(
+    capture: SpanCapture,
+) -> None:
+    flock = Flock(tracer_provider=capture.provider)
+
+    async def stubborn(idea: Idea) -> Pizza:
+        with contextlib.suppress(asyncio.CancelledError):  # swallows its timeout's cancellation
+            await asyncio.sleep(10)
+        return Pizza(name="late")  # and answers anyway
+
+    flock.agent("stubborn").consumes(Idea).publishes(Pizza).with_engines(stubborn).timeout(0.05)
+    await flock.publish(Idea(topic="x"))
+    with pytest.raises(AgentFailures) as info:
+        await flock.run_until_idle(timeout=30)
+    (failure,) = info.value.failures
+    assert isinstance(failure.__cause__, TimeoutError)
+    assert await flock.store.query(type=PIZZA) == []
+    (span,) = capture.named("Agent.execute")
+    assert span.status.status_code is StatusCode.ERROR
