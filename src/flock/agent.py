@@ -167,8 +167,8 @@ class Agent:
                 if self.timeout is None:
                     published = await self._steps(ctx, inputs, instrument, emit)
                 else:
-                    async with asyncio.timeout(self.timeout):
-                        published = await self._steps(ctx, inputs, instrument, emit)
+                    async with asyncio.timeout(self.timeout) as deadline:
+                        published = await self._steps(ctx, inputs, instrument, emit, deadline)
             except BaseException as error:
                 if not isinstance(error, Exception) and instrument.enabled:
                     # OpenTelemetry leaves CancelledError/SystemExit unrecorded; an interrupted
@@ -189,7 +189,12 @@ class Agent:
             return published
 
     async def _steps(
-        self, ctx: RunContext, inputs: list[Artifact], instrument: Instrument, emit: Emit
+        self,
+        ctx: RunContext,
+        inputs: list[Artifact],
+        instrument: Instrument,
+        emit: Emit,
+        deadline: asyncio.Timeout | None = None,
     ) -> list[Artifact]:
         for component in self.hooks("on_initialize"):
             with instrument.span(f"{type(component).__name__}.on_initialize"):
@@ -213,11 +218,10 @@ class Agent:
                 outputs = self.coerce_outputs(
                     await component.on_post_evaluate(ctx, inputs, outputs)
                 )
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            # The run was cancelled (its timeout fired, or the flock is shutting down) and a
-            # component or engine caught the CancelledError and went on: it does not publish
-            # after the fact. Raising it again lets the timeout report a TimeoutError.
+        if deadline is not None and deadline.expired():
+            # The run's timeout fired and an engine or component caught the CancelledError
+            # and went on: it does not publish after the fact. Raising it again lets the
+            # timeout report the TimeoutError.
             raise asyncio.CancelledError
         published = await emit(ctx, outputs)
         for artifact in published:
