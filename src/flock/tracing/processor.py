@@ -1,13 +1,15 @@
 """The span processor that writes finished spans into the DuckDB trace file.
 
 ``on_end`` only appends the span to a queue (a few hundred nanoseconds, never any I/O). A
-background thread encodes queued spans into Arrow as soon as ``encode_batch`` of them wait
+background thread encodes queued spans into Arrow as soon as ``ENCODE_BATCH`` of them wait
 (finished spans are many small Python objects; holding tens of thousands of them makes every
 garbage collection of the application slower, so they are turned into compact Arrow memory
 early), and every ``flush_interval`` seconds — or when ``batch_size`` rows are encoded, or a
 flush is requested — appends everything encoded with a single INSERT, holding the file only
 for that append (:class:`~flock.tracing.store.Appender`), so other processes can open it
-read-only between flushes.
+read-only between flushes. Appends that fall due in normal running go to a second thread,
+and the encoder goes on meanwhile (the next batch grows); written batches are freed a few at
+a time, so that no step holds the GIL, and with it the event loop, for more than ~1 ms.
 
 When the file is locked by another process the encoded rows stay in memory and the write is
 retried with backoff; nothing is dropped unless more than ``max_queue`` spans wait, and drops
