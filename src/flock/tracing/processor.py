@@ -9,7 +9,7 @@ flush is requested — appends everything encoded with a single INSERT, holding 
 for that append (:class:`~flock.tracing.store.Appender`), so other processes can open it
 read-only between flushes. Appends that fall due in normal running go to a second thread,
 and the encoder goes on meanwhile (the next batch grows); written batches are freed a few at
-a time, so that no step holds the GIL, and with it the event loop, for more than ~1 ms.
+a time (freeing them at once held the GIL, and with it the event loop, for 14-25 ms).
 
 When the file is locked by another process the encoded rows stay in memory and the write is
 retried with backoff; nothing is dropped unless more than ``max_queue`` spans wait, and drops
