@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from flock import Flock
 from flock.tracing import configure
 from flock.tracing._attributes import flatten, nest
-from flock.tracing.processor import DuckDBSpanProcessor
+from flock.tracing.processor import ENCODE_CHUNK, DuckDBSpanProcessor
 from tests.models import Idea, Pizza
 
 # The seed's queries, as printed in the docs (the first with the GROUP BY fix).
@@ -402,7 +402,8 @@ def test_written_batches_are_freed_as_soon_as_they_are_in_the_file(
         while any(ref() is not None for ref in encoded) and time.monotonic() < deadline:
             time.sleep(0.01)
         alive = sum(ref() is not None for ref in encoded)
-        assert len(encoded) >= 8 and alive == 0, f"{alive} of {len(encoded)} batches still held"
+        assert len(encoded) >= 1_000 // ENCODE_CHUNK
+        assert alive == 0, f"{alive} of {len(encoded)} batches still held"
     finally:
         processor.shutdown()
 
