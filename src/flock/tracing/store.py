@@ -288,7 +288,8 @@ def spans_to_arrow(
     max_chars: int = 4096,
     redact: Redactor | None = None,
 ) -> pa.Table:
-    """Encode finished spans as an Arrow table with the ``spans`` columns.
+    """Encode finished spans as an Arrow table for :class:`Appender`: the ``spans`` columns,
+    with span ids as integers and without the columns the INSERT derives (INSERT_COLUMNS).
 
     Runs in the writer thread and is the per-span cost of tracing, so the loop is lean: the
     SDK's private fields instead of its copying properties, attribute nesting compiled per
