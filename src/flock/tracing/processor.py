@@ -124,9 +124,12 @@ class DuckDBSpanProcessor(SpanProcessor):
     def pending(self) -> int:
         """Spans queued, encoded or being appended, not yet in the file (approximate, never
         blocks)."""
+        return len(self._queue) + self._encoded_rows + self._appending()
+
+    def _appending(self) -> int:
+        """Rows the insert thread is appending right now (0 when it is idle)."""
         inflight = self._inflight  # read once: the writer thread may clear it meanwhile
-        appending = inflight[3] if inflight is not None and not inflight[0].is_set() else 0
-        return len(self._queue) + self._encoded_rows + appending
+        return inflight[3] if inflight is not None and not inflight[0].is_set() else 0
 
     @property
     def closed(self) -> bool:
@@ -289,9 +292,8 @@ class DuckDBSpanProcessor(SpanProcessor):
             # While the insert thread still appends the previous batch, keep encoding: the
             # next batch grows instead of the writer waiting (larger appends cost less per
             # row). Flushes and exit wait for it.
-            inserting = self._inflight is not None and not self._inflight[0].is_set()
             due = synchronous or (
-                not inserting
+                not self._appending()
                 and (
                     self._encoded_rows >= self.batch_size
                     or time.monotonic() - self._last_write >= self.flush_interval

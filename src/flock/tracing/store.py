@@ -75,6 +75,8 @@ SCHEMA = "CREATE TABLE IF NOT EXISTS spans (\n    {}\n)".format(
 )
 
 
+INTEGER_IDS = ("span_id", "parent_id")
+"""Id columns the encoder passes as integers (formatted as 16 hex digits by the INSERT)."""
 DERIVED = {
     "operation": "string_split(name, '.')[-1]",  # the method part of "Class.method"
     "duration_ms": "(end_time - start_time) / 1e6",
@@ -82,7 +84,7 @@ DERIVED = {
 """Columns the INSERT computes from the encoded batch (cheaper in DuckDB than per span in
 Python)."""
 INSERT_COLUMNS = ", ".join(
-    DERIVED.get(name) or (f"printf('%016x', {name})" if name in ("span_id", "parent_id") else name)
+    DERIVED.get(name) or (f"printf('%016x', {name})" if name in INTEGER_IDS else name)
     for name, _ in COLUMNS
 )
 """The SELECT list that turns an encoded batch (:func:`spans_to_arrow`) into ``spans`` rows:
@@ -408,13 +410,14 @@ def _arrow_schema() -> pa.Schema:
         # JSON columns travel as Arrow's canonical JSON type, which DuckDB takes as JSON
         # without re-validating every value (the encoder produced it with orjson).
         types = {"BIGINT": pa.int64(), "DOUBLE": pa.float64(), "JSON": pa.json_(pa.large_string())}
-        ids = {"span_id": pa.uint64(), "parent_id": pa.uint64()}
         _SCHEMA_CACHE.append(
             pa.schema(
                 [
                     pa.field(
                         name,
-                        ids.get(name) or types.get(sql.split()[0], pa.large_string()),
+                        pa.uint64()
+                        if name in INTEGER_IDS
+                        else types.get(sql.split()[0], pa.large_string()),
                         nullable="NOT NULL" not in sql,
                     )
                     for name, sql in COLUMNS
