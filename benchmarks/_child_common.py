@@ -47,6 +47,14 @@ class LagProbe:
             await self._task
         return lag_stats(self.overshoots_ms)
 
+    @classmethod
+    async def over(cls, seconds: float) -> dict[str, Any]:
+        """The loop's lag while it does nothing else for ``seconds``."""
+        probe = cls()
+        probe.start()
+        await asyncio.sleep(seconds)
+        return await probe.stop()
+
 
 def lag_stats(samples: list[float]) -> dict[str, Any]:
     if not samples:

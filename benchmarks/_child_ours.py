@@ -296,14 +296,8 @@ async def lag(p: dict[str, Any]) -> dict[str, Any]:
     m = int(p["m"])
     spans = make_spans(m)
     proc = DuckDBSpanProcessor("traces.duckdb")
-    startup = LagProbe()  # the writer thread starts: it loads pyarrow, once per process
-    startup.start()
-    await asyncio.sleep(1.0)
-    started = await startup.stop()
-    idle = LagProbe()
-    idle.start()
-    await asyncio.sleep(0.5)
-    baseline = await idle.stop()
+    started = await LagProbe.over(1.0)  # the writer thread starts: it loads pyarrow, once
+    baseline = await LagProbe.over(0.5)
     burst = int(p.get("burst", 0))
     bursts_s: list[float] = []
     if not burst:
