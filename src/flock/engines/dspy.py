@@ -4,7 +4,10 @@ For a run of agent ``chef`` that consumes ``PizzaIdea`` and publishes ``Pizza``,
 asks DSPy for ``pizza_idea: PizzaIdea, context: list[dict] -> pizza: Pizza`` with the agent's
 description as instructions, awaits ``dspy.Predict(...).acall`` (never blocking the event
 loop) and validates the answer into a ``Pizza``. Earlier artifacts with the same correlation
-id are passed as conversation context.
+id are passed as conversation context. Field names never collide: an agent that consumes and
+publishes ``Draft`` is asked ``draft: Draft -> draft_output: Draft``, and a type whose name the
+engine or DSPy uses itself (``Context``, ``Signature``, ...) gets a suffixed field
+(``context_input``).
 
 Credentials follow the usual variables: ``OPENAI_API_KEY`` (or the provider's own, e.g.
 ``ANTHROPIC_API_KEY``), and ``OPENAI_BASE_URL`` for local OpenAI-compatible servers (vLLM,
@@ -22,7 +25,7 @@ import asyncio
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
@@ -53,11 +56,69 @@ API_KEY_VARIABLES = {
 }
 LOCAL_KEY = "local"  # OpenAI-compatible local servers accept any key but the client needs one
 
+CONTEXT_FIELD = "context"  # the engine's own input field: the conversation context
+# Field names an artifact type must not take: the engine's own field, the keywords
+# ``dspy.Predict`` takes for itself, and the chat adapter's end marker. (Attributes of
+# ``dspy.Signature`` such as ``instructions`` or ``schema`` are refused too, see _field_names.)
+RESERVED_FIELDS = frozenset(
+    {
+        CONTEXT_FIELD,
+        "completed",
+        "signature",
+        "new_signature",
+        "demos",
+        "config",
+        "lm",
+        "prediction",
+    }
+)
+
 
 def _snake(name: str) -> str:
     """``PizzaIdea`` → ``pizza_idea`` (the signature's field name for a type)."""
     name = re.sub(r"(?<=[a-z0-9])([A-Z])|(?<=[A-Z])([A-Z][a-z])", r"_\1\2", name)
     return re.sub(r"\W+", "_", name).strip("_").lower() or "value"
+
+
+def _field_names(
+    inputs: Iterable[type[BaseModel]], outputs: Iterable[type[BaseModel]]
+) -> tuple[dict[type[BaseModel], str], dict[type[BaseModel], str]]:
+    """The signature's field name for each input type and for each output type.
+
+    A field is named after its type (``PizzaIdea`` → ``pizza_idea``) unless that name is
+    reserved (in :data:`RESERVED_FIELDS`, or an attribute of ``dspy.Signature``) or taken:
+    then an input gets ``_input`` and an output ``_output`` appended (``consumes(Draft)
+    .publishes(Draft)`` → ``draft -> draft_output``), and a number if that is taken too.
+    Inputs are named first, so a type keeps its plain name as an input.
+    """
+    dspy = _import_dspy()
+    taken: set[str] = set()
+
+    def free(name: str) -> bool:
+        reserved = name in RESERVED_FIELDS or hasattr(dspy.Signature, name)
+        return not reserved and name not in taken
+
+    def allocate(model: type[BaseModel], suffix: str) -> str:
+        name = _snake(model.__name__)
+        if not free(name):
+            name = f"{name}_{suffix}"
+        candidate, n = name, 2
+        while not free(candidate):
+            candidate, n = f"{name}_{n}", n + 1
+        taken.add(candidate)
+        return candidate
+
+    input_names = {model: allocate(model, "input") for model in inputs}
+    output_names = {model: allocate(model, "output") for model in outputs}
+    return input_names, output_names
+
+
+def _input_types(inputs: Iterable[Artifact]) -> dict[type[BaseModel], int]:
+    """How many inputs of each payload type, in the order the types first appear."""
+    counts: dict[type[BaseModel], int] = {}
+    for artifact in inputs:
+        counts[type(artifact.payload)] = counts.get(type(artifact.payload), 0) + 1
+    return counts
 
 
 def _import_dspy() -> Any:
@@ -186,15 +247,21 @@ class DSPyEngine(Engine):
             use_context = self.should_use_context(ctx, context)
             span.set_attribute("flock.context.used", use_context)
 
-        kwargs = self._input_values(inputs)
+        counts = _input_types(inputs)
+        input_names, output_names = _field_names(counts, outputs)
+        kwargs = self._input_values(inputs, input_names)
         if use_context:
-            kwargs["context"] = context
-        signature = self._signature(ctx, inputs, outputs, with_context=use_context)
+            kwargs[CONTEXT_FIELD] = context
+        signature = self._signature(
+            ctx, counts, outputs, input_names, output_names, with_context=use_context
+        )
         dspy = _import_dspy()
         with dspy.context(lm=lm, track_usage=True):
             prediction = await dspy.Predict(signature).acall(**kwargs)
         self._record_usage(lm, prediction)
-        return [self._to_model(getattr(prediction, _snake(t.__name__)), t, ctx) for t in outputs]
+        # prediction[name], not getattr: an output named like a Prediction method
+        # (``items``, ``values``) would give the method.
+        return [self._to_model(prediction[output_names[t]], t, ctx) for t in outputs]
 
     async def fetch_conversation_context(
         self, ctx: RunContext, inputs: Sequence[Artifact]
@@ -220,23 +287,29 @@ class DSPyEngine(Engine):
         """Whether to give the model the context (override for your own policy)."""
         return bool(context)
 
-    def _input_values(self, inputs: Sequence[Artifact]) -> dict[str, Any]:
+    def _input_values(
+        self,
+        inputs: Sequence[Artifact],
+        names: Mapping[type[BaseModel], str] | None = None,
+    ) -> dict[str, Any]:
+        """The keyword arguments for the signature's input fields (see :func:`_field_names`)."""
+        if names is None:
+            names = _field_names(_input_types(inputs), ())[0]
         values: dict[str, list[BaseModel]] = {}
         for artifact in inputs:
-            values.setdefault(_snake(type(artifact.payload).__name__), []).append(artifact.payload)
+            values.setdefault(names[type(artifact.payload)], []).append(artifact.payload)
         return {name: items[0] if len(items) == 1 else items for name, items in values.items()}
 
     def _signature(
         self,
         ctx: RunContext,
-        inputs: Sequence[Artifact],
+        counts: Mapping[type[BaseModel], int],
         outputs: Sequence[type[BaseModel]],
+        input_names: Mapping[type[BaseModel], str],
+        output_names: Mapping[type[BaseModel], str],
         *,
         with_context: bool,
     ) -> Any:
-        counts: dict[type[BaseModel], int] = {}
-        for artifact in inputs:
-            counts[type(artifact.payload)] = counts.get(type(artifact.payload), 0) + 1
         instructions = (
             self.instructions
             or ctx.agent.description
@@ -254,14 +327,18 @@ class DSPyEngine(Engine):
         )
         signature = self._signatures.get(key)
         if signature is None:
-            signature = self._build_signature(counts, outputs, with_context, instructions)
+            signature = self._build_signature(
+                counts, outputs, input_names, output_names, with_context, instructions
+            )
             self._signatures[key] = signature
         return signature
 
     @staticmethod
     def _build_signature(
-        counts: dict[type[BaseModel], int],
+        counts: Mapping[type[BaseModel], int],
         outputs: Sequence[type[BaseModel]],
+        input_names: Mapping[type[BaseModel], str],
+        output_names: Mapping[type[BaseModel], str],
         with_context: bool,
         instructions: str,
     ) -> Any:
@@ -270,15 +347,15 @@ class DSPyEngine(Engine):
         for model, n in counts.items():
             doc = (model.__doc__ or "").strip() or None
             annotation: Any = list[model] if n > 1 else model  # type: ignore[valid-type]
-            fields[_snake(model.__name__)] = (annotation, dspy.InputField(desc=doc))
+            fields[input_names[model]] = (annotation, dspy.InputField(desc=doc))
         if with_context:
-            fields["context"] = (
+            fields[CONTEXT_FIELD] = (
                 list[dict[str, Any]],
                 dspy.InputField(desc="earlier artifacts of this conversation, oldest first"),
             )
         for model in outputs:
             doc = (model.__doc__ or "").strip() or None
-            fields[_snake(model.__name__)] = (model, dspy.OutputField(desc=doc))
+            fields[output_names[model]] = (model, dspy.OutputField(desc=doc))
         return dspy.make_signature(fields, instructions)
 
     @staticmethod
