@@ -30,6 +30,7 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, Status, StatusCode
 from pydantic import BaseModel
 
+from flock.agent import FailedAfterPublish
 from flock.artifacts import Artifact, new_id
 from flock.components import RunContext
 from flock.exceptions import AgentRunError, RunawayLoopError
@@ -76,7 +77,7 @@ class Distributed:
     def runs_for(self, artifacts: list[Artifact]) -> list[RunRequest]:
         """The runs the artifacts trigger (the Flock's own matching and loop limits)."""
         flock = self.flock
-        collected: list[tuple[Agent, tuple[Artifact, ...]]] = []
+        collected: list[tuple[Agent, tuple[Artifact, ...], AgentRunError | None]] = []
         flock._outbox = collected
         try:
             for artifact in artifacts:
@@ -91,8 +92,9 @@ class Distributed:
                 workflow,
                 correlation_id=inputs[0].correlation_id,
                 max_runs=flock.max_agent_runs,  # counted in the store, across all workers
+                error=str(error) if error is not None else None,
             )
-            for agent, inputs in collected
+            for agent, inputs, error in collected
         ]
 
     async def publish(self, artifacts: list[Artifact]) -> None:
@@ -343,6 +345,16 @@ class Distributed:
             except LeaseLost as exc:
                 log.warning("flock: %s", exc)
                 return
+            except FailedAfterPublish as failed:  # completed and published: not retried
+                error = flock._error(
+                    agent,
+                    run.artifacts,
+                    failed.error,
+                    attempts=retry + 1,
+                    published=failed.published,
+                )
+                await self._failed(run, error)
+                return
             except Exception as exc:
                 if retry < agent.retries:
                     log.warning(
@@ -354,8 +366,10 @@ class Distributed:
                     )
                     await asyncio.sleep(agent.retry_backoff * 2**retry)
                     continue
-                error = flock._error(agent, run.artifacts, exc, attempts=retry + 1)
-                await queue.fail(run, str(error))
-                if self.collect_failures:  # reported to its publisher, with the exception
-                    self.errors[run.id] = error
+                await self._failed(run, flock._error(agent, run.artifacts, exc, attempts=retry + 1))
                 return
+
+    async def _failed(self, run: ClaimedRun, error: AgentRunError) -> None:
+        await self.queue.fail(run, str(error))
+        if self.collect_failures:  # reported to its publisher, with the exception
+            self.errors[run.id] = error

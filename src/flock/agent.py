@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry.trace import Link, StatusCode
 from pydantic import BaseModel, ValidationError
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from flock.tracing._instrument import Instrument
 
 __all__ = ["Agent", "AgentBuilder"]
+
+log = logging.getLogger("flock")
 
 Emit = Callable[[RunContext, list[BaseModel]], Awaitable[list[Artifact]]]
 PAYLOAD_ATTRIBUTE_CHARS = 2048
@@ -162,31 +165,75 @@ class Agent:
                 if a.span_context is not None and a.span_context.is_valid
             ]
             attributes["input.value"] = _payload_text(inputs)
-        with instrument.span("Agent.execute", attributes, links=links) as span:
+        emitted: list[list[Artifact]] = []  # the published outputs, once _steps emitted them
+        try:
+            with instrument.span("Agent.execute", attributes, links=links) as span:
+                try:
+                    if self.timeout is None:
+                        published = await self._steps(ctx, inputs, instrument, emit, emitted)
+                    else:
+                        async with asyncio.timeout(self.timeout) as deadline:
+                            published = await self._steps(
+                                ctx, inputs, instrument, emit, emitted, deadline
+                            )
+                except BaseException as error:
+                    if not isinstance(error, Exception) and instrument.enabled:
+                        # OpenTelemetry leaves CancelledError/SystemExit unrecorded; an
+                        # interrupted run did not complete, so mark it.
+                        span.record_exception(error)
+                        span.set_status(StatusCode.ERROR, f"interrupted: {type(error).__name__}")
+                    await self._final_hooks(ctx, instrument, "on_error", error)
+                    await self._final_hooks(ctx, instrument, "on_terminate", error)
+                    raise
+                await self._final_hooks(ctx, instrument, "on_terminate")
+                if instrument.enabled:
+                    span.set_attribute("flock.output.ids", [a.id for a in published])
+                    span.set_attribute("output.value", _payload_text(published))
+                return published
+        except asyncio.CancelledError as cancelled:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # the run itself is being cancelled (shutdown, a worker stopping)
+            # The agent's own code raised it (e.g. it awaited a future someone cancelled):
+            # a failure like any other, not a run that silently disappears.
+            failure = RuntimeError(
+                "the agent's code raised CancelledError although its run was not cancelled"
+            )
+            failure.__cause__ = cancelled
+            if emitted:
+                raise FailedAfterPublish(failure, emitted[0]) from failure
+            raise failure from cancelled
+        except Exception as error:
+            if emitted:  # the outputs are on the blackboard: a retry would publish them again
+                raise FailedAfterPublish(error, emitted[0]) from error
+            raise
+
+    async def _final_hooks(
+        self,
+        ctx: RunContext,
+        instrument: Instrument,
+        hook: Literal["on_error", "on_terminate"],
+        error: BaseException | None = None,
+    ) -> None:
+        """Run the ``on_error`` or ``on_terminate`` hooks. While ``error`` fails the run, a
+        hook that raises does not replace it: the hook's exception is logged, recorded on
+        its span and noted on ``error``, and the remaining hooks still run."""
+        for component in self.hooks(hook):
             try:
-                if self.timeout is None:
-                    published = await self._steps(ctx, inputs, instrument, emit)
-                else:
-                    async with asyncio.timeout(self.timeout) as deadline:
-                        published = await self._steps(ctx, inputs, instrument, emit, deadline)
-            except BaseException as error:
-                if not isinstance(error, Exception) and instrument.enabled:
-                    # OpenTelemetry leaves CancelledError/SystemExit unrecorded; an interrupted
-                    # run did not complete, so mark it.
-                    span.record_exception(error)
-                    span.set_status(StatusCode.ERROR, f"interrupted: {type(error).__name__}")
-                for component in self.hooks("on_error"):
-                    with instrument.span(f"{type(component).__name__}.on_error"):
-                        await component.on_error(ctx, error)
-                raise
-            finally:
-                for component in self.hooks("on_terminate"):
-                    with instrument.span(f"{type(component).__name__}.on_terminate"):
+                with instrument.span(f"{type(component).__name__}.{hook}"):
+                    if hook == "on_terminate":
                         await component.on_terminate(ctx)
-            if instrument.enabled:
-                span.set_attribute("flock.output.ids", [a.id for a in published])
-                span.set_attribute("output.value", _payload_text(published))
-            return published
+                    elif error is not None:
+                        await component.on_error(ctx, error)
+            except Exception as hook_error:
+                if error is None:
+                    raise
+                note = (
+                    f"{type(component).__name__}.{hook} raised while handling it: "
+                    f"{type(hook_error).__name__}: {hook_error}"
+                )
+                log.error("agent %r: %s", self.name, note, exc_info=hook_error)
+                error.add_note(note)
 
     async def _steps(
         self,
@@ -194,6 +241,7 @@ class Agent:
         inputs: list[Artifact],
         instrument: Instrument,
         emit: Emit,
+        emitted: list[list[Artifact]],
         deadline: asyncio.Timeout | None = None,
     ) -> list[Artifact]:
         for component in self.hooks("on_initialize"):
@@ -224,11 +272,24 @@ class Agent:
             # timeout report the TimeoutError.
             raise asyncio.CancelledError
         published = await emit(ctx, outputs)
+        emitted.append(published)
         for artifact in published:
             for component in self.hooks("on_post_publish"):
                 with instrument.span(f"{type(component).__name__}.on_post_publish"):
                     await component.on_post_publish(ctx, artifact)
         return published
+
+
+class FailedAfterPublish(Exception):
+    """A run failed after it published its outputs (an ``on_post_publish`` or
+    ``on_terminate`` hook raised, or its timeout fired there). The outputs stay on the
+    blackboard, so the run is reported and not retried: a retry would publish them again.
+    The run's own exception is ``error`` (and ``__cause__``)."""
+
+    def __init__(self, error: Exception, published: list[Artifact]) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.error = error
+        self.published = published
 
 
 def _payload_text(artifacts: Sequence[Artifact]) -> str:

@@ -58,7 +58,12 @@ class TracingError(FlockError):
 
 
 class AgentRunError(FlockError):
-    """One agent run failed. The original exception is ``__cause__``."""
+    """One agent run failed. The original exception is ``__cause__``.
+
+    ``published`` holds the outputs the run had already published when it failed (an
+    ``on_post_publish`` or ``on_terminate`` hook raised, or the timeout fired there); such a
+    run is not retried, since a retry would publish them again.
+    """
 
     def __init__(
         self,
@@ -67,11 +72,13 @@ class AgentRunError(FlockError):
         agent: str,
         artifacts: tuple[Artifact, ...] = (),
         attempts: int = 1,
+        published: tuple[Artifact, ...] = (),
     ) -> None:
         super().__init__(message)
         self.agent = agent
         self.artifacts = artifacts
         self.attempts = attempts
+        self.published = published
 
 
 class RunawayLoopError(AgentRunError):

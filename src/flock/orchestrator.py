@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.trace import Span, SpanContext, TraceFlags, TracerProvider
 from pydantic import BaseModel, ValidationError
 
-from flock.agent import Agent, AgentBuilder
+from flock.agent import Agent, AgentBuilder, FailedAfterPublish
 from flock.artifacts import EXTERNAL, Artifact, new_id
 from flock.components import RunContext
 from flock.exceptions import (
@@ -164,7 +164,9 @@ class Flock:
         self._idle: asyncio.Event | None = None
         self._idle_loop: asyncio.AbstractEventLoop | None = None
         # A distributed store (one with a work queue): runs are enqueued, not spawned.
-        self._outbox: list[tuple[Agent, tuple[Artifact, ...]]] | None = None
+        # With a distributed store, _schedule collects (agent, inputs, error) here instead of
+        # spawning runs; error: the agent's where= predicate raised (stored as a failed run).
+        self._outbox: list[tuple[Agent, tuple[Artifact, ...], AgentRunError | None]] | None = None
         self._distributed: Distributed | None = None
         if isinstance(self.store, WorkQueue):
             from flock._distributed import Distributed
@@ -317,7 +319,8 @@ class Flock:
                 )
             try:
                 # Re-validate: the instance may have been mutated or built with model_construct.
-                payload = model_cls.model_validate(obj.model_dump(), strict=False)
+                # The dump uses field names, so they are accepted whatever the aliases are.
+                payload = model_cls.model_validate(obj.model_dump(), strict=False, by_name=True)
             except ValidationError as exc:
                 raise PayloadValidationError(
                     f"{model_cls.__qualname__} payload is invalid; nothing was stored:\n{exc}"
@@ -364,10 +367,15 @@ class Flock:
                 if not any(matches(sub, artifact) for sub in agent.subscriptions):
                     continue
             except Exception as exc:
-                self._fail(agent, (artifact,), exc, what="its where= predicate raised")
+                error = self._error(agent, (artifact,), exc, attempts=1)
+                error.args = (f"{error.args[0]} (its where= predicate raised)",)
+                if self._outbox is not None:  # stored as a failed run: the publisher reports it
+                    self._outbox.append((agent, (artifact,), error))
+                else:
+                    self._failures.append(error)
                 continue
             if self._outbox is not None:  # a distributed store counts runs itself
-                self._outbox.append((agent, (artifact,)))
+                self._outbox.append((agent, (artifact,), None))
                 continue
             runs = self._runs.get(artifact.correlation_id)
             if runs is None:
@@ -389,7 +397,7 @@ class Flock:
 
     def _spawn(self, agent: Agent, artifacts: tuple[Artifact, ...]) -> None:
         if self._outbox is not None:  # a distributed store: collected, then enqueued
-            self._outbox.append((agent, artifacts))
+            self._outbox.append((agent, artifacts, None))
             return
         idle = self._idle_event()
         idle.clear()
@@ -444,6 +452,12 @@ class Flock:
                     outputs = await agent.execute(
                         ctx, list(artifacts), instrument=instrument, emit=emit
                     )
+                except FailedAfterPublish as failed:
+                    if publish:
+                        await self._record_consumption(agent, artifacts)
+                    raise self._error(
+                        agent, artifacts, failed.error, attempts=attempt, published=failed.published
+                    ) from failed.error
                 except Exception as exc:
                     if attempt <= agent.retries:
                         log.warning(
@@ -456,32 +470,41 @@ class Flock:
                         await asyncio.sleep(agent.retry_backoff * 2 ** (attempt - 1))
                         continue
                     raise self._error(agent, artifacts, exc, attempts=attempt) from exc
-                for artifact in artifacts:
-                    await self.store.record_consumption(artifact.id, agent.name)
+                if publish:  # invoke() without publishing leaves the blackboard alone
+                    await self._record_consumption(agent, artifacts)
                 return outputs
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _record_consumption(self, agent: Agent, artifacts: tuple[Artifact, ...]) -> None:
+        for artifact in artifacts:
+            await self.store.record_consumption(artifact.id, agent.name)
+
     def _error(
-        self, agent: Agent, artifacts: tuple[Artifact, ...], exc: BaseException, *, attempts: int
+        self,
+        agent: Agent,
+        artifacts: tuple[Artifact, ...],
+        exc: BaseException,
+        *,
+        attempts: int,
+        published: Sequence[Artifact] = (),
     ) -> AgentRunError:
         inputs = ", ".join(f"{a.type} {a.id}" for a in artifacts)
         tries = f" after {attempts} attempts" if attempts > 1 else ""
+        after = (
+            f" after publishing {len(published)} output(s), which stay published (not retried)"
+            if published
+            else ""
+        )
         error = AgentRunError(
-            f"agent {agent.name!r} failed{tries} on {inputs}: {type(exc).__name__}: {exc}",
+            f"agent {agent.name!r} failed{tries} on {inputs}{after}: {type(exc).__name__}: {exc}",
             agent=agent.name,
             artifacts=artifacts,
             attempts=attempts,
+            published=tuple(published),
         )
         error.__cause__ = exc
         log.error("%s", error, exc_info=exc)
         return error
-
-    def _fail(
-        self, agent: Agent, artifacts: tuple[Artifact, ...], exc: Exception, *, what: str
-    ) -> None:
-        error = self._error(agent, artifacts, exc, attempts=1)
-        error.args = (f"{error.args[0]} ({what})",)
-        self._failures.append(error)
 
     async def _wrap_outputs(self, ctx: RunContext, outputs: list[BaseModel]) -> list[Artifact]:
         from opentelemetry import trace

@@ -139,9 +139,10 @@ _INSERT_RUN = (
 _ENQUEUE = """
 req AS (
     SELECT r.agent, ARRAY(SELECT jsonb_array_elements_text(r.ids)) AS ids, r.workflow,
-        r.cid, r.max_runs, r.ord
+        r.cid, r.max_runs, r.error, r.ord
     FROM jsonb_to_recordset(%(runs)s::jsonb)
-        AS r(agent text, ids jsonb, workflow text, cid text, max_runs integer, ord integer)
+        AS r(agent text, ids jsonb, workflow text, cid text, max_runs integer, error text,
+            ord integer)
     WHERE {guard}
 ), counted AS (
     -- Runs per (workflow, agent) across all workers; the row lock serializes publishers.
@@ -158,12 +159,12 @@ req AS (
     INSERT INTO runs (agent, artifact_ids, workflow, correlation_id, state, runaway, error,
         finished_at)
     SELECT agent, ids, workflow, cid,
-        CASE WHEN n > max_runs THEN 'failed' ELSE 'queued' END,
-        coalesce(n > max_runs, false),
-        CASE WHEN n > max_runs THEN format('agent %%L ran %%s times in workflow %%L and was'
-            ' stopped as a runaway loop; fix the loop or raise Flock(max_agent_runs=...)',
-            agent, max_runs, cid) END,
-        CASE WHEN n > max_runs THEN now() END
+        CASE WHEN error IS NOT NULL OR n > max_runs THEN 'failed' ELSE 'queued' END,
+        error IS NULL AND coalesce(n > max_runs, false),
+        coalesce(error, CASE WHEN n > max_runs THEN format('agent %%L ran %%s times in'
+            ' workflow %%L and was stopped as a runaway loop; fix the loop or raise'
+            ' Flock(max_agent_runs=...)', agent, max_runs, cid) END),
+        CASE WHEN error IS NOT NULL OR n > max_runs THEN now() END
     FROM ranked ORDER BY ord
     ON CONFLICT (agent, artifact_ids) DO NOTHING
     RETURNING state
@@ -286,6 +287,7 @@ def _runs_json(runs: Sequence[RunRequest]) -> str:
                 "workflow": r.workflow,
                 "cid": r.correlation_id,
                 "max_runs": r.max_runs,
+                "error": r.error,
                 "ord": i,
             }
             for i, r in enumerate(runs)
@@ -293,12 +295,24 @@ def _runs_json(runs: Sequence[RunRequest]) -> str:
     ).decode()
 
 
+def _inputs_for_report(rows: dict[str, Sequence[Any]], ids: Sequence[str]) -> tuple[Artifact, ...]:
+    """The inputs of a failed run that still exist and load: reporting the failure must not
+    fail on the input that made the run fail (every id stays in ``artifact_ids``)."""
+    inputs = []
+    for artifact_id in ids:
+        row = rows.get(artifact_id)
+        if row is not None:
+            with contextlib.suppress(PayloadValidationError):
+                inputs.append(_load_artifact(row))
+    return tuple(inputs)
+
+
 def _load_artifact(row: Sequence[Any]) -> Artifact:
     """An artifact from a row of ``_ARTIFACT_COLUMNS``, its payload re-validated."""
     artifact_id, type_name, payload, produced_by, correlation_id, tags, traceparent, created = row
     model = registry.resolve(type_name)
     try:
-        value = model.model_validate_json(payload)
+        value = model.model_validate_json(payload, by_name=True)  # stored by field name
     except ValidationError as exc:
         raise PayloadValidationError(
             f"stored artifact {artifact_id} is not a valid {type_name} any more "
@@ -619,12 +633,25 @@ class PostgresStore(Store, WorkQueue):
             rows = await cur.fetchall()
             by_id = {row[0]: row for row in rows}
             runs: list[ClaimedRun] = []
+            unloadable = False
             for run_id, agent, artifact_ids, attempt, workflow, prev_worker, prev_at in claimed:
+                try:
+                    artifacts = tuple(_load_artifact(by_id[i]) for i in artifact_ids)
+                except PayloadValidationError as exc:  # e.g. the model changed since
+                    # Failed (and reported to its publisher), not left leased to be retried
+                    # by worker after worker until its attempts run out.
+                    await conn.execute(
+                        "UPDATE runs SET state = 'failed', error = %s, lease_until = NULL,"
+                        " finished_at = now() WHERE id = %s",
+                        [f"agent {agent!r} could not load its inputs: {exc}", run_id],
+                    )
+                    unloadable = True
+                    continue
                 runs.append(
                     ClaimedRun(
                         id=run_id,
                         agent=agent,
-                        artifacts=tuple(_load_artifact(by_id[i]) for i in artifact_ids),
+                        artifacts=artifacts,
                         attempt=attempt,
                         worker_id=worker_id,
                         workflow=workflow,
@@ -632,6 +659,8 @@ class PostgresStore(Store, WorkQueue):
                         previous_claimed_at=prev_at,
                     )
                 )
+            if unloadable:
+                await conn.execute("SELECT pg_notify(%s, 'd')", [self.channel])
             runs.sort(key=lambda r: r.id)
             return runs
 
@@ -699,7 +728,7 @@ class PostgresStore(Store, WorkQueue):
             await conn.execute(
                 "UPDATE runs SET state = 'failed', error = %s, lease_until = NULL,"
                 " finished_at = now() WHERE id = %s AND worker_id = %s AND attempt = %s"
-                " AND state = 'leased'",
+                " AND state IN ('leased', 'done')",
                 [error, run.id, run.worker_id, run.attempt],
             )
             await conn.execute("SELECT pg_notify(%s, 'd')", [self.channel])
@@ -760,9 +789,7 @@ class PostgresStore(Store, WorkQueue):
                     FailedRun(
                         id=run_id,
                         agent=agent,
-                        artifacts=tuple(
-                            _load_artifact(by_id[i]) for i in artifact_ids if i in by_id
-                        ),
+                        artifacts=_inputs_for_report(by_id, artifact_ids),
                         artifact_ids=tuple(artifact_ids),
                         error=error or "failed",
                         attempt=attempt,

@@ -37,6 +37,9 @@ class RunRequest:
             (correlation id, agent) in the store when it is given.
         max_runs: with ``correlation_id``, a run past this many of the agent in the workflow
             (across all workers) is not queued but stored as a failed *runaway* run.
+        error: set when the run cannot start (the agent's ``where=`` predicate raised on
+            the inputs): it is stored as failed with this text, so that the workflow's
+            publisher reports it whichever worker scheduled it.
     """
 
     agent: str
@@ -44,6 +47,7 @@ class RunRequest:
     workflow: str | None = None
     correlation_id: str | None = None
     max_runs: int | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +140,9 @@ class WorkQueue(ABC):
 
     @abstractmethod
     async def fail(self, run: ClaimedRun, error: str) -> None:
-        """Mark ``run`` failed (it is not retried); a lost lease is ignored."""
+        """Mark ``run`` failed (it is not retried); a lost lease is ignored. A run this
+        attempt already completed can be marked failed too: it published its outputs and
+        then failed (an ``on_post_publish`` or ``on_terminate`` hook raised)."""
 
     @abstractmethod
     async def release(self, worker_id: str, run_ids: Sequence[int]) -> int:

@@ -1,0 +1,244 @@
+"""Failures around publishing: after the outputs are out, in the error hooks, a stray
+CancelledError, invoke() without publishing, and payloads with field aliases.
+
+A run that already published its outputs is reported and not retried (a retry would publish
+them twice); an error hook that fails does not hide the run's own error; nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pydantic import BaseModel, Field
+
+from flock import AgentFailures, Flock
+from flock.artifacts import Artifact
+from flock.components import AgentComponent, RunContext
+from flock.registry import flock_type, registry
+from tests.models import Idea, Pizza
+
+PIZZA = registry.name_of(Pizza)
+
+
+class FailingNotifier(AgentComponent):
+    """Its on_post_publish raises the first ``failures`` times."""
+
+    def __init__(self, failures: int = 1) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    async def on_post_publish(self, ctx: RunContext, artifact: Artifact) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise RuntimeError("webhook down")
+
+
+class SlowNotifier(AgentComponent):
+    async def on_post_publish(self, ctx: RunContext, artifact: Artifact) -> None:
+        await asyncio.sleep(5)
+
+
+class FailingTerminate(AgentComponent):
+    async def on_terminate(self, ctx: RunContext) -> None:
+        raise RuntimeError("cleanup failed")
+
+
+def chef_and_eater(flock: Flock, eaten: list[str]) -> None:
+    flock.agent("eater").consumes(Pizza).with_engines(
+        lambda pizza: eaten.append(pizza.name)
+    ).without_output()
+
+
+async def test_a_run_that_fails_after_publishing_is_reported_once_and_not_retried() -> None:
+    flock, eaten, cooked = Flock(), [], []
+
+    def cook(idea: Idea) -> Pizza:
+        cooked.append(idea.topic)
+        return Pizza(name=idea.topic)
+
+    notifier = FailingNotifier()
+    (
+        flock.agent("chef")
+        .consumes(Idea)
+        .publishes(Pizza)
+        .with_engines(cook)
+        .with_utilities(notifier)
+        .retries(2, backoff=0)
+        .without_output()
+    )
+    chef_and_eater(flock, eaten)
+    await flock.publish(Idea(topic="spicy"))
+    with pytest.raises(AgentFailures) as info:
+        await flock.run_until_idle(timeout=30)
+    (failure,) = info.value.failures
+    assert isinstance(failure.__cause__, RuntimeError)
+    assert "after publishing 1 output(s)" in str(failure) and "webhook down" in str(failure)
+    assert [a.type for a in failure.published] == [PIZZA]
+    # Published once, consumed once, and the engine was not run again.
+    assert cooked == ["spicy"] and eaten == ["spicy"]
+    assert len(await flock.store.query(type=PIZZA)) == 1
+    # The inputs count as consumed: the outputs they produced are out.
+    (idea,) = await flock.store.query(type=registry.name_of(Idea))
+    assert await flock.store.consumers(idea.id) == ["chef"]
+
+
+async def test_a_timeout_in_on_post_publish_reports_the_published_outputs() -> None:
+    flock, eaten = Flock(), []
+    (
+        flock.agent("chef")
+        .consumes(Idea)
+        .publishes(Pizza)
+        .with_engines(lambda idea: Pizza(name=idea.topic))
+        .with_utilities(SlowNotifier())
+        .timeout(0.1)
+        .without_output()
+    )
+    chef_and_eater(flock, eaten)
+    await flock.publish(Idea(topic="spicy"))
+    with pytest.raises(AgentFailures) as info:
+        await flock.run_until_idle(timeout=30)
+    (failure,) = info.value.failures
+    assert isinstance(failure.__cause__, TimeoutError)
+    assert len(failure.published) == 1 and "stay published" in str(failure)
+    assert eaten == ["spicy"]
+
+
+async def test_a_failing_on_terminate_after_a_good_run_is_reported_not_retried() -> None:
+    flock, eaten = Flock(), []
+    (
+        flock.agent("chef")
+        .consumes(Idea)
+        .publishes(Pizza)
+        .with_engines(lambda idea: Pizza(name=idea.topic))
+        .with_utilities(FailingTerminate())
+        .retries(1, backoff=0)
+        .without_output()
+    )
+    chef_and_eater(flock, eaten)
+    await flock.publish(Idea(topic="spicy"))
+    with pytest.raises(AgentFailures) as info:
+        await flock.run_until_idle(timeout=30)
+    (failure,) = info.value.failures
+    assert "cleanup failed" in str(failure) and len(failure.published) == 1
+    assert eaten == ["spicy"]
+
+
+async def test_an_engine_that_raises_cancelled_error_itself_is_reported() -> None:
+    flock = Flock()
+
+    async def awaits_a_cancelled_future(idea: Idea) -> Pizza:
+        future: asyncio.Future[Pizza] = asyncio.get_running_loop().create_future()
+        future.cancel()  # e.g. a client library cancelled its own request
+        return await future
+
+    flock.agent("chef").consumes(Idea).publishes(Pizza).with_engines(
+        awaits_a_cancelled_future
+    ).without_output()
+    await flock.publish(Idea(topic="spicy"))
+    with pytest.raises(AgentFailures) as info:
+        await flock.run_until_idle(timeout=30)
+    (failure,) = info.value.failures
+    assert isinstance(failure.__cause__, RuntimeError)
+    assert isinstance(failure.__cause__.__cause__, asyncio.CancelledError)
+    assert "raised CancelledError although its run was not cancelled" in str(failure)
+
+
+async def test_cancelling_a_run_still_cancels_it() -> None:
+    flock = Flock()
+    started = asyncio.Event()
+
+    async def slow(idea: Idea) -> Pizza:
+        started.set()
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    flock.agent("chef").consumes(Idea).publishes(Pizza).with_engines(slow).without_output()
+    await flock.publish(Idea(topic="spicy"))
+    await asyncio.wait_for(started.wait(), 10)
+    (task,) = flock._tasks
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled()  # a real cancellation is not turned into a failure
+
+
+class Recorder(AgentComponent):
+    def __init__(self, seen: list[str]) -> None:
+        self.seen = seen
+
+    async def on_error(self, ctx: RunContext, error: BaseException) -> None:
+        self.seen.append(f"on_error: {error}")
+
+    async def on_terminate(self, ctx: RunContext) -> None:
+        self.seen.append("on_terminate")
+
+
+class BrokenErrorHook(AgentComponent):
+    async def on_error(self, ctx: RunContext, error: BaseException) -> None:
+        raise KeyError("bug in the error hook")
+
+    async def on_terminate(self, ctx: RunContext) -> None:
+        raise OSError("bug in the cleanup hook")
+
+
+async def test_a_failing_error_hook_does_not_hide_the_runs_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    flock, seen = Flock(), []
+
+    def engine(idea: Idea) -> Pizza:
+        raise ValueError("the real failure")
+
+    (
+        flock.agent("chef")
+        .consumes(Idea)
+        .publishes(Pizza)
+        .with_engines(engine)
+        .with_utilities(BrokenErrorHook(), Recorder(seen))
+        .without_output()
+    )
+    await flock.publish(Idea(topic="spicy"))
+    with pytest.raises(AgentFailures) as info:
+        await flock.run_until_idle(timeout=30)
+    (failure,) = info.value.failures
+    cause = failure.__cause__
+    assert isinstance(cause, ValueError) and str(cause) == "the real failure"
+    assert "ValueError: the real failure" in str(failure)
+    notes = getattr(cause, "__notes__", [])
+    assert any(
+        "BrokenErrorHook.on_error raised" in n and "bug in the error hook" in n for n in notes
+    )
+    assert any("BrokenErrorHook.on_terminate raised" in n for n in notes)
+    # The other component's hooks still ran, and the hook failures were logged.
+    assert seen == ["on_error: the real failure", "on_terminate"]
+    assert "bug in the error hook" in caplog.text
+
+
+async def test_invoke_without_publishing_leaves_the_blackboard_alone() -> None:
+    flock = Flock()
+    chef = (
+        flock.agent("chef")
+        .consumes(Idea)
+        .publishes(Pizza)
+        .with_engines(lambda idea: Pizza(name=idea.topic))
+        .without_output()
+    )
+    idea = Idea(topic="spicy")
+    (pizza,) = await flock.invoke(chef, idea)
+    assert pizza.payload == Pizza(name="spicy")
+    assert await flock.store.query() == []
+    assert flock.store._consumers == {}  # type: ignore[attr-defined]  # no record of the input
+
+
+@flock_type
+class Ticket(BaseModel):
+    ticket_id: str = Field(alias="ticketId")
+
+
+async def test_models_with_field_aliases_are_published() -> None:
+    flock = Flock()
+    by_instance = await flock.publish(Ticket(ticketId="T-1"))
+    by_dict = await flock.publish(
+        {"type": registry.name_of(Ticket), "payload": {"ticketId": "T-2"}}
+    )
+    assert [by_instance.payload.ticket_id, by_dict.payload.ticket_id] == ["T-1", "T-2"]

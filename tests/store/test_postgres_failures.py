@@ -1,0 +1,141 @@
+"""Failures a worker used to lose on PostgreSQL: after publishing, in a where= predicate
+evaluated in the worker, and stored inputs that no longer load; and aliased payloads."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+from psycopg import sql
+from pydantic import BaseModel, Field
+
+from flock.artifacts import Artifact
+from flock.components import AgentComponent, RunContext
+from flock.exceptions import AgentFailures
+from flock.orchestrator import Flock
+from flock.registry import flock_type, registry
+from flock.store.postgres import PostgresStore
+from tests.models import Idea, Pizza, Review
+
+
+class FailingNotifier(AgentComponent):
+    async def on_post_publish(self, ctx: RunContext, artifact: Artifact) -> None:
+        raise RuntimeError("webhook down")
+
+
+async def run_states(store: PostgresStore) -> dict[str, str]:
+    return {r["agent"]: r["state"] for r in await store.runs()}
+
+
+async def test_a_failure_after_publishing_in_a_worker_is_reported(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    store = PostgresStore(pg_dsn, schema=pg_schema)
+    flock = Flock(store=store)
+    (
+        flock.agent("chef")
+        .consumes(Idea)
+        .publishes(Pizza)
+        .with_engines(lambda idea: Pizza(name=idea.topic))
+        .with_utilities(FailingNotifier())
+        .retries(1, backoff=0)
+        .without_output()
+    )
+    try:
+        await flock.publish(Idea(topic="spicy"))
+        with pytest.raises(AgentFailures) as info:
+            await flock.run_until_idle(timeout=30)
+        (failure,) = info.value.failures
+        assert "webhook down" in str(failure) and len(failure.published) == 1
+        assert isinstance(failure.__cause__, RuntimeError)
+        assert await run_states(store) == {"chef": "failed"}
+        assert len(await store.query(type=registry.name_of(Pizza))) == 1  # published once
+    finally:
+        await store.close()
+
+
+async def test_a_where_predicate_failing_in_a_worker_reaches_the_publisher(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    def build(store: PostgresStore) -> Flock:
+        flock = Flock(store=store)
+
+        def picky(pizza: Pizza) -> bool:
+            raise ValueError("predicate bug")
+
+        flock.agent("chef").consumes(Idea).publishes(Pizza).with_engines(
+            lambda idea: Pizza(name=idea.topic)
+        ).without_output()
+        flock.agent("critic").consumes(Pizza, where=picky).publishes(Review).with_engines(
+            lambda pizza: Review(score=1)
+        ).without_output()
+        return flock
+
+    stores = [PostgresStore(pg_dsn, schema=pg_schema) for _ in range(2)]
+    publisher, worker = (build(s) for s in stores)
+    task = asyncio.create_task(worker.work())  # the chef's output is routed in the worker
+    try:
+        await publisher.publish(Idea(topic="spicy"))
+        with pytest.raises(AgentFailures) as info:
+            await publisher.run_until_idle(timeout=30, work=False)
+        (failure,) = info.value.failures
+        assert failure.agent == "critic"
+        assert "predicate bug" in str(failure) and "where= predicate raised" in str(failure)
+        assert await run_states(stores[0]) == {"chef": "done", "critic": "failed"}
+        assert worker._failures == []  # nothing left unreported in the worker
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+@flock_type
+class Ticket(BaseModel):
+    ticket_id: str = Field(alias="ticketId")
+
+
+async def test_aliased_payloads_round_trip_through_the_queue(pg_dsn: str, pg_schema: str) -> None:
+    store = PostgresStore(pg_dsn, schema=pg_schema)
+    flock = Flock(store=store)
+    flock.agent("support").consumes(Ticket).publishes(Pizza).with_engines(
+        lambda ticket: Pizza(name=ticket.ticket_id)
+    ).without_output()
+    try:
+        ticket = await flock.publish(
+            {"type": registry.name_of(Ticket), "payload": {"ticketId": "T-1"}}
+        )
+        got = await store.get(ticket.id)
+        assert got is not None and got.payload == Ticket(ticketId="T-1")
+        await flock.run_until_idle(timeout=30)
+        (pizza,) = await store.query(type=registry.name_of(Pizza))
+        assert pizza.payload.name == "T-1"
+    finally:
+        await store.close()
+
+
+async def test_a_run_whose_stored_input_no_longer_loads_fails_and_is_reported(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    store = PostgresStore(pg_dsn, schema=pg_schema)
+    flock = Flock(store=store)
+    flock.agent("chef").consumes(Idea).publishes(Pizza).with_engines(
+        lambda idea: Pizza(name=idea.topic)
+    ).without_output()
+    try:
+        idea = await flock.publish(Idea(topic="spicy"))
+        # The stored payload stops matching the model (as after a model change).
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("UPDATE {}.artifacts SET payload = %s::jsonb WHERE id = %s").format(
+                    sql.Identifier(pg_schema)
+                ),
+                ['{"topic": ""}', idea.id],
+            )
+        with pytest.raises(AgentFailures) as info:
+            await flock.run_until_idle(timeout=30)
+        (failure,) = info.value.failures
+        assert "could not load its inputs" in str(failure) and idea.id in str(failure)
+        assert await run_states(store) == {"chef": "failed"}  # not left leased
+    finally:
+        await store.close()
