@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict
 from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from flock.dashboard._schemas import (
     ArtifactOut,
@@ -25,7 +27,7 @@ from flock.dashboard._schemas import (
     TracePageOut,
 )
 from flock.dashboard._state import DashboardState, get_state
-from flock.tracing.query import TraceSummary, parse_since
+from flock.tracing.query import TraceSummary, check_ns, parse_since
 
 __all__ = ["MAX_PAGE", "MAX_TIMELINE_PAGE", "router"]
 
@@ -33,7 +35,19 @@ MAX_PAGE = 200
 MAX_TIMELINE_PAGE = 10_000
 MAX_OFFSET = 10_000_000
 BUCKETS = 40
+NS_DIGITS = re.compile(r"[0-9]+")
 NICE_BUCKETS_S = (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400)
+
+
+class IdPathConvertor(PathConvertor):
+    """Starlette's ``path`` (``/`` included, as ids may hold one: the UI sends it as %2F,
+    decoded before routing), but never empty, so ``/api/correlations/`` still redirects to
+    the list instead of matching an empty id."""
+
+    regex = ".+"
+
+
+register_url_convertor("id_path", IdPathConvertor())
 
 router = APIRouter(prefix="/api", tags=["traces"])
 State = Annotated[DashboardState, Depends(get_state)]
@@ -51,11 +65,13 @@ TimeParam = Annotated[
 
 
 def _time(value: str | None, field: str) -> int | None:
+    """A time parameter in ns since the epoch; 422 (not 500) for anything else, such as
+    ``"²"`` (a digit to ``str.isdigit``) or a time beyond what a trace file holds."""
     if value is None or not value.strip():
         return None
-    if value.strip().isdigit():
-        return int(value)
     try:
+        if NS_DIGITS.fullmatch(value.strip()):
+            return check_ns(int(value.strip()), value)
         return parse_since(value)
     except ValueError as exc:
         raise HTTPException(
@@ -235,20 +251,19 @@ async def correlations(
 
 
 @router.get(
-    "/correlations/{correlation_id}",
+    "/correlations/{correlation_id:id_path}",  # an id may contain "/"
     response_model=CorrelationDetail,
     summary="The traces and artifacts of one correlation id",
 )
 async def correlation(
     state: State, correlation_id: Annotated[str, Path(min_length=1, max_length=200)]
 ) -> CorrelationDetail:
+    """The agent runs with exactly this correlation id (which may contain ``/``), their
+    traces and (with a live Flock) its artifacts."""
     found = None
     traces: list[TraceOut] = []
     if state.has_file:
-        rows, _ = await state.read(
-            state.traces.correlations, limit=MAX_PAGE, correlation_id=correlation_id
-        )
-        found = next((r for r in rows if r.correlation_id == correlation_id), None)
+        found = await state.read(state.traces.correlation, correlation_id)
     if found is not None:
         page = await state.read(
             state.traces.search_traces, limit=MAX_PAGE, trace_ids=found.trace_ids

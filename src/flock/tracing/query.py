@@ -14,12 +14,12 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from flock.exceptions import TracingError
-from flock.tracing.store import DEFAULT_DB_PATH
+from flock.tracing.store import COLUMNS, DEFAULT_DB_PATH
 
 if TYPE_CHECKING:
     import duckdb
@@ -37,8 +37,21 @@ __all__ = [
     "TracePage",
     "TraceStore",
     "TraceSummary",
+    "check_ns",
     "parse_since",
 ]
+
+READ_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    # A trace file may come from anyone (``flock dashboard --db FILE``): SQL on a read
+    # connection must not reach other files or the network — not through a ``spans`` view
+    # over ``read_text('/etc/passwd')``, not through an extension loaded or installed on the
+    # way — and cannot turn that back on (``SET`` is refused once the configuration is locked).
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+"""The DuckDB configuration of :meth:`TraceStore.connect`'s read-only connections."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +155,26 @@ class SpanNode:
     children: list[SpanNode] = field(default_factory=list)
 
 
+ILIKE = "ILIKE ? ESCAPE '\\'"
+"""A case-insensitive LIKE against a parameter made by :func:`contains_pattern` or
+:func:`prefix_pattern` (``\\`` escapes ``%``, ``_`` and itself)."""
+
+
+def like_escape(text: str) -> str:
+    """``text`` with LIKE's wildcards escaped: it matches only itself (see :data:`ILIKE`)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def contains_pattern(text: str) -> str:
+    """The :data:`ILIKE` pattern of "contains ``text``" (``%`` in it is no wildcard)."""
+    return f"%{like_escape(text)}%"
+
+
+def prefix_pattern(text: str) -> str:
+    """The :data:`ILIKE` pattern of "starts with ``text``"."""
+    return f"{like_escape(text)}%"
+
+
 TRACE_NAME = (
     "coalesce(arg_min(name, start_time) FILTER (WHERE parent_id IS NULL), "
     "arg_min(name, start_time))"
@@ -200,7 +233,15 @@ class TraceStore:
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-only connection; waits up to ``lock_wait`` s while another process writes."""
+        """A read-only connection; waits up to ``lock_wait`` s while another process writes.
+
+        The connection can read nothing but the trace file (see :data:`READ_CONFIG`), and
+        the file must be a flock trace file (a ``spans`` table with flock's columns).
+
+        Raises:
+            TracingError: no file, another process holds it too long, it is not a flock
+                trace file, or a query on it fails (with DuckDB's message).
+        """
         import duckdb
 
         from flock.tracing.processor import active_writers, is_lock_error
@@ -213,7 +254,7 @@ class TraceStore:
                 for writer in active_writers(self.path):
                     paused.enter_context(writer.pause())
                 try:
-                    conn = duckdb.connect(str(self.path), read_only=True)
+                    conn = duckdb.connect(str(self.path), read_only=True, config=READ_CONFIG)
                 except duckdb.Error as exc:
                     if is_lock_error(exc) and time.monotonic() < deadline:
                         conn = None
@@ -226,11 +267,38 @@ class TraceStore:
                         raise TracingError(f"cannot read {str(self.path)!r}: {exc}") from exc
                 if conn is not None:
                     try:
+                        self._check_schema(conn)
                         yield conn
+                    except duckdb.Error as exc:
+                        raise TracingError(f"cannot read {str(self.path)!r}: {exc}") from exc
                     finally:
                         conn.close()
                     return
             time.sleep(0.1)
+
+    def _check_schema(self, conn: duckdb.DuckDBPyConnection) -> None:
+        """Raise :class:`TracingError` unless ``spans`` is a table with flock's columns (a
+        view, which could run any SQL, or a table in another schema is refused)."""
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM duckdb_tables() WHERE database_name = "
+            "        current_database() AND schema_name = 'main' AND table_name = 'spans'), "
+            "       (SELECT list(column_name) FROM duckdb_columns() WHERE database_name = "
+            "        current_database() AND schema_name = 'main' AND table_name = 'spans')"
+        ).fetchone()
+        tables, columns = row if row is not None else (0, None)
+        where = f"{str(self.path)!r} is not a flock trace file"
+        if not tables:  # duckdb_columns() also lists a view's columns
+            raise TracingError(
+                f"{where}: its 'spans' is a view, not a table"
+                if columns
+                else f"{where}: it has no 'spans' table"
+            )
+        missing = [name for name, _ in COLUMNS if name not in set(columns or ())]
+        if missing:
+            raise TracingError(
+                f"{where} (or one from an incompatible flock version): its 'spans' table "
+                f"lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+            )
 
     def list_traces(
         self,
@@ -308,17 +376,17 @@ class TraceStore:
         if text:
             # The trace id prefix is matched after grouping; span contents while grouping.
             text_column = (
-                ", bool_or(name ILIKE ? OR status_description ILIKE ? "
-                "OR CAST(attributes AS VARCHAR) ILIKE ?) AS text_hit"
+                f", bool_or(name {ILIKE} OR status_description {ILIKE} "
+                f"OR CAST(attributes AS VARCHAR) {ILIKE}) AS text_hit"
             )
-            params += [f"%{text}%"] * 3
+            params += [contains_pattern(text)] * 3
         prefilter = ""
         if trace_ids is not None:
             prefilter = "WHERE list_contains(?, trace_id)"
             params.append(trace_ids)
         if name is not None:
-            having.append("name ILIKE ?")
-            params.append(f"%{name}%")
+            having.append(f"name {ILIKE}")
+            params.append(contains_pattern(name))
         if workflow is not None:
             having.append("name = ?")
             params.append(workflow)
@@ -334,8 +402,8 @@ class TraceStore:
             having.append("start_time < ?")
             params.append(until_ns)
         if text:
-            having.append("(text_hit OR trace_id ILIKE ?)")
-            params.append(f"{text.strip()}%")
+            having.append(f"(text_hit OR trace_id {ILIKE})")
+            params.append(prefix_pattern(text.strip()))
         sql = f"""
             SELECT trace_id, name, span_count, start_time, duration_ms, errors, end_time,
                    in_progress, count(*) OVER () AS total
@@ -482,51 +550,43 @@ class TraceStore:
         correlation_id: str | None = None,
         trace_id: str | None = None,
     ) -> tuple[list[CorrelationSummary], int]:
-        """Agent runs grouped by ``flock.correlation_id`` (newest first) and the group count.
+        """Agent runs grouped by ``flock.correlation_id`` (newest first) and the group count
+        (of every matching group, whatever the page).
 
-        ``correlation_id`` keeps ids starting with it; ``trace_id`` keeps the groups with a
-        run in that trace.
+        ``correlation_id`` keeps ids starting with it (case-insensitive; ``%`` and ``_`` are
+        no wildcards); ``trace_id`` keeps the groups with a run in that trace.
         """
-        where = ["cid IS NOT NULL"]
+        where = "cid IS NOT NULL"
         params: list[Any] = []
         if correlation_id:
-            where.append("cid ILIKE ?")
-            params.append(f"{correlation_id}%")
+            where += f" AND cid {ILIKE}"
+            params.append(prefix_pattern(correlation_id))
         having = "TRUE"
         if trace_id:
             having = "list_contains(list(DISTINCT trace_id), ?)"
             params.append(trace_id)
-        sql = f"""
-            SELECT cid, count(*), count(*) FILTER (WHERE status_code = 'ERROR'),
-                   list(DISTINCT agent ORDER BY agent) FILTER (WHERE agent IS NOT NULL),
-                   list(DISTINCT trace_id ORDER BY trace_id)[1:100],
-                   min(start_time), max(end_time), count(*) OVER ()
-            FROM (
-                SELECT json_extract_string(attributes, '$.flock.correlation_id') AS cid,
-                       json_extract_string(attributes, '$.flock.agent.name') AS agent,
-                       trace_id, status_code, start_time, end_time
-                FROM spans WHERE name = 'Agent.execute'
-            )
-            WHERE {" AND ".join(where)}
-            GROUP BY cid HAVING {having}
-            ORDER BY min(start_time) DESC, cid
-            LIMIT ? OFFSET ?
-        """
+        groups = _CORRELATION_GROUPS.format(where=where, having=having)
         with self.connect() as conn:
-            rows = conn.execute(sql, [*params, limit, offset]).fetchall()
-        total = int(rows[0][-1]) if rows else 0
-        return [
-            CorrelationSummary(
-                correlation_id=r[0],
-                runs=int(r[1]),
-                errors=int(r[2]),
-                agents=list(r[3] or []),
-                trace_ids=list(r[4] or []),
-                start_time=int(r[5]),
-                end_time=int(r[6]),
-            )
-            for r in rows
-        ], total
+            rows = conn.execute(
+                f"SELECT *, count(*) OVER () FROM ({groups}) "
+                "ORDER BY start_time DESC, cid LIMIT ? OFFSET ?",
+                [*params, limit, offset],
+            ).fetchall()
+            if rows:
+                total = int(rows[0][-1])
+            elif offset > 0:  # past the end: count what matches
+                row = conn.execute(f"SELECT count(*) FROM ({groups})", params).fetchone()
+                total = int(row[0]) if row else 0
+            else:
+                total = 0
+        return [_correlation(r) for r in rows], total
+
+    def correlation(self, correlation_id: str) -> CorrelationSummary | None:
+        """The agent runs with exactly this ``flock.correlation_id``, or ``None``."""
+        groups = _CORRELATION_GROUPS.format(where="cid = ?", having="TRUE")
+        with self.connect() as conn:
+            row = conn.execute(groups, [correlation_id]).fetchone()
+        return _correlation(row) if row is not None else None
 
     def stats(
         self,
@@ -570,8 +630,8 @@ class TraceStore:
         where = ["TRUE"]
         params: list[Any] = []
         if name is not None:
-            where.append("name ILIKE ?")
-            params.append(f"%{name}%")
+            where.append(f"name {ILIKE}")
+            params.append(contains_pattern(name))
         if since_ns is not None:
             where.append("start_time >= ?")
             params.append(since_ns)
@@ -625,18 +685,67 @@ class TraceStore:
         ]
 
 
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)
+_CORRELATION_GROUPS = """
+    SELECT cid, count(*) AS runs, count(*) FILTER (WHERE status_code = 'ERROR') AS errors,
+           list(DISTINCT agent ORDER BY agent) FILTER (WHERE agent IS NOT NULL) AS agents,
+           list(DISTINCT trace_id ORDER BY trace_id)[1:100] AS trace_ids,
+           min(start_time) AS start_time, max(end_time) AS end_time
+    FROM (
+        SELECT json_extract_string(attributes, '$.flock.correlation_id') AS cid,
+               json_extract_string(attributes, '$.flock.agent.name') AS agent,
+               trace_id, status_code, start_time, end_time
+        FROM spans WHERE name = 'Agent.execute'
+    )
+    WHERE {where}
+    GROUP BY cid HAVING {having}
+"""
+"""SQL of the correlation groups (``Agent.execute`` spans by correlation id), one row per
+group: what :func:`_correlation` reads."""
+
+
+def _correlation(r: tuple[Any, ...]) -> CorrelationSummary:
+    return CorrelationSummary(
+        correlation_id=r[0],
+        runs=int(r[1]),
+        errors=int(r[2]),
+        agents=list(r[3] or []),
+        trace_ids=list(r[4] or []),
+        start_time=int(r[5]),
+        end_time=int(r[6]),
+    )
+
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE | re.ASCII)
 _UNIT_NS = {"s": 1e9, "sec": 1e9, "m": 60e9, "min": 60e9, "h": 3600e9, "d": 86400e9, "w": 604800e9}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+MIN_NS, MAX_NS = -(2**63), 2**63 - 1
+"""The times a trace file can hold: ns since the epoch in a BIGINT (1677-09-21 to
+2262-04-11)."""
+
+
+def check_ns(ns: int, value: object) -> int:
+    """``ns`` if a trace file can hold it (see :data:`MAX_NS`), else a ``ValueError`` that
+    names ``value`` (what it came from)."""
+    if not MIN_NS <= ns <= MAX_NS:
+        raise ValueError(
+            f"{value!r} is out of range: times must be between 1677-09-21 and 2262-04-11"
+        )
+    return ns
 
 
 def parse_since(value: str, *, now_ns: int | None = None) -> int:
     """A start time in ns since the epoch from ``"10m"``, ``"2h"``, ``"1d"``, ``"1w"``, ``"30s"``
     (that long ago) or an ISO 8601 time (``"2025-01-31T12:00"``, local time unless it has an
-    offset or ``Z``). Raises ``ValueError`` with a readable message otherwise."""
+    offset or ``Z``). Raises ``ValueError`` with a readable message otherwise, also for a time
+    outside 1677-09-21 … 2262-04-11 (what a trace file's ns can hold)."""
     match = _RELATIVE.match(value)
     if match:
         now = time.time_ns() if now_ns is None else now_ns
-        return now - int(float(match.group(1)) * _UNIT_NS[match.group(2).lower()])
+        ago = float(match.group(1)) * _UNIT_NS[match.group(2).lower()]
+        if ago > MAX_NS:  # also inf
+            raise ValueError(f"{value!r} is out of range: that is before 1677-09-21")
+        return check_ns(now - int(ago), value)
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
@@ -644,6 +753,10 @@ def parse_since(value: str, *, now_ns: int | None = None) -> int:
             f"{value!r} is not a time: use a duration like 10m, 2h, 1d, 1w or an ISO time "
             "like 2025-01-31T12:00"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.astimezone()  # local time
-    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1_000
+    try:
+        if moment.tzinfo is None:
+            moment = moment.astimezone()  # local time
+        ns = (moment - _EPOCH) // _US * 1_000
+    except (OverflowError, ValueError):  # e.g. 0001-01-01 in a zone east of UTC
+        ns = MIN_NS - 1 if moment.year < 1970 else MAX_NS + 1
+    return check_ns(ns, value)
