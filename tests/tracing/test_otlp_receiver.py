@@ -148,3 +148,19 @@ def test_response_matches_the_request_encoding() -> None:
     assert media == PROTOBUF
     assert ExportTraceServiceResponse.FromString(body) == ExportTraceServiceResponse()
     assert response("application/json") == (b"{}", JSON)
+
+
+def test_times_past_int64_are_refused_and_nothing_is_written(
+    spans: list[Any], tmp_path: Path
+) -> None:
+    request = encode_request(spans[:2])
+    request.resource_spans[0].scope_spans[0].spans[1].end_time_unix_nano = 2**64 - 1  # legal OTLP
+    writer = DuckDBSpanProcessor(tmp_path / "traces.duckdb", flush_interval=60)
+    try:
+        with pytest.raises(OtlpDecodeError, match="after the year 2262"):
+            receive(request.SerializeToString(), PROTOBUF, writer)
+        receive(encode_request(spans[2:3]).SerializeToString(), PROTOBUF, writer)
+        assert writer.force_flush(10_000)  # the writer goes on with the next request
+    finally:
+        writer.shutdown()
+    assert len(rows(tmp_path / "traces.duckdb")) == 1

@@ -54,6 +54,8 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 MAX_BODY = 64 * 1024 * 1024
 """Largest request body accepted, after decompression (bytes)."""
+MAX_TIME_NS = 2**63 - 1
+"""The latest time a span may carry (OTLP times are unsigned; the trace file's are int64)."""
 
 
 class OtlpDecodeError(TracingError, ValueError):
@@ -214,6 +216,13 @@ def request_to_spans(request: ExportTraceServiceRequest) -> list[ReadableSpan]:
                         f"span {s.name!r} has an invalid trace id or span id "
                         f"({len(s.trace_id)} and {len(s.span_id)} bytes, want 16 and 8)"
                     )
+                end = s.end_time_unix_nano or s.start_time_unix_nano
+                if max(s.start_time_unix_nano, end) > MAX_TIME_NS:
+                    raise OtlpDecodeError(
+                        f"span {s.name!r} has a start or end time after the year 2262 "
+                        f"({s.start_time_unix_nano} and {end} ns since 1970): not a time "
+                        "a trace file (int64 nanoseconds) can hold"
+                    )
                 trace_id = int.from_bytes(s.trace_id, "big")
                 # Exporters often leave the trace flags out; an exported span was sampled.
                 flags = TraceFlags((s.flags & 0xFF) or TraceFlags.SAMPLED)
@@ -256,7 +265,7 @@ def request_to_spans(request: ExportTraceServiceRequest) -> list[ReadableSpan]:
                         kind=kinds[s.kind - 1] if 1 <= s.kind <= len(kinds) else kinds[0],
                         status=Status(code, s.status.message if code is StatusCode.ERROR else None),
                         start_time=s.start_time_unix_nano,
-                        end_time=s.end_time_unix_nano or s.start_time_unix_nano,
+                        end_time=end,
                         instrumentation_scope=scope,
                     )
                 )

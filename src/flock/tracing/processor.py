@@ -22,6 +22,7 @@ import asyncio
 import atexit
 import contextlib
 import logging
+import os
 import queue
 import sys
 import threading
@@ -47,6 +48,7 @@ __all__ = ["DuckDBSpanProcessor", "active_writers"]
 log = logging.getLogger("flock.tracing")
 
 _WRITERS: weakref.WeakSet[DuckDBSpanProcessor] = weakref.WeakSet()
+_FORKED_APPENDERS: list[Appender] = []  # the parent's DuckDB instances, never used in a child
 ENCODE_CHUNK = 256  # spans encoded between GIL releases (~1 ms), to keep the loop responsive
 ENCODE_BATCH = 256  # queued spans that wake the writer: encoded before the GC promotes them
 RELEASE_CHUNK = 32  # written Arrow tables freed between GIL releases (~1 ms)
@@ -86,7 +88,9 @@ class DuckDBSpanProcessor(SpanProcessor):
         self.max_attribute_chars = max_attribute_chars
         self.redact = redact
         self.exit_timeout = exit_timeout
-        self.dropped = 0
+        self.dropped = 0  # spans not written on purpose: over the queue bound, or unencodable
+        self.unencodable = 0  # of which the encoder could not take (a value out of range)
+        self.unencodable_error: str | None = None  # why the last of those could not be
         self.written = 0
         self.last_error: str | None = None
         self._queue: deque[FinishedSpan | _Marker] = deque()
@@ -107,6 +111,25 @@ class DuckDBSpanProcessor(SpanProcessor):
         self._thread.start()
         _WRITERS.add(self)
         atexit.register(self.shutdown)
+        if hasattr(os, "register_at_fork"):  # weakly: a processor may be garbage-collected
+            after_fork = weakref.WeakMethod(self._after_fork_in_child)
+            os.register_at_fork(after_in_child=lambda: (method := after_fork()) and method())
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child (``multiprocessing``'s default on Linux) the writer's threads
+        are gone: start new ones, with an empty queue (the parent writes what it queued) and
+        a DuckDB instance of the child's own (the parent's is left untouched), so that the
+        child's spans reach the file too, as OpenTelemetry's batch processor does."""
+        if self._closed:
+            return
+        _FORKED_APPENDERS.append(self._appender)
+        self._appender = Appender(self.path)
+        self._queue = deque()
+        self._encoded, self._encoded_rows, self._inflight = [], 0, None
+        self._inserts, self._inserter = queue.SimpleQueue(), None
+        self._wake, self._file_lock = threading.Event(), threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="flock-trace-writer", daemon=True)
+        self._thread.start()
 
     def _check_file(self) -> None:
         try:
@@ -215,9 +238,12 @@ class DuckDBSpanProcessor(SpanProcessor):
                 )
         lost = self._encoded_rows + sum(1 for item in self._queue if isinstance(item, FinishedSpan))
         if lost or self.dropped:
+            over_bound = self.dropped - self.unencodable
             print(
                 f"flock: {lost + self.dropped} span(s) could not be written to {self.path} "
-                f"({self.dropped} dropped over the queue bound, {lost} unwritten at exit"
+                f"({over_bound} dropped over the queue bound, {self.unencodable} unencodable"
+                f"{' (' + self.unencodable_error + ')' if self.unencodable_error else ''}, "
+                f"{lost} unwritten at exit"
                 f"{': ' + self.last_error if self.last_error else ''})",
                 file=sys.stderr,
             )
@@ -278,11 +304,14 @@ class DuckDBSpanProcessor(SpanProcessor):
             if batch:
                 try:
                     table = self._encode(batch)
-                except Exception:
+                except (ImportError, MemoryError):  # the encoder cannot run: keep, retry
                     queue.extendleft(reversed([*batch, *markers]))
                     raise
-                self._encoded.append(table)
-                self._encoded_rows += len(batch)
+                except Exception:
+                    batch, table = self._encode_isolating(batch)
+                if batch:
+                    self._encoded.append(table)
+                    self._encoded_rows += len(batch)
                 # The spans can go now; and no local may keep the newest table alive past
                 # its write: it would pin the top of the allocator's heap, and freeing it
                 # last hands everything freed below back to the OS at once (~15 ms holding
@@ -386,6 +415,26 @@ class DuckDBSpanProcessor(SpanProcessor):
 
     def _encode(self, batch: list[FinishedSpan]) -> Any:
         return spans_to_arrow(batch, max_chars=self.max_attribute_chars, redact=self.redact)
+
+    def _encode_isolating(self, batch: list[FinishedSpan]) -> tuple[list[FinishedSpan], Any]:
+        """Encode ``batch`` span by span, after encoding it whole failed. A span the encoder
+        cannot take (a value out of any column's range, say) is dropped, counted and logged,
+        instead of blocking every span queued after it forever. Returns the encodable spans
+        and their table (None if there are none)."""
+        good: list[FinishedSpan] = []
+        for span in batch:
+            try:
+                self._encode([span])
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                if error != self.unencodable_error:
+                    log.error("flock trace writer: dropping span %r: %s", span._name, error)
+                self.unencodable_error = error
+                self.unencodable += 1
+                self.dropped += 1
+            else:
+                good.append(span)
+        return good, (self._encode(good) if good else None)
 
     def _write(self, tables: list[Any], rows: int, *, deadline: float | None) -> bool:
         """Append ``tables``; retry while the file is locked. False: not yet (or give back)."""

@@ -17,7 +17,7 @@ JSON (see :mod:`flock.tracing._attributes`) so the queries of the docs work as p
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -204,6 +204,51 @@ def _dumps(value: Any) -> bytes:
     return orjson.dumps(value, default=str)
 
 
+def _flat_attributes(
+    attributes: Mapping[str, Any], max_chars: int, redact: Redactor | None
+) -> dict[str, Any]:
+    """Attributes kept flat (as OpenTelemetry names them), capped and redacted like a span's:
+    those of links and resources."""
+    from flock.tracing._attributes import cap
+
+    kept: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if redact is not None:
+            value = redact(key, value)
+            if value is None:
+                continue
+        kept[key] = cap(value, max_chars)
+    return kept
+
+
+def _links_json(span_links: Sequence[Any], max_chars: int, redact: Redactor | None) -> str:
+    """A span's links as JSON; their attributes flat (``$."flock.artifact.id"``)."""
+    return _dumps(
+        [
+            {
+                "trace_id": f"{link.context.trace_id:032x}",
+                "span_id": f"{link.context.span_id:016x}",
+                "attributes": _flat_attributes(link.attributes or {}, max_chars, redact),
+            }
+            for link in span_links
+        ]
+    ).decode()
+
+
+def _resource_columns(
+    resource: Any, max_chars: int, redact: Redactor | None
+) -> tuple[str | None, str]:
+    """(service name, resource JSON) of a span's resource; its attributes flat
+    (``$."service.name"``). The ``service`` column is named before redaction."""
+    attributes = resource.attributes
+    service = attributes.get("service.name")
+    try:
+        text = _dumps(_flat_attributes(attributes, max_chars, redact)).decode()
+    except Exception as exc:  # a redact hook that raises, say
+        text = _unencodable("(resource)", "resource attributes", exc)
+    return (str(service) if service is not None else None), text
+
+
 def _events_json(span_events: Sequence[Any], max_chars: int, redact: Redactor | None) -> str:
     import orjson
 
@@ -297,12 +342,10 @@ def spans_to_arrow(
     SDK's private fields instead of its copying properties, attribute nesting compiled per
     key set (:func:`~flock.tracing._attributes.attributes_json`), one list per column.
     """
-    import orjson
     import pyarrow as pa
 
     from flock.tracing._attributes import attributes_json
 
-    dumps = orjson.dumps
     n = len(spans)
     trace_ids: list[str] = [""] * n
     span_ids: list[int] = [0] * n
@@ -333,10 +376,7 @@ def spans_to_arrow(
         resource = span._resource
         cached = resources.get(id(resource))
         if cached is None:
-            attrs = dict(resource.attributes)
-            service = attrs.get("service.name")
-            cached = (str(service) if service is not None else None, _dumps(attrs).decode())
-            resources[id(resource)] = cached
+            cached = resources[id(resource)] = _resource_columns(resource, max_chars, redact)
         if ctx is not None:
             tid = ctx[0]
             text = hex32.get(tid)
@@ -370,17 +410,10 @@ def spans_to_arrow(
             except Exception as exc:
                 events[i] = "[" + _unencodable(span._name, "events", exc) + "]"
         if span._links:
-            links[i] = dumps(
-                [
-                    {
-                        "trace_id": f"{link.context.trace_id:032x}",
-                        "span_id": f"{link.context.span_id:016x}",
-                        "attributes": dict(link.attributes or {}),
-                    }
-                    for link in span._links
-                ],
-                default=str,
-            ).decode()
+            try:
+                links[i] = _links_json(span._links, max_chars, redact)
+            except Exception as exc:
+                links[i] = "[" + _unencodable(span._name, "links", exc) + "]"
     columns = [
         trace_ids, span_ids, parent_ids, names, services, kinds, starts, ends, status_codes,
         status_descriptions, attributes, events, links, resources_col,

@@ -1,0 +1,108 @@
+"""The DuckDB writer under unusual conditions: a span the encoder cannot take is dropped,
+counted and reported, never blocking the spans queued after it; link and resource
+attributes are capped and redacted like a span's; a forked child writes its own spans."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import duckdb
+import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Link
+
+from flock.tracing.processor import DuckDBSpanProcessor
+
+
+def stored(db: Path, column: str = "attributes") -> dict[str, str]:
+    with duckdb.connect(str(db), read_only=True) as conn:
+        return dict(conn.execute(f"SELECT name, {column} FROM spans").fetchall())
+
+
+def test_a_span_out_of_range_is_dropped_and_the_others_are_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "traces.duckdb"
+    writer = DuckDBSpanProcessor(db, flush_interval=60)
+    tracer = TracerProvider().get_tracer("t")
+    try:
+        for name in ("before", "poison", "after"):
+            span = tracer.start_span(name)
+            span.end(end_time=2**64 - 1 if name == "poison" else None)  # not an int64 time
+            writer.on_end(span)
+        assert writer.force_flush(10_000)
+        assert writer.pending == 0
+        assert writer.unencodable == 1 and writer.dropped == 1
+        assert "OverflowError" in (writer.unencodable_error or "")
+        later = tracer.start_span("later")
+        later.end()
+        writer.on_end(later)
+        assert writer.force_flush(10_000)
+    finally:
+        writer.shutdown()
+    assert sorted(stored(db)) == ["after", "before", "later"]
+    assert "dropping span 'poison'" in caplog.text
+    assert "1 unencodable (OverflowError" in capsys.readouterr().err  # reported at exit too
+
+
+def test_link_and_resource_attributes_are_redacted_capped_and_never_block(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "traces.duckdb"
+
+    def redact(key: str, value: object) -> object:
+        return None if "token" in key else value
+
+    writer = DuckDBSpanProcessor(db, flush_interval=60, redact=redact, max_attribute_chars=10)
+    resource = Resource.create({"service.name": "svc", "deploy.token": "R-SECRET"})
+    tracer = TracerProvider(resource=resource).get_tracer("t")
+    try:
+        target = tracer.start_span("target")
+        target.end()
+        attributes = {"auth.token": "L-SECRET", "note": "x" * 50, "big": 2**70}
+        for name, link_attributes in (
+            ("linked", {k: v for k, v in attributes.items() if k != "big"}),
+            ("huge", {"big": 2**70}),  # beyond JSON's 64-bit integers
+        ):
+            span = tracer.start_span(name, links=[Link(target.get_span_context(), link_attributes)])
+            span.end()
+            writer.on_end(span)
+        writer.on_end(target)
+        assert writer.force_flush(10_000) and writer.dropped == 0
+    finally:
+        writer.shutdown()
+    links = {name: json.loads(value) for name, value in stored(db, "links").items()}
+    assert links["linked"][0]["attributes"] == {"note": "x" * 10 + "…[truncated 40 chars]"}
+    assert "encode_error" in json.dumps(links["huge"])  # stored as a stand-in, not lost
+    resources = {name: json.loads(value) for name, value in stored(db, "resource").items()}
+    assert all("deploy.token" not in r and r["service.name"] == "svc" for r in resources.values())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_writes_its_spans_and_not_its_parents(tmp_path: Path) -> None:
+    db = tmp_path / "traces.duckdb"
+    writer = DuckDBSpanProcessor(db, flush_interval=60)
+    tracer = TracerProvider().get_tracer("t")
+    queued = tracer.start_span("queued_in_parent")  # still queued when the child forks
+    queued.end()
+    writer.on_end(queued)
+
+    def child() -> None:
+        span = tracer.start_span("in_child")
+        span.end()
+        writer.on_end(span)
+        os._exit(0 if writer.force_flush(10_000) else 1)  # as multiprocessing ends a child
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(30)
+    assert process.exitcode == 0
+    assert writer.force_flush(10_000)
+    writer.shutdown()
+    with duckdb.connect(str(db), read_only=True) as conn:
+        names = sorted(row[0] for row in conn.execute("SELECT name FROM spans").fetchall())
+    assert names == ["in_child", "queued_in_parent"]  # each once
