@@ -185,7 +185,8 @@ class Agent:
                     await self._final_hooks(ctx, instrument, "on_error", error)
                     await self._final_hooks(ctx, instrument, "on_terminate", error)
                     raise
-                await self._final_hooks(ctx, instrument, "on_terminate")
+                if self.hooks("on_terminate"):
+                    await self._final_hooks(ctx, instrument, "on_terminate")
                 if instrument.enabled:
                     span.set_attribute("flock.output.ids", [a.id for a in published])
                     span.set_attribute("output.value", _payload_text(published))
