@@ -732,12 +732,20 @@ class Flock:
         await serve(db_path, flock=self, host=host, port=port, token=token, ui=dashboard)
 
     @_ClassOrInstanceMethod
-    def clear_traces(db_path: str = ".flock/traces.duckdb") -> dict[str, Any]:
+    def clear_traces(db_path: str | None = None) -> dict[str, Any]:
         """Delete every span in the trace file and reclaim its space.
+
+        ``db_path`` defaults to the file this process traces to: ``FLOCK_TRACE_DB`` or
+        ``.flock/traces.duckdb`` (or the ``db_path`` given to ``flock.tracing.configure``),
+        the same file the CLI and ``serve`` use.
 
         Returns ``{"success": bool, "deleted_count": int, "error": str | None}``; a missing or
         unreadable file gives ``success=False`` with the reason, never an exception.
         """
         from flock.tracing.store import clear_traces
 
+        if db_path is None:
+            from flock.tracing.setup import trace_file_path
+
+            db_path = trace_file_path()
         return clear_traces(db_path)

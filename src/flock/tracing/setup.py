@@ -5,12 +5,16 @@
 | ``FLOCK_AUTO_TRACE`` | ``true`` | install an OpenTelemetry SDK provider if none is set |
 | ``FLOCK_TRACE_FILE`` | ``true`` | write spans to the DuckDB trace file |
 | ``FLOCK_TRACE_DB`` | ``.flock/traces.duckdb`` | where the trace file is |
-| ``FLOCK_TRACE_FLUSH_INTERVAL`` | ``1.0`` | seconds between background writes |
+| ``FLOCK_TRACE_FLUSH_INTERVAL`` | ``1.0`` | seconds between background writes (0.01-3600) |
 | ``FLOCK_AUTO_WORKFLOW_TRACE`` | ``false`` | group publish…run_until_idle into one workflow trace |
 | ``OTEL_SDK_DISABLED`` | ``false`` | turn all tracing off |
 | ``OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`` | unset | also export over OTLP |
 | ``OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`` | ``http/protobuf`` | ``grpc`` or ``http/protobuf`` |
 | ``OTEL_SERVICE_NAME`` | ``flock`` | ``service.name`` of the spans |
+
+An invalid value of one of these variables gives a ``RuntimeWarning`` naming it and what is
+done instead (the default flush interval; ``http/protobuf`` for ``http/json``, which the
+OpenTelemetry SDK cannot send; no OTLP export for an unknown protocol).
 
 A tracer provider the application installed itself is respected: flock adds its processors
 to it instead of replacing it.
@@ -28,7 +32,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import trace
 
-from flock.exceptions import TracingError
+from flock.exceptions import ConfigurationError, TracingError
 from flock.tracing._instrument import Instrument
 from flock.tracing.store import DEFAULT_DB_PATH
 from flock.tracing.workflow import Workflows, WorkflowSpanProcessor
@@ -47,6 +51,11 @@ _TRUE = ("1", "true", "yes", "on")
 EXIT_FLUSH_WAIT_MS = 2_000
 """How long the exit of traced_run waits for its spans to be written (e.g. while another
 process holds the file); after that they stay queued and are written on the next chance."""
+DEFAULT_FLUSH_INTERVAL = 1.0
+FLUSH_INTERVAL_RANGE = (0.01, 3600.0)
+"""Accepted ``FLOCK_TRACE_FLUSH_INTERVAL`` values, in seconds (inclusive): ``0`` or less
+would keep the writer thread spinning, ``inf`` or huge values kill it."""
+DEFAULT_MAX_ATTRIBUTE_CHARS = 4096
 
 
 def env_flag(name: str, default: bool) -> bool:
@@ -66,6 +75,9 @@ class TracingSettings:
     """The trace file could not be used (warned once; not retried for this provider)."""
     workflow_processor: WorkflowSpanProcessor | None = None
     redact: Redactor | None = None
+    """The redaction hook given to :func:`configure` (applied to the trace file)."""
+    max_attribute_chars: int | None = None
+    """The attribute cap given to :func:`configure` (default 4096 in the trace file)."""
 
 
 _configured: dict[int, TracingSettings] = {}
@@ -100,7 +112,24 @@ def configure(
         redact: ``redact(key, value) -> value | None`` applied to attributes before they are
             written to the file (``None`` drops the attribute).
         max_attribute_chars: longer string attributes are truncated with a marker.
+
+    ``redact`` and ``max_attribute_chars`` may also be given later, after the provider is
+    set up (e.g. after a first ``traced_run``): they apply to every span the writer encodes
+    from then on, which includes the spans still queued (not those it already encoded, e.g.
+    while another process holds the file). ``None`` keeps the current setting. The trace
+    file itself cannot change once set up: another ``db_path``, or ``trace_file=False`` when
+    the file is written already, raises :class:`~flock.exceptions.ConfigurationError`.
     """
+    if redact is not None and not callable(redact):
+        raise ConfigurationError(f"redact must be a callable redact(key, value), got {redact!r}")
+    if max_attribute_chars is not None and (
+        isinstance(max_attribute_chars, bool)
+        or not isinstance(max_attribute_chars, int)
+        or max_attribute_chars < 1
+    ):
+        raise ConfigurationError(
+            f"max_attribute_chars must be a positive int, got {max_attribute_chars!r}"
+        )
     if _sdk_disabled():
         return None
     with _lock:
@@ -122,6 +151,17 @@ def configure(
             settings.workflow_processor = WorkflowSpanProcessor()
             sdk_provider.add_span_processor(settings.workflow_processor)  # type: ignore[arg-type]
             _configured[id(provider)] = settings
+        if redact is not None:
+            settings.redact = redact
+        if max_attribute_chars is not None:
+            settings.max_attribute_chars = max_attribute_chars
+        if settings.file is not None:
+            _check_unchanged(settings.file, trace_file=trace_file, db_path=db_path)
+            # The writer thread reads both for each batch it encodes.
+            if redact is not None:
+                settings.file.redact = redact
+            if max_attribute_chars is not None:
+                settings.file.max_attribute_chars = max_attribute_chars
         want_file = (
             trace_file
             if trace_file is not None
@@ -129,9 +169,9 @@ def configure(
         )
         if want_file and settings.file is None and not settings.file_unusable:
             settings.file = _file_processor(
-                db_path or os.environ.get("FLOCK_TRACE_DB") or DEFAULT_DB_PATH,
-                redact=redact,
-                max_attribute_chars=max_attribute_chars,
+                db_path or _env_db_path(),
+                redact=settings.redact,
+                max_attribute_chars=settings.max_attribute_chars,
             )
             if settings.file is not None:
                 sdk_provider.add_span_processor(settings.file)
@@ -139,6 +179,42 @@ def configure(
             else:
                 settings.file_unusable = True
         return settings
+
+
+def _check_unchanged(
+    file: DuckDBSpanProcessor, *, trace_file: bool | None, db_path: str | None
+) -> None:
+    """Refuse what cannot change once the provider writes its trace file (the SDK cannot
+    remove a span processor), instead of silently going on with the old file."""
+    from pathlib import Path
+
+    if trace_file is False:
+        raise ConfigurationError(
+            f"tracing already writes to the trace file {str(file.path)!r}; trace_file=False "
+            "cannot turn it off afterwards (call configure(trace_file=False) before the first "
+            "Flock is used, or set FLOCK_TRACE_FILE=false)"
+        )
+    if db_path and Path(db_path).resolve() != file.path:
+        raise ConfigurationError(
+            f"tracing already writes to the trace file {str(file.path)!r}; db_path={db_path!r} "
+            "cannot change it afterwards (call configure(db_path=...) before the first Flock "
+            "is used, or set FLOCK_TRACE_DB)"
+        )
+
+
+def trace_file_path(provider: Any | None = None) -> str:
+    """The trace file ``provider``'s spans go to (default: the global provider's): the file
+    :func:`configure` set up for it, else ``FLOCK_TRACE_DB`` or ``.flock/traces.duckdb``."""
+    if provider is None:
+        provider = trace.get_tracer_provider()
+    settings = _configured.get(id(provider))
+    if settings is not None and settings.provider is provider and settings.file is not None:
+        return str(settings.file.path)
+    return _env_db_path()
+
+
+def _env_db_path() -> str:
+    return os.environ.get("FLOCK_TRACE_DB") or DEFAULT_DB_PATH
 
 
 def _new_provider() -> SDKTracerProvider:
@@ -164,21 +240,36 @@ def _otlp_exporter() -> Any | None:
     )
     if not endpoint:
         return None
-    protocol = (
-        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "http/protobuf"
-    ).strip()
+    variable = next(
+        (
+            name
+            for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+            if os.environ.get(name)
+        ),
+        None,
+    )
+    protocol = os.environ[variable].strip() if variable else "http/protobuf"
+    if protocol == "http/json":
+        # The SDK has no OTLP/JSON span exporter; protobuf is what every OTLP/HTTP receiver
+        # must accept, so send that rather than nothing, and say so.
+        warnings.warn(
+            f"{variable}='http/json' is not supported by the OpenTelemetry Python SDK (it has "
+            "no OTLP/JSON exporter); exporting with 'http/protobuf' to the same endpoint instead",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        protocol = "http/protobuf"
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    elif protocol in ("http/protobuf", "http/json"):
+    elif protocol == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
             OTLPSpanExporter,
         )
     else:
         warnings.warn(
-            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported (use 'grpc' or "
-            "'http/protobuf'); OTLP export is off",
+            f"{variable}={protocol!r} is not supported (use 'grpc' or 'http/protobuf'); OTLP "
+            "export is off",
+            RuntimeWarning,
             stacklevel=2,
         )
         return None
@@ -191,20 +282,39 @@ def _file_processor(
 ) -> DuckDBSpanProcessor | None:
     from flock.tracing.processor import DuckDBSpanProcessor
 
-    try:
-        interval = float(os.environ.get("FLOCK_TRACE_FLUSH_INTERVAL", "1.0"))
-    except ValueError:
-        interval = 1.0
+    interval = _flush_interval()
     try:
         return DuckDBSpanProcessor(
             path,
             flush_interval=interval,
             redact=redact,
-            max_attribute_chars=max_attribute_chars or 4096,
+            max_attribute_chars=max_attribute_chars or DEFAULT_MAX_ATTRIBUTE_CHARS,
         )
     except TracingError as exc:
         warnings.warn(f"flock tracing without a trace file: {exc}", RuntimeWarning, stacklevel=3)
         return None
+
+
+def _flush_interval() -> float:
+    """``FLOCK_TRACE_FLUSH_INTERVAL`` in seconds; the default, with a warning, unless it is a
+    number within :data:`FLUSH_INTERVAL_RANGE`."""
+    raw = os.environ.get("FLOCK_TRACE_FLUSH_INTERVAL")
+    if raw is None or not raw.strip():
+        return DEFAULT_FLUSH_INTERVAL
+    low, high = FLUSH_INTERVAL_RANGE
+    try:
+        interval = float(raw)
+    except ValueError:
+        interval = float("nan")
+    if low <= interval <= high:  # False for nan
+        return interval
+    warnings.warn(
+        f"FLOCK_TRACE_FLUSH_INTERVAL={raw!r} is not a number of seconds from {low:g} to "
+        f"{high:g}; using the default {DEFAULT_FLUSH_INTERVAL}",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+    return DEFAULT_FLUSH_INTERVAL
 
 
 _sigterm_installed = False

@@ -100,11 +100,34 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> duckdb.
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = duckdb.connect(str(path))
     try:
+        check_schema(conn, missing_ok=True)  # before creating: a view named spans is refused
         conn.execute(SCHEMA)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def check_schema(conn: duckdb.DuckDBPyConnection, *, missing_ok: bool = False) -> None:
+    """Raise ``ValueError`` unless the database's ``main.spans`` is flock's table (a file
+    made by other software, or a view: every write would fail on it); with ``missing_ok``,
+    no ``spans`` at all is fine too."""
+    found = conn.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = "
+        "current_database() AND schema_name = 'main' AND table_name = 'spans' "
+        "ORDER BY column_index"
+    ).fetchall()
+    view = conn.execute(
+        "SELECT count(*) FROM duckdb_views() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND view_name = 'spans'"
+    ).fetchone()
+    if view and view[0]:
+        raise ValueError("its 'spans' is a view, not flock's spans table")
+    if missing_ok and not found:
+        return
+    if found != [(name, sql_type.split()[0]) for name, sql_type in COLUMNS]:
+        columns = ", ".join(f"{name} {sql_type}" for name, sql_type in found)
+        raise ValueError(f"its spans table is not flock's (its columns: {columns})")
 
 
 class Appender:
