@@ -722,13 +722,11 @@ class Flock:
             >>> async def main(flock):  # doctest: +SKIP
             ...     await flock.serve(dashboard=True)  # http://127.0.0.1:8344/
         """
-        import os
-
         from flock.dashboard.server import serve
-        from flock.tracing.store import DEFAULT_DB_PATH
+        from flock.tracing.setup import trace_file_path
 
         self._prepare()  # set up tracing first, so the trace file exists
-        db_path = os.environ.get("FLOCK_TRACE_DB") or DEFAULT_DB_PATH
+        db_path = trace_file_path(self._tracer_provider)  # the file this Flock traces to
         await serve(db_path, flock=self, host=host, port=port, token=token, ui=dashboard)
 
     @_ClassOrInstanceMethod

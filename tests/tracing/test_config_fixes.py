@@ -436,3 +436,19 @@ def test_a_duckdb_file_without_a_spans_table_is_still_used(
         pass
     assert file.force_flush()
     assert query(db, "SELECT name FROM spans") == [("s",)]
+
+
+async def test_serve_shows_the_file_this_flock_traces_to(
+    tmp_path: Path, provider: TracerProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "mine.duckdb"
+    configure(provider, trace_file=True, db_path=str(db))
+    flock = Flock(tracer_provider=provider)
+    served: dict[str, Any] = {}
+
+    async def fake_serve(db_path: str, **kwargs: Any) -> None:
+        served["db"] = db_path
+
+    monkeypatch.setattr("flock.dashboard.server.serve", fake_serve)
+    await flock.serve()
+    assert Path(served["db"]) == db.resolve()  # not FLOCK_TRACE_DB's default
