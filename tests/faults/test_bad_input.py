@@ -519,7 +519,7 @@ async def test_a_redact_hook_that_fails_loses_those_attributes_not_the_batch(
         ),
         (
             lambda p: duckdb.connect(str(p / "other.duckdb")).close() or p / "other.duckdb",
-            "has no spans table; is it a flock trace file?",
+            "is not a flock trace file (it has no spans table); nothing was deleted",
         ),
     ],
     ids=["missing", "a directory", "not duckdb", "no spans table"],
@@ -532,6 +532,17 @@ def test_clear_traces_reports_instead_of_raising(
     assert result["success"] is False and result["deleted_count"] == 0
     assert fragment in result["error"]
     assert str(path.name) in result["error"] or fragment.startswith("not a valid")
+
+
+def test_clear_traces_never_drops_a_spans_table_that_is_not_flocks(tmp_path: Path) -> None:
+    path = tmp_path / "theirs.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("CREATE TABLE spans AS SELECT range AS x FROM range(5)")
+    result = Flock.clear_traces(str(path))
+    assert result["success"] is False and result["deleted_count"] == 0
+    assert "is not a flock trace file (its spans table is not flock's" in result["error"]
+    with duckdb.connect(str(path), read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM spans").fetchone() == (5,)
 
 
 def test_clear_traces_rejects_a_non_path() -> None:

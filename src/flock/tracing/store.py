@@ -123,8 +123,10 @@ def check_schema(conn: duckdb.DuckDBPyConnection, *, missing_ok: bool = False) -
     ).fetchone()
     if view and view[0]:
         raise ValueError("its 'spans' is a view, not flock's spans table")
-    if missing_ok and not found:
-        return
+    if not found:
+        if missing_ok:
+            return
+        raise ValueError("it has no spans table")
     if found != [(name, sql_type.split()[0]) for name, sql_type in COLUMNS]:
         columns = ", ".join(f"{name} {sql_type}" for name, sql_type in found)
         raise ValueError(f"its spans table is not flock's (its columns: {columns})")
@@ -542,12 +544,13 @@ def _drop_and_recreate(path: Path) -> dict[str, Any]:
 
     conn = duckdb.connect(str(path))
     try:
-        tables = {r[0] for r in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        if "spans" not in tables:
+        try:
+            check_schema(conn)  # never drop a table that other software made
+        except ValueError as exc:
             return {
                 "success": False,
                 "deleted_count": 0,
-                "error": f"{str(path)!r} has no spans table; is it a flock trace file?",
+                "error": f"{str(path)!r} is not a flock trace file ({exc}); nothing was deleted",
             }
         row = conn.execute("SELECT count(*) FROM spans").fetchone()
         deleted = int(row[0]) if row else 0
