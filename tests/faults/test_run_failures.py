@@ -8,13 +8,16 @@ them twice); an error hook that fails does not hide the run's own error; nothing
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from pydantic import BaseModel, Field
 
 from flock import AgentFailures, Flock
+from flock.agent import AgentBuilder
 from flock.artifacts import Artifact
 from flock.components import AgentComponent, RunContext
+from flock.exceptions import AgentRunError
 from flock.registry import flock_type, registry
 from tests.models import Idea, Pizza
 
@@ -44,34 +47,41 @@ class FailingTerminate(AgentComponent):
         raise RuntimeError("cleanup failed")
 
 
-def chef_and_eater(flock: Flock, eaten: list[str]) -> None:
+def chef(flock: Flock, component: AgentComponent, cook: Any = None) -> AgentBuilder:
+    """An agent turning ideas into pizzas, with ``component``; chain retries/timeout on it."""
+    return (
+        flock.agent("chef")
+        .consumes(Idea)
+        .publishes(Pizza)
+        .with_engines(cook or (lambda idea: Pizza(name=idea.topic)))
+        .with_utilities(component)
+        .without_output()
+    )
+
+
+async def the_failure(flock: Flock) -> tuple[AgentRunError, list[str]]:
+    """Publish one idea (an eater consumes the pizzas) and return the run's one failure and
+    what was eaten."""
+    eaten: list[str] = []
     flock.agent("eater").consumes(Pizza).with_engines(
         lambda pizza: eaten.append(pizza.name)
     ).without_output()
+    await flock.publish(Idea(topic="spicy"))
+    with pytest.raises(AgentFailures) as info:
+        await flock.run_until_idle(timeout=30)
+    (failure,) = info.value.failures
+    return failure, eaten
 
 
 async def test_a_run_that_fails_after_publishing_is_reported_once_and_not_retried() -> None:
-    flock, eaten, cooked = Flock(), [], []
+    flock, cooked = Flock(), []
 
     def cook(idea: Idea) -> Pizza:
         cooked.append(idea.topic)
         return Pizza(name=idea.topic)
 
-    notifier = FailingNotifier()
-    (
-        flock.agent("chef")
-        .consumes(Idea)
-        .publishes(Pizza)
-        .with_engines(cook)
-        .with_utilities(notifier)
-        .retries(2, backoff=0)
-        .without_output()
-    )
-    chef_and_eater(flock, eaten)
-    await flock.publish(Idea(topic="spicy"))
-    with pytest.raises(AgentFailures) as info:
-        await flock.run_until_idle(timeout=30)
-    (failure,) = info.value.failures
+    chef(flock, FailingNotifier(), cook).retries(2, backoff=0)
+    failure, eaten = await the_failure(flock)
     assert isinstance(failure.__cause__, RuntimeError)
     assert "after publishing 1 output(s)" in str(failure) and "webhook down" in str(failure)
     assert [a.type for a in failure.published] == [PIZZA]
@@ -84,42 +94,18 @@ async def test_a_run_that_fails_after_publishing_is_reported_once_and_not_retrie
 
 
 async def test_a_timeout_in_on_post_publish_reports_the_published_outputs() -> None:
-    flock, eaten = Flock(), []
-    (
-        flock.agent("chef")
-        .consumes(Idea)
-        .publishes(Pizza)
-        .with_engines(lambda idea: Pizza(name=idea.topic))
-        .with_utilities(SlowNotifier())
-        .timeout(0.1)
-        .without_output()
-    )
-    chef_and_eater(flock, eaten)
-    await flock.publish(Idea(topic="spicy"))
-    with pytest.raises(AgentFailures) as info:
-        await flock.run_until_idle(timeout=30)
-    (failure,) = info.value.failures
+    flock = Flock()
+    chef(flock, SlowNotifier()).timeout(0.1)
+    failure, eaten = await the_failure(flock)
     assert isinstance(failure.__cause__, TimeoutError)
     assert len(failure.published) == 1 and "stay published" in str(failure)
     assert eaten == ["spicy"]
 
 
 async def test_a_failing_on_terminate_after_a_good_run_is_reported_not_retried() -> None:
-    flock, eaten = Flock(), []
-    (
-        flock.agent("chef")
-        .consumes(Idea)
-        .publishes(Pizza)
-        .with_engines(lambda idea: Pizza(name=idea.topic))
-        .with_utilities(FailingTerminate())
-        .retries(1, backoff=0)
-        .without_output()
-    )
-    chef_and_eater(flock, eaten)
-    await flock.publish(Idea(topic="spicy"))
-    with pytest.raises(AgentFailures) as info:
-        await flock.run_until_idle(timeout=30)
-    (failure,) = info.value.failures
+    flock = Flock()
+    chef(flock, FailingTerminate()).retries(1, backoff=0)
+    failure, eaten = await the_failure(flock)
     assert "cleanup failed" in str(failure) and len(failure.published) == 1
     assert eaten == ["spicy"]
 
