@@ -2,12 +2,14 @@
 
 The seed leaves `Output` undefined; it is declared here. The agent uses the default DSPy
 engine on openai/gpt-4o: set OPENAI_API_KEY, or OPENAI_BASE_URL for a local
-OpenAI-compatible server.
+OpenAI-compatible server; without either it exits at once with a one-line message.
 
     OPENAI_API_KEY=... python examples/01_basic_usage.py && flock traces show latest
 """
 
 import asyncio
+import os
+import sys
 
 from pydantic import BaseModel
 
@@ -24,6 +26,12 @@ class Input(BaseModel):
 class Output(BaseModel):
     result: str
 
+
+if not any(os.environ.get(v) for v in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE")):
+    sys.exit(
+        "01_basic_usage.py needs an OpenAI key: set OPENAI_API_KEY (or OPENAI_BASE_URL for a "
+        "local OpenAI-compatible server)"
+    )
 
 flock = Flock("openai/gpt-4o")
 

@@ -73,16 +73,23 @@ def build_flock(api_base: str | None = None) -> Flock:
     return flock
 
 
-async def run_demo(topic: str = "spicy pineapple with chili honey") -> list[Pizza]:
+async def run_demo(
+    topic: str = "spicy pineapple with chili honey",
+) -> tuple[list[Pizza], str | None]:
+    """Run the seed's workflow; returns the pizzas and the trace id of its ``traced_run``
+    (``None`` when tracing is off)."""
     if uses_llm():
         return await _workflow(build_flock(), topic)
     with FakeOpenAIServer(offline_llm) as server:
         return await _workflow(build_flock(server.base_url), topic)
 
 
-async def _workflow(flock: Flock, topic: str) -> list[Pizza]:
+async def _workflow(flock: Flock, topic: str) -> tuple[list[Pizza], str | None]:
     async with flock.traced_run("pizza_workflow") as span:
         span.set_attribute("pipeline.version", "2.0")
         await flock.publish(PizzaIdea(topic=topic))
         await flock.run_until_idle()
-    return [a.payload for a in await flock.store.query(type="Pizza")]  # type: ignore[misc]
+    context = span.get_span_context()
+    trace_id = f"{context.trace_id:032x}" if context.is_valid else None
+    pizzas = [a.payload for a in await flock.store.query(type="Pizza")]
+    return pizzas, trace_id  # type: ignore[return-value]

@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import sys
-import time
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, cast
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -37,7 +37,7 @@ from rich.progress import (
 )
 from rich.table import Column, Table
 
-from flock.exceptions import TracingError
+from flock.exceptions import ConfigurationError, TracingError
 from flock.tracing.store import DEFAULT_DB_PATH
 
 if TYPE_CHECKING:
@@ -96,8 +96,17 @@ SinceOption = Annotated[
 
 
 def _fail(message: str) -> typer.Exit:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {message}")
+    """Print ``error: message`` on stderr (as plain text: no Rich markup, no control
+    characters from a server's reply) and return the exit to raise."""
+    _err_console().print(f"[red]error:[/red] {escape(_printable(message))}")
     return typer.Exit(code=1)
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line: whitespace runs become one space, other control characters and
+    U+FFFD (undecodable bytes) are dropped."""
+    text = " ".join(text.split())
+    return "".join(c for c in text if c.isprintable() and c != "\ufffd")
 
 
 @app.command()
@@ -109,20 +118,37 @@ def demo(
 ) -> None:
     """Run the pizza workflow inside traced_run and draw its trace.
 
-    Offline (a plain-Python chef) unless OPENAI_API_KEY or OPENAI_BASE_URL is set.
+    The chef is the default DSPy engine on openai/gpt-4o. It calls that model
+    with OPENAI_API_KEY or OPENAI_BASE_URL set; otherwise a local stand-in
+    OpenAI-compatible model on 127.0.0.1 answers (no key, no network).
+    With tracing off (FLOCK_AUTO_TRACE, FLOCK_TRACE_FILE, OTEL_SDK_DISABLED)
+    it runs the workflow and says that no trace was recorded.
     Example: flock demo --topic "four cheeses"
     """
-    from flock._demo import run_demo, uses_llm
+    from flock._cli_demo import run_traced_demo
+    from flock._demo import uses_llm
 
-    os.environ.setdefault("FLOCK_TRACE_DB", db)
+    # The file this run traces to (and whose trace is drawn): --db, else FLOCK_TRACE_DB
+    # (typer puts it into db), else the default; before the demo's Flock sets up tracing.
+    os.environ["FLOCK_TRACE_DB"] = db
     console = _console()
     model = "openai/gpt-4o via DSPy" if uses_llm() else "DSPy with a local stand-in model"
     console.print(f"Running the pizza workflow ({model}) …")
-    pizzas = asyncio.run(run_demo(topic))
+    pizzas, trace = run_traced_demo(topic)
     for pizza in pizzas:
-        console.print(f"[bold]{pizza.name}[/bold]: {', '.join(pizza.toppings)}")
-    _show(db, "latest", attributes=False, depth=None, console=console)
-    console.print(f"\nTrace stored in {db} (query it with DuckDB, or `flock traces list`).")
+        console.print(f"[bold]{escape(pizza.name)}[/bold]: {escape(', '.join(pizza.toppings))}")
+    if trace.file is None:
+        if trace.failed:
+            raise _fail(f"no trace was recorded: {trace.why}")
+        _err_console().print(f"[yellow]No trace was recorded:[/yellow] {escape(trace.why)}")
+        return
+    assert trace.trace_id is not None
+    where = db if Path(db).resolve() == trace.file else str(trace.file)
+    _show(where, trace.trace_id, attributes=False, depth=None, console=console)
+    console.print(
+        f"\nTrace {trace.trace_id} stored in {escape(where)} "
+        "(query it with DuckDB, or `flock traces list`)."
+    )
 
 
 @traces_app.command("list")
@@ -211,26 +237,24 @@ def clear(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete every span and reclaim the space. Example: flock traces clear --yes"""
+    from flock.tracing.processor import is_lock_error
     from flock.tracing.store import clear_traces
 
     if not yes and not typer.confirm(f"Delete all spans in {db}?"):
         raise typer.Exit(code=1)
     err = _err_console()
-    deadline = time.monotonic() + LOCK_WAIT
     with err.status(f"Clearing {db} …") if err.is_terminal else nullcontext():
-        while True:
-            result = clear_traces(db)
-            locked = not result["success"] and "lock" in str(result["error"]).lower()
-            if not locked or time.monotonic() >= deadline:
-                break
-            time.sleep(0.2)
-    if locked:
-        raise _fail(
-            f"{db!r} is held by another process (it is writing traces); tried for "
-            f"{LOCK_WAIT:.0f} s — try again shortly"
-        )
+        # clear_traces waits up to lock_wait while another process holds the file, and
+        # reports any other failure (a missing or corrupt file) at once.
+        result = clear_traces(db, lock_wait=LOCK_WAIT)
     if not result["success"]:
-        raise _fail(result["error"])
+        error = str(result["error"])
+        if is_lock_error(TracingError(error)):  # DuckDB's lock message, not any "lock"
+            raise _fail(
+                f"{db!r} is held by another process (it is writing traces); tried for "
+                f"{LOCK_WAIT:.0f} s — try again shortly"
+            )
+        raise _fail(error)
     _console().print(f"Deleted {result['deleted_count']} spans from {db}")
 
 
@@ -477,6 +501,8 @@ def _load_flock(target: str) -> object:
             module = importlib.import_module(module_name)
     except (ImportError, FileNotFoundError) as exc:
         raise _fail(f"cannot import {module_name!r}: {exc}") from None
+    except ConfigurationError as exc:  # e.g. FLOCK_STORE_URL=notadsn when it builds its Flock
+        raise _fail(f"cannot load {module_name!r}: {exc}") from None
     obj = module
     for part in attribute.split("."):
         if not hasattr(obj, part):
@@ -594,9 +620,28 @@ def worker_command(
         raise _fail(f"{target!r} has no agents to run")
     names = ", ".join(a.name for a in obj.agents)
     _err_console().print(f"flock worker {os.getpid()}: agents {names} on {obj.store!r}")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_work(obj, concurrency=concurrency, lease=lease))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_work(obj, concurrency=concurrency, lease=lease))
+    except ConfigurationError as exc:  # e.g. a schema newer than this flock
+        raise _fail(str(exc)) from None
+    except Exception as exc:
+        if not _store_unreachable(exc):
+            raise  # a bug: keep its traceback
+        raise _fail(f"cannot use the store {obj.store!r}: {exc}") from None
     _err_console().print(f"flock worker {os.getpid()}: stopped")
+
+
+def _store_unreachable(exc: BaseException) -> bool:
+    """The store's database could not be reached (after the store's own retries)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_store_unreachable(e) for e in exc.exceptions)
+    try:
+        import psycopg
+        from psycopg_pool import PoolTimeout
+    except ImportError:  # no PostgreSQL support installed: not a PostgresStore
+        return False
+    return isinstance(exc, psycopg.OperationalError | PoolTimeout)
 
 
 async def _work(flock: Flock, *, concurrency: int | None, lease: float) -> None:
@@ -620,7 +665,11 @@ async def _work(flock: Flock, *, concurrency: int | None, lease: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI (``argv`` defaults to ``sys.argv[1:]``) and return its exit code."""
+    """Run the CLI (``argv`` defaults to ``sys.argv[1:]``) and return its exit code.
+
+    A usage error (unknown option or command, bad or missing value) prints click's usage
+    message on stderr and returns 2; ``error: ...`` failures return 1.
+    """
     try:
         code = app(
             args=argv if argv is not None else sys.argv[1:],
@@ -631,14 +680,36 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except typer.Abort:
         return 1
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
+    except Exception as exc:
+        if not isinstance(exc, _usage_errors()):
+            raise
+        show = getattr(exc, "show", None)
+        format_message = getattr(exc, "format_message", exc.__str__)
+        if not str(format_message()).strip():
+            pass  # no_args_is_help: typer printed the help already
+        elif callable(show):
+            show()  # "Usage: ...", "Try 'flock ... --help' for help.", "Error: ..."
+        else:
+            _err_console().print(f"Error: {escape(str(exc))}")
+        return int(getattr(exc, "exit_code", 2))
     return code if isinstance(code, int) else 0
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """The exceptions typer raises for bad command lines: typer >= 0.2x raises its vendored
+    click's (``typer._click.exceptions.UsageError`` & co., all ``typer.TyperException``),
+    which are not ``click.ClickException``; older typer raises click's own."""
+    errors: list[type[Exception]] = []
+    typer_error = getattr(typer, "TyperException", None)
+    if isinstance(typer_error, type) and issubclass(typer_error, Exception):
+        errors.append(typer_error)
+    try:
+        import click
+    except ImportError:  # typer with its vendored click needs no click
+        pass
+    else:
+        errors.append(click.ClickException)
+    return tuple(errors)
 
 
 if __name__ == "__main__":

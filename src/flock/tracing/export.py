@@ -25,6 +25,7 @@ trace state and flags (spans are sent as sampled), and dropped-attribute counts.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import urllib.error
 import urllib.request
@@ -294,7 +295,7 @@ def post_request(
         with urllib.request.urlopen(req, timeout=timeout) as response:
             response.read()
     except urllib.error.HTTPError as exc:
-        detail = exc.read()[:300].decode("utf-8", "replace").strip()
+        detail = _refusal_message(exc.read(64 * 1024), exc.headers.get("Content-Type", ""))
         raise TracingError(
             f"{url} refused the spans: HTTP {exc.code} {exc.reason}"
             + (f" — {detail}" if detail else "")
@@ -302,6 +303,25 @@ def post_request(
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise TracingError(f"cannot reach {url}: {reason}") from None
+
+
+def _refusal_message(body: bytes, content_type: str) -> str:
+    """The message of an OTLP receiver's error reply (a ``google.rpc.Status``, protobuf or
+    JSON), else the body's printable text; at most 300 characters."""
+    message: object = None
+    if "protobuf" in content_type:
+        from google.protobuf.message import DecodeError
+        from google.rpc.status_pb2 import Status
+
+        with contextlib.suppress(DecodeError):
+            message = Status.FromString(body).message
+    elif "json" in content_type:
+        with contextlib.suppress(ValueError):
+            decoded = orjson.loads(body)
+            message = decoded.get("message") if isinstance(decoded, dict) else None
+    if not isinstance(message, str) or not message:
+        message = body.decode("utf-8", "replace")
+    return "".join(c for c in message if c.isprintable() or c == " ").strip()[:300]
 
 
 def send_otlp(
