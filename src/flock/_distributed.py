@@ -33,7 +33,7 @@ from pydantic import BaseModel
 from flock.agent import FailedAfterPublish
 from flock.artifacts import Artifact, new_id
 from flock.components import RunContext
-from flock.exceptions import AgentRunError, RunawayLoopError
+from flock.exceptions import AgentRunError, RunawayLoopError, retryable
 from flock.store.queue import ClaimedRun, FailedRun, LeaseLost, RunRequest, WorkQueue
 from flock.tracing.workflow import WORKFLOW_KEY, current_workflow
 
@@ -356,7 +356,7 @@ class Distributed:
                 await self._failed(run, error)
                 return
             except Exception as exc:
-                if retry < agent.retries:
+                if retry < agent.retries and retryable(exc):
                     log.warning(
                         "agent %r failed (attempt %d of %d), retrying: %r",
                         agent.name,

@@ -86,8 +86,12 @@ class Agent:
 
     @property
     def components(self) -> list[AgentComponent]:
-        """Utilities first, then engines: the order hooks run in."""
-        return [*self.utilities, *self.resolved_engines()]
+        """Utilities first, then engines: the order hooks run in. Output utilities run last
+        among the utilities, so their panels show what is published (after every other
+        component's ``on_post_evaluate``)."""
+        shown = [u for u in self.utilities if isinstance(u, OutputUtilityComponent)]
+        others = [u for u in self.utilities if not isinstance(u, OutputUtilityComponent)]
+        return [*others, *shown, *self.resolved_engines()]
 
     def resolved_engines(self) -> list[Engine]:
         if not self.engines:
@@ -250,12 +254,16 @@ class Agent:
                 await component.on_initialize(ctx)
         for component in self.hooks("on_pre_consume"):
             with instrument.span(f"{type(component).__name__}.on_pre_consume"):
-                inputs = await component.on_pre_consume(ctx, inputs)
+                inputs = _returned(
+                    component, "on_pre_consume", await component.on_pre_consume(ctx, inputs)
+                )
             if not inputs:
                 return []
         for component in self.hooks("on_pre_evaluate"):
             with instrument.span(f"{type(component).__name__}.on_pre_evaluate"):
-                inputs = await component.on_pre_evaluate(ctx, inputs)
+                inputs = _returned(
+                    component, "on_pre_evaluate", await component.on_pre_evaluate(ctx, inputs)
+                )
         outputs: list[BaseModel] = []
         for engine in self.resolved_engines():
             with instrument.span(
@@ -265,7 +273,11 @@ class Agent:
         for component in self.hooks("on_post_evaluate"):
             with instrument.span(f"{type(component).__name__}.on_post_evaluate"):
                 outputs = self.coerce_outputs(
-                    await component.on_post_evaluate(ctx, inputs, outputs)
+                    _returned(
+                        component,
+                        "on_post_evaluate",
+                        await component.on_post_evaluate(ctx, inputs, outputs),
+                    )
                 )
         if deadline is not None and deadline.expired():
             # The run's timeout fired and an engine or component caught the CancelledError
@@ -279,6 +291,18 @@ class Agent:
                 with instrument.span(f"{type(component).__name__}.on_post_publish"):
                     await component.on_post_publish(ctx, artifact)
         return published
+
+
+def _returned(component: AgentComponent, hook: str, value: Any) -> Any:
+    """A hook's return value, or a clear error when it returned nothing (a hook that edits
+    in place and forgets ``return`` would otherwise drop every input or output silently)."""
+    if value is None:
+        raise TypeError(
+            f"{type(component).__name__}.{hook} returned None; it must return the "
+            f"{'outputs' if hook == 'on_post_evaluate' else 'inputs'} (an empty list to "
+            "drop them all)"
+        )
+    return value
 
 
 class FailedAfterPublish(Exception):
@@ -407,7 +431,8 @@ class AgentBuilder:
         return self._changed()
 
     def with_utilities(self, *components: AgentComponent) -> AgentBuilder:
-        """Add components (after the default OutputUtilityComponent)."""
+        """Add components. Output panels (:class:`OutputUtilityComponent`) run after the
+        other utilities, so they show the outputs as published."""
         for component in components:
             if not isinstance(component, AgentComponent) or isinstance(component, Engine):
                 raise ConfigurationError(

@@ -156,6 +156,7 @@ class OutputUtilityComponent(AgentComponent):
 
     def render(self, agent_name: str, outputs: list[BaseModel]) -> None:
         from rich.console import Console
+        from rich.markup import escape
         from rich.panel import Panel
         from rich.syntax import Syntax
 
@@ -167,7 +168,7 @@ class OutputUtilityComponent(AgentComponent):
             console.print(
                 Panel(
                     Syntax(text, "json", word_wrap=True),
-                    title=f"{agent_name} → {type(output).__name__}",
+                    title=escape(f"{agent_name} → {type(output).__name__}"),
                     title_align="left",
                 )
             )

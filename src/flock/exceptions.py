@@ -99,3 +99,9 @@ class AgentFailures(FlockError, ExceptionGroup[AgentRunError]):
     @property
     def failures(self) -> tuple[AgentRunError, ...]:
         return tuple(e for e in self.exceptions if isinstance(e, AgentRunError))
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether a failed agent run may succeed when retried: not when its configuration is
+    wrong (a missing API key, a misconfigured engine), which fails the same way each time."""
+    return not isinstance(exc, ConfigurationError | MissingAPIKeyError)

@@ -48,6 +48,7 @@ from flock.exceptions import (
     PayloadValidationError,
     RegistryError,
     RunawayLoopError,
+    retryable,
 )
 from flock.registry import registry
 from flock.store.base import Store
@@ -459,7 +460,7 @@ class Flock:
                         agent, artifacts, failed.error, attempts=attempt, published=failed.published
                     ) from failed.error
                 except Exception as exc:
-                    if attempt <= agent.retries:
+                    if attempt <= agent.retries and retryable(exc):
                         log.warning(
                             "agent %r failed (attempt %d of %d), retrying: %r",
                             agent.name,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import threading
@@ -178,10 +179,30 @@ async def test_missing_api_key_names_the_variable_and_the_alternatives(
     assert await flock.store.query(type="tests.models.Pizza") == []
 
 
+async def test_a_missing_api_key_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE"):
+        monkeypatch.delenv(var, raising=False)
+    flock = Flock("openai/gpt-4o")
+    flock.agent("chef").consumes(Idea).publishes(Pizza).retries(3, backoff=5)
+    with pytest.raises(AgentRunError) as info:  # at once, not after 5 + 10 + 20 s of backoff
+        await asyncio.wait_for(flock.invoke("chef", Idea(topic="x")), 10)
+    assert info.value.attempts == 1 and isinstance(info.value.__cause__, MissingAPIKeyError)
+
+
+def test_an_empty_api_key_with_a_base_url_uses_the_local_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    assert DSPyEngine()._credentials("openai/gpt-4o") == ("http://127.0.0.1:9/v1", "local")
+
+
 async def test_other_providers_name_their_own_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    with pytest.raises(MissingAPIKeyError, match="ANTHROPIC_API_KEY"):
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # not read for anthropic
+    with pytest.raises(MissingAPIKeyError, match="ANTHROPIC_API_KEY") as info:
         DSPyEngine("anthropic/claude-sonnet-4").language_model()
+    assert "OPENAI_BASE_URL" not in str(info.value)
 
 
 async def test_no_model_anywhere_says_where_to_put_one() -> None:
@@ -224,6 +245,8 @@ async def test_an_invalid_answer_fails_the_run_with_the_reason(capture: SpanCapt
     assert "[review]" in str(info.value.failures[0].__cause__)  # DSPy names the bad field
     (execute,) = capture.named("Agent.execute")
     assert execute.status.status_code.name == "ERROR"
+    (evaluate,) = capture.named("DSPyEngine.evaluate")  # the failed call names its model
+    assert evaluate.attributes["gen_ai.request.model"] == "m"
     assert await flock.store.query(type="tests.models.Review") == []
 
 

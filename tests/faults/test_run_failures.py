@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from flock import AgentFailures, Flock
 from flock.agent import AgentBuilder
 from flock.artifacts import Artifact
-from flock.components import AgentComponent, RunContext
+from flock.components import AgentComponent, OutputUtilityComponent, RunContext
 from flock.exceptions import AgentRunError
 from flock.registry import flock_type, registry
 from tests.models import Idea, Pizza
@@ -228,3 +228,43 @@ async def test_models_with_field_aliases_are_published() -> None:
         {"type": registry.name_of(Ticket), "payload": {"ticketId": "T-2"}}
     )
     assert [by_instance.payload.ticket_id, by_dict.payload.ticket_id] == ["T-1", "T-2"]
+
+
+class ForgetsToReturn(AgentComponent):
+    async def on_post_evaluate(
+        self, ctx: RunContext, inputs: list[Artifact], outputs: list[BaseModel]
+    ) -> list[BaseModel]:
+        outputs[0].name += " (checked)"  # edits in place and forgets `return outputs`
+        return None  # type: ignore[return-value]
+
+
+async def test_a_hook_that_returns_nothing_fails_the_run_instead_of_dropping_outputs() -> None:
+    flock = Flock()
+    chef(flock, ForgetsToReturn())
+    await flock.publish(Idea(topic="spicy"))
+    with pytest.raises(AgentFailures) as info:
+        await flock.run_until_idle(timeout=30)
+    (failure,) = info.value.failures
+    assert "ForgetsToReturn.on_post_evaluate returned None" in str(failure)
+
+
+class Censor(AgentComponent):
+    async def on_post_evaluate(
+        self, ctx: RunContext, inputs: list[Artifact], outputs: list[BaseModel]
+    ) -> list[BaseModel]:
+        return [Pizza(name="CENSORED")]
+
+
+async def test_the_output_panel_shows_what_is_published(capsys: pytest.CaptureFixture[str]) -> None:
+    flock = Flock()
+    (
+        flock.agent("chef[/v2]")  # not read as Rich markup
+        .consumes(Idea)
+        .publishes(Pizza)
+        .with_engines(lambda idea: Pizza(name="secret draft"))
+        .with_utilities(OutputUtilityComponent(enabled=True), Censor())
+    )
+    (pizza,) = await flock.invoke("chef[/v2]", Idea(topic="x"))
+    out = capsys.readouterr().out
+    assert pizza.payload.name == "CENSORED" and "CENSORED" in out
+    assert "secret draft" not in out and "chef[/v2] → Pizza" in out

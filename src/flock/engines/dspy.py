@@ -216,13 +216,18 @@ class DSPyEngine(Engine):
         if api_base is None and provider == "openai":
             api_base = os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
         variable = API_KEY_VARIABLES.get(provider)
-        api_key = self.api_key or (os.environ.get(variable) if variable else None)
-        if api_key is None and variable is not None:
+        api_key = self.api_key or (os.environ.get(variable) if variable else None) or None
+        if api_key is None and variable is not None:  # unset or empty
             if api_base:
                 return api_base, LOCAL_KEY  # a local OpenAI-compatible server
+            local = (
+                " (or OPENAI_BASE_URL for a local OpenAI-compatible server such as vLLM, "
+                "Ollama or LM Studio)"
+                if provider == "openai"
+                else ""
+            )
             raise MissingAPIKeyError(
-                f"model {model!r} needs an API key: set {variable} (or OPENAI_BASE_URL for a "
-                "local OpenAI-compatible server such as vLLM, Ollama or LM Studio), pass "
+                f"model {model!r} needs an API key: set {variable}{local}, pass "
                 "DSPyEngine(api_key=..., api_base=...), or give the agent a plain-Python "
                 "engine with .with_engines(my_function)"
             )
@@ -256,9 +261,10 @@ class DSPyEngine(Engine):
             ctx, counts, outputs, input_names, output_names, with_context=use_context
         )
         dspy = _import_dspy()
+        self._record_model(lm)  # before the call: a failed call's span names its model too
         with dspy.context(lm=lm, track_usage=True):
             prediction = await dspy.Predict(signature).acall(**kwargs)
-        self._record_usage(lm, prediction)
+        self._record_usage(prediction)
         # prediction[name], not getattr: an output named like a Prediction method
         # (``items``, ``values``) would give the method.
         return [self._to_model(prediction[output_names[t]], t, ctx) for t in outputs]
@@ -372,8 +378,10 @@ class DSPyEngine(Engine):
                 f"{model.__name__}: {exc}"
             ) from exc
 
-    def _record_usage(self, lm: Any, prediction: dspy.Prediction) -> None:
-        """GenAI semantic-convention attributes on the ``DSPyEngine.evaluate`` span."""
+    @staticmethod
+    def _record_model(lm: Any) -> None:
+        """GenAI semantic-convention attributes of the call on the ``DSPyEngine.evaluate``
+        span: operation, model and provider."""
         from opentelemetry import trace
 
         span = trace.get_current_span()
@@ -385,10 +393,24 @@ class DSPyEngine(Engine):
             provider, _, name = model.partition("/")
             attributes["gen_ai.request.model"] = name or provider
             attributes["gen_ai.provider.name"] = provider if name else "openai"
-        usage = prediction.get_lm_usage() or {}
-        prompt = sum(int(u.get("prompt_tokens") or 0) for u in usage.values())
-        completion = sum(int(u.get("completion_tokens") or 0) for u in usage.values())
-        if usage:
-            attributes["gen_ai.usage.input_tokens"] = prompt
-            attributes["gen_ai.usage.output_tokens"] = completion
         span.set_attributes(attributes)
+
+    @staticmethod
+    def _record_usage(prediction: dspy.Prediction) -> None:
+        """The token usage of a successful call on the ``DSPyEngine.evaluate`` span."""
+        from opentelemetry import trace
+
+        span = trace.get_current_span()
+        usage = prediction.get_lm_usage() or {}
+        if not usage or not span.is_recording():
+            return
+        span.set_attributes(
+            {
+                "gen_ai.usage.input_tokens": sum(
+                    int(u.get("prompt_tokens") or 0) for u in usage.values()
+                ),
+                "gen_ai.usage.output_tokens": sum(
+                    int(u.get("completion_tokens") or 0) for u in usage.values()
+                ),
+            }
+        )
