@@ -191,8 +191,9 @@ class Distributed:
         poll = min(max(lease / 3, 0.05), 2.0)  # also how soon expired leases are taken over
         loop = asyncio.get_running_loop()
 
-        def finished(run: ClaimedRun, _task: asyncio.Task[None]) -> None:
-            running.pop(run.id, None)
+        def finished(run: ClaimedRun, task: asyncio.Task[None]) -> None:
+            if running.get(run.id) is task:  # not a later attempt of the same run, which
+                del running[run.id]  # this worker may hold by now (its lease expired)
             busy[run.agent] -= 1
             kick.set()
 
@@ -318,9 +319,14 @@ class Distributed:
         inputs = list(run.artifacts)
         done: list[bool] = []
 
+        # With hooks after publishing, the run stays 'finishing' (not idle) until they end.
+        finishing = bool(agent.hooks("on_post_publish") or agent.hooks("on_terminate"))
+
         async def emit(ctx: RunContext, outputs: list[BaseModel]) -> list[Artifact]:
             artifacts = await flock._wrap_outputs(ctx, outputs)
-            await queue.complete(run, outputs=artifacts, runs=self.runs_for(artifacts))
+            await queue.complete(
+                run, outputs=artifacts, runs=self.runs_for(artifacts), finishing=finishing
+            )
             done.append(True)
             if instrument.enabled:
                 trace.get_current_span().set_attribute("flock.worker.id", run.worker_id)
@@ -341,6 +347,8 @@ class Distributed:
                 await agent.execute(ctx, inputs, instrument=instrument, emit=emit)
                 if not done:  # e.g. on_pre_consume dropped every input
                     await queue.complete(run)
+                elif finishing:
+                    await queue.finish(run)
                 return
             except LeaseLost as exc:
                 log.warning("flock: %s", exc)

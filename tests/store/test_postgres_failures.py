@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from flock.artifacts import Artifact
 from flock.components import AgentComponent, RunContext
-from flock.exceptions import AgentFailures
+from flock.exceptions import AgentFailures, PayloadValidationError
 from flock.orchestrator import Flock
 from flock.registry import flock_type, registry
 from flock.store.postgres import PostgresStore
@@ -139,3 +139,118 @@ async def test_a_run_whose_stored_input_no_longer_loads_fails_and_is_reported(
         assert await run_states(store) == {"chef": "failed"}  # not left leased
     finally:
         await store.close()
+
+
+class SlowFailingNotifier(AgentComponent):
+    async def on_post_publish(self, ctx: RunContext, artifact: Artifact) -> None:
+        await asyncio.sleep(0.5)  # the publisher checks for idle meanwhile
+        raise RuntimeError("webhook down late")
+
+
+async def test_a_late_failure_after_publishing_reaches_a_publisher_that_only_waits(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    def build(store: PostgresStore) -> Flock:
+        flock = Flock(store=store)
+        (
+            flock.agent("chef")
+            .consumes(Idea)
+            .publishes(Pizza)
+            .with_engines(lambda idea: Pizza(name=idea.topic))
+            .with_utilities(SlowFailingNotifier())
+            .without_output()
+        )
+        return flock
+
+    stores = [PostgresStore(pg_dsn, schema=pg_schema) for _ in range(2)]
+    publisher, worker = (build(s) for s in stores)
+    task = asyncio.create_task(worker.work())
+    try:
+        await publisher.publish(Idea(topic="spicy"))
+        with pytest.raises(AgentFailures) as info:
+            await publisher.run_until_idle(timeout=30, work=False)
+        (failure,) = info.value.failures
+        assert "webhook down late" in str(failure)
+        assert await run_states(stores[0]) == {"chef": "failed"}
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_a_worker_that_takes_over_its_own_run_keeps_its_lease(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    calls: list[float] = []
+    started = asyncio.Event()
+
+    async def slow(idea: Idea) -> Pizza:
+        calls.append(asyncio.get_running_loop().time())
+        started.set()
+        # Longer than the lease (kept only by renewal); attempt 2 outlives attempt 1.
+        await asyncio.sleep(1.5 if len(calls) == 1 else 3.0)
+        return Pizza(name=idea.topic)
+
+    store = PostgresStore(pg_dsn, schema=pg_schema)
+    flock = Flock(store=store)
+    flock.agent("chef").consumes(Idea).publishes(Pizza).with_engines(slow).without_output()
+    task = asyncio.create_task(flock.work(lease=0.5))
+    try:
+        await flock.publish(Idea(topic="spicy"))
+        await asyncio.wait_for(started.wait(), 30)
+        # The lease runs out once (as after a database outage longer than the lease), and
+        # this worker is woken at once: it claims the run again as attempt 2, and must keep
+        # renewing that lease while attempt 1 ends with a lost lease.
+        # Both in one transaction: the wake-up sees the expired lease.
+        with psycopg.connect(pg_dsn, autocommit=True) as conn, conn.transaction():
+            conn.execute(
+                sql.SQL("UPDATE {}.runs SET lease_until = now() - interval '1 s'").format(
+                    sql.Identifier(pg_schema)
+                )
+            )
+            conn.execute("SELECT pg_notify(%s, 'q')", [store.channel])
+        await flock.run_until_idle(timeout=30, work=False)
+        (run,) = await store.runs()
+        assert (run["state"], run["attempt"]) == ("done", 2)
+        assert len(calls) == 2
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.close()
+
+
+async def test_a_schema_name_with_capitals_works(pg_dsn: str) -> None:
+    schema = "Flock_Test_Capitals"
+    store = PostgresStore(pg_dsn, schema=schema)
+    try:
+        flock = Flock(store=store)
+        idea = await flock.publish(Idea(topic="spicy"))
+        assert (await store.get(idea.id)) == idea
+    finally:
+        await store.close()
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@flock_type
+class Reading(BaseModel):
+    value: float
+    label: str = ""
+
+
+@pytest.mark.parametrize(
+    ("reading", "reason"),
+    [
+        (Reading(value=float("nan")), "would not load back"),
+        (Reading(value=float("inf")), "would not load back"),
+        (Reading(value=1.0, label="a\x00b"), "NUL character"),
+    ],
+    ids=["nan", "infinity", "nul"],
+)
+async def test_payloads_postgres_cannot_hold_are_refused_at_publish(
+    pg_store: PostgresStore, reading: Reading, reason: str
+) -> None:
+    flock = Flock(store=pg_store)
+    with pytest.raises(PayloadValidationError, match=reason):
+        await flock.publish(reading)
+    assert await pg_store.query() == []

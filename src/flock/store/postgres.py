@@ -124,6 +124,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (correlation_id, agent)
     );
     """,
+    # 3: 'finishing': published, the agent's hooks after publishing still running.
+    """
+    ALTER TABLE runs DROP CONSTRAINT runs_state_check;
+    ALTER TABLE runs ADD CONSTRAINT runs_state_check
+        CHECK (state IN ('queued', 'leased', 'finishing', 'done', 'failed'));
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 """The schema version this code migrates to."""
@@ -200,7 +206,10 @@ RETURNING r.id, r.agent, r.artifact_ids, r.attempt, r.workflow, r.previous_worke
 _COMPLETE = (
     """
 WITH done AS (
-    UPDATE runs SET state = 'done', lease_until = NULL, finished_at = now()
+    -- 'finishing' while the agent's hooks after publishing still run (see finish()).
+    UPDATE runs SET state = CASE WHEN %(finishing)s THEN 'finishing' ELSE 'done' END,
+        lease_until = CASE WHEN %(finishing)s THEN lease_until END,
+        finished_at = CASE WHEN %(finishing)s THEN NULL ELSE now() END
     WHERE id = %(run)s AND worker_id = %(worker)s AND attempt = %(attempt)s
       AND state = 'leased'
     RETURNING id
@@ -231,6 +240,12 @@ UPDATE runs SET state = 'failed', lease_until = NULL, finished_at = now(),
                    attempt, worker_id)
 WHERE state = 'leased' AND lease_until < now() AND attempt >= %s
 """
+_ABANDONED_FINISHING = """
+UPDATE runs SET state = 'failed', lease_until = NULL, finished_at = now(),
+    error = format('worker %%s stopped during the hooks that run after publishing'
+                   ' (the outputs are published)', worker_id)
+WHERE state = 'finishing' AND lease_until < now()
+"""
 
 
 def parse_traceparent(value: str | None) -> SpanContext | None:
@@ -252,11 +267,30 @@ def parse_traceparent(value: str | None) -> SpanContext | None:
     return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(match[3], 16)))
 
 
+def _payload_json(a: Artifact) -> str:
+    """The payload as stored (JSON text); refused if it would not load back as it is: JSON
+    has no NaN or infinity (they would come back as null) and PostgreSQL's JSON no NUL."""
+    text = a.payload.model_dump_json()
+    if "\\u0000" in text:
+        raise PayloadValidationError(
+            f"{a.type} payload contains a NUL character (\\u0000), which PostgreSQL cannot "
+            "store; nothing was stored"
+        )
+    try:
+        type(a.payload).model_validate_json(text, by_name=True)
+    except ValidationError as exc:
+        raise PayloadValidationError(
+            f"{a.type} payload would not load back from JSON (NaN and infinity become null "
+            f"there); nothing was stored:\n{exc}"
+        ) from exc
+    return text
+
+
 def _artifact_params(a: Artifact) -> tuple[Any, ...]:
     return (
         a.id,
         a.type,
-        a.payload.model_dump_json(),
+        _payload_json(a),
         a.produced_by,
         a.correlation_id,
         sorted(a.tags),
@@ -269,7 +303,7 @@ def _artifact_json(a: Artifact) -> dict[str, Any]:
     return {
         "id": a.id,
         "type": a.type,
-        "payload": orjson.Fragment(a.payload.model_dump_json()),
+        "payload": orjson.Fragment(_payload_json(a)),
         "produced_by": a.produced_by,
         "correlation_id": a.correlation_id,
         "tags": sorted(a.tags),
@@ -375,7 +409,7 @@ class PostgresStore(Store, WorkQueue):
         self.channel = f"flock_{schema.lower()}"
         self._kwargs: dict[str, Any] = {
             "autocommit": True,
-            "options": f"-c search_path={schema}",
+            "options": f'-c search_path="{schema}"',  # quoted: keeps the name's case
         }
         self._pool: AsyncConnectionPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -623,7 +657,8 @@ class PostgresStore(Store, WorkQueue):
             claimed = await cur.fetchall()
             if not claimed:
                 given_up = await conn.execute(_GIVE_UP, [self.max_attempts])
-                if given_up.rowcount:
+                abandoned = await conn.execute(_ABANDONED_FINISHING)
+                if given_up.rowcount or abandoned.rowcount:
                     await conn.execute("SELECT pg_notify(%s, 'd')", [self.channel])
                 return []
             ids = sorted({i for row in claimed for i in row[2]})
@@ -673,7 +708,7 @@ class PostgresStore(Store, WorkQueue):
         async def op(conn: psycopg.AsyncConnection[Any]) -> int:
             cur = await conn.execute(
                 "UPDATE runs SET lease_until = now() + make_interval(secs => %s)"
-                " WHERE id = ANY(%s) AND worker_id = %s AND state = 'leased'",
+                " WHERE id = ANY(%s) AND worker_id = %s AND state IN ('leased', 'finishing')",
                 [float(lease_s), list(run_ids), worker_id],
             )
             return cur.rowcount
@@ -686,9 +721,11 @@ class PostgresStore(Store, WorkQueue):
         *,
         outputs: Sequence[Artifact] = (),
         runs: Sequence[RunRequest] = (),
+        finishing: bool = False,
     ) -> None:
         # One statement (one round trip, atomic): mark done if still ours, then store.
         params = {
+            "finishing": finishing,
             "run": run.id,
             "worker": run.worker_id,
             "attempt": run.attempt,
@@ -715,6 +752,7 @@ class PostgresStore(Store, WorkQueue):
         row = await cur.fetchone()
         if row is None or tuple(row) not in {
             ("done", run.worker_id, run.attempt),
+            ("finishing", run.worker_id, run.attempt),
             ("failed", run.worker_id, run.attempt),
         }:
             holder = f"{row[1]} (attempt {row[2]}, {row[0]})" if row else "nobody"
@@ -723,12 +761,23 @@ class PostgresStore(Store, WorkQueue):
                 f"now held by {holder}"
             )
 
+    async def finish(self, run: ClaimedRun) -> None:
+        async def op(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(
+                "UPDATE runs SET state = 'done', lease_until = NULL, finished_at = now()"
+                " WHERE id = %s AND worker_id = %s AND attempt = %s AND state = 'finishing'",
+                [run.id, run.worker_id, run.attempt],
+            )
+            await conn.execute("SELECT pg_notify(%s, 'd')", [self.channel])
+
+        await self._run("finish", op)
+
     async def fail(self, run: ClaimedRun, error: str) -> None:
         async def op(conn: psycopg.AsyncConnection[Any]) -> None:
             await conn.execute(
                 "UPDATE runs SET state = 'failed', error = %s, lease_until = NULL,"
                 " finished_at = now() WHERE id = %s AND worker_id = %s AND attempt = %s"
-                " AND state IN ('leased', 'done')",
+                " AND state IN ('leased', 'finishing')",
                 [error, run.id, run.worker_id, run.attempt],
             )
             await conn.execute("SELECT pg_notify(%s, 'd')", [self.channel])
@@ -804,7 +853,8 @@ class PostgresStore(Store, WorkQueue):
     async def is_idle(self) -> bool:
         async def op(conn: psycopg.AsyncConnection[Any]) -> bool:
             cur = await conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM runs WHERE state IN ('queued', 'leased'))"
+                "SELECT EXISTS (SELECT 1 FROM runs"
+                " WHERE state IN ('queued', 'leased', 'finishing'))"
             )
             row = await cur.fetchone()
             return not (row and row[0])

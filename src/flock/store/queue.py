@@ -130,19 +130,28 @@ class WorkQueue(ABC):
         *,
         outputs: Sequence[Artifact] = (),
         runs: Sequence[RunRequest] = (),
+        finishing: bool = False,
     ) -> None:
         """Mark ``run`` done, store its outputs, record the consumption of its inputs and
-        enqueue ``runs`` — all in one transaction.
+        enqueue ``runs`` — all in one transaction. With ``finishing`` the run is marked
+        *finishing* instead (hooks still run after publishing; the store is not idle, the
+        lease is still renewed) until :meth:`finish` or :meth:`fail`; a worker that dies
+        meanwhile leaves it failed (its outputs stay, it is never run again).
 
         Raises:
             LeaseLost: another worker took the run over; nothing was stored.
         """
 
     @abstractmethod
+    async def finish(self, run: ClaimedRun) -> None:
+        """Mark ``run`` done after :meth:`complete` with ``finishing=True`` (its hooks after
+        publishing succeeded)."""
+
+    @abstractmethod
     async def fail(self, run: ClaimedRun, error: str) -> None:
-        """Mark ``run`` failed (it is not retried); a lost lease is ignored. A run this
-        attempt already completed can be marked failed too: it published its outputs and
-        then failed (an ``on_post_publish`` or ``on_terminate`` hook raised)."""
+        """Mark ``run`` failed (it is not retried); a lost lease is ignored. A run completed
+        with ``finishing=True`` can be marked failed too: it published its outputs and then
+        failed (an ``on_post_publish`` or ``on_terminate`` hook raised)."""
 
     @abstractmethod
     async def release(self, worker_id: str, run_ids: Sequence[int]) -> int:
