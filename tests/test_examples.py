@@ -90,8 +90,18 @@ def test_nested_workflows(tmp_path: Path, llm: FakeOpenAIServer) -> None:
     assert roots(rows) == ["outer_workflow"]
     (inner,) = [r for r in rows if r["name"] == "inner_task"]
     assert by_id[inner["parent_id"]]["name"] == "outer_workflow"
-    assert inner["attributes"]["workflow"]["name"] == "inner_task"
+    assert inner["attributes"]["workflow"] == {"name": "outer_workflow", "step": "inner_task"}
     assert len({r["trace_id"] for r in rows}) == 1
+    # The docs' workflow query: one row for the trace, counting all of its spans.
+    with duckdb.connect(str(tmp_path / ".flock" / "traces.duckdb"), read_only=True) as conn:
+        listed = conn.execute(
+            "SELECT json_extract(attributes, '$.workflow.name') AS workflow_name, count(*),"
+            " (max(end_time) - min(start_time)) / 1e6 FROM spans"
+            " WHERE json_extract(attributes, '$.flock.workflow') = 'true'"
+            " GROUP BY trace_id, workflow_name"
+        ).fetchall()
+        root = conn.execute("SELECT duration_ms FROM spans WHERE parent_id IS NULL").fetchone()
+    assert listed == [('"outer_workflow"', len(rows), pytest.approx(root[0]))]
     executes = [r for r in rows if r["name"] == "Agent.execute"]
     assert len(executes) == 2
 
