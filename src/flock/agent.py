@@ -126,7 +126,23 @@ class Agent:
         """Turn an engine's return value into a list of declared output models."""
         if result is None:
             return []
-        items = [result] if isinstance(result, BaseModel | dict) else list(result)
+        if isinstance(result, BaseModel | list):  # the common cases first: no checks
+            items = [result] if isinstance(result, BaseModel) else result
+            return self._declared(items)
+        if inspect.isawaitable(result) or inspect.isasyncgen(result):
+            if inspect.iscoroutine(result):
+                result.close()  # not run: no "never awaited" warning on top of this error
+            raise TypeError(
+                f"agent {self.name!r}: its engine returned {type(result).__name__} (an "
+                "un-awaited coroutine or an async generator); make the engine an async "
+                "function that returns the outputs, or a plain function"
+            )
+        single = isinstance(result, BaseModel | dict | str | bytes) or not isinstance(
+            result, Iterable
+        )
+        return self._declared([result] if single else list(result))
+
+    def _declared(self, items: list[Any]) -> list[BaseModel]:
         outputs: list[BaseModel] = []
         for item in items:
             if isinstance(item, dict) and len(self.outputs) == 1:
@@ -139,10 +155,14 @@ class Agent:
                     ) from exc
             if not isinstance(item, BaseModel) or type(item) not in self.outputs:
                 declared = ", ".join(t.__name__ for t in self.outputs) or "nothing"
+                hint = (
+                    f"add .publishes({type(item).__name__}) or return one of the declared types"
+                    if isinstance(item, BaseModel)
+                    else "return instances of the declared types (or dicts of their fields)"
+                )
                 raise TypeError(
                     f"agent {self.name!r} returned {type(item).__name__} ({item!r:.200}), "
-                    f"but it publishes {declared}; add .publishes({type(item).__name__}) "
-                    "or return one of the declared types"
+                    f"but it publishes {declared}; {hint}"
                 )
             outputs.append(item)
         return outputs

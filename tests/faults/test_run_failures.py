@@ -268,3 +268,32 @@ async def test_the_output_panel_shows_what_is_published(capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert pizza.payload.name == "CENSORED" and "CENSORED" in out
     assert "secret draft" not in out and "chef[/v2] → Pizza" in out
+
+
+@pytest.mark.parametrize(
+    ("returned", "fragment"),
+    [
+        ("a pizza", "returned str ('a pizza'), but it publishes Pizza; return instances"),
+        (42, "returned int (42)"),
+        ({"nom": 1}, "returned a dict that is not a valid Pizza"),
+    ],
+    ids=["str", "int", "bad dict"],
+)
+async def test_wrong_return_values_are_named_whole(returned: object, fragment: str) -> None:
+    flock = Flock()
+    chef = flock.agent("chef").consumes(Idea).publishes(Pizza).without_output()
+    chef.with_engines(lambda idea: returned)
+    with pytest.raises(AgentRunError) as info:
+        await flock.invoke(chef, Idea(topic="x"))
+    assert fragment in str(info.value)
+
+
+async def test_a_sync_engine_returning_a_coroutine_says_so() -> None:
+    async def cook(idea: Idea) -> Pizza:
+        return Pizza(name=idea.topic)
+
+    flock = Flock()
+    chef = flock.agent("chef").consumes(Idea).publishes(Pizza).without_output()
+    chef.with_engines(lambda idea: cook(idea))  # forgot to await
+    with pytest.raises(AgentRunError, match="un-awaited coroutine"):
+        await flock.invoke(chef, Idea(topic="x"))
