@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from opentelemetry.trace import Link, StatusCode
 from pydantic import BaseModel, ValidationError
 
-from flock.artifacts import Artifact
+from flock.artifacts import Artifact, payload_json
 from flock.components import HOOKS, AgentComponent, OutputUtilityComponent, RunContext, overrides
 from flock.engines.base import Engine
 from flock.engines.function import FunctionEngine
@@ -339,9 +339,9 @@ class FailedAfterPublish(Exception):
 
 def _payload_text(artifacts: Sequence[Artifact]) -> str:
     if len(artifacts) == 1:
-        text = artifacts[0].payload.model_dump_json()
+        text = payload_json(artifacts[0].payload)
     else:
-        text = "[" + ",".join(a.payload.model_dump_json() for a in artifacts) + "]"
+        text = "[" + ",".join(payload_json(a.payload) for a in artifacts) + "]"
     if len(text) > PAYLOAD_ATTRIBUTE_CHARS:
         return (
             text[:PAYLOAD_ATTRIBUTE_CHARS]

@@ -1,7 +1,14 @@
-"""Artifacts: the immutable envelopes in which validated payloads live on the blackboard."""
+"""Artifacts: the frozen envelopes in which validated payloads live on the blackboard.
+
+The envelope cannot change; the payload is the model instance as published, shared by every
+consumer: treat it as read-only (or declare the model ``frozen=True``), since a consumer
+that changes it changes what the others see.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,15 +27,20 @@ _VERSION_4 = (0x4 << 76) | (0x8 << 60)  # the version and variant bits of a UUID
 _VERSION_MASK = ~((0xF << 76) | (0xC << 60))
 
 
+_ids = random.Random()  # seeded from os.urandom; the application's random.seed() leaves it alone
+if hasattr(os, "register_at_fork"):  # forked workers must not repeat each other's ids
+    os.register_at_fork(after_in_child=_ids.seed)
+
+
 def new_id() -> str:
     """A random (version 4) UUID string.
 
-    Drawn from ``random`` rather than ``os.urandom``: ids need uniqueness, not secrecy, and
-    urandom costs ~10 µs a call on some VMs. The ``random`` module reseeds itself in forked
-    children, so worker processes do not repeat each other's ids. Formatted directly (not
-    through ``uuid.UUID``, whose validation costs ~4 µs).
+    Drawn from a private ``random.Random`` rather than ``os.urandom``: ids need uniqueness,
+    not secrecy, and urandom costs ~10 µs a call on some VMs. Private, so that an
+    application calling ``random.seed()`` does not make ids repeat; reseeded in forked
+    children. Formatted directly (not through ``uuid.UUID``, whose validation costs ~4 µs).
     """
-    h = "%032x" % (random.getrandbits(128) & _VERSION_MASK | _VERSION_4)
+    h = "%032x" % (_ids.getrandbits(128) & _VERSION_MASK | _VERSION_4)
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
@@ -68,10 +80,26 @@ class Artifact:
         return {
             "id": self.id,
             "type": self.type,
-            "payload": self.payload.model_dump(mode="json"),
+            "payload": _payload_dict(self.payload),
             "produced_by": self.produced_by,
             "correlation_id": self.correlation_id,
             "tags": sorted(self.tags),
             "created_at": self.created_at.isoformat(),
             "traceparent": self.traceparent,
         }
+
+
+def payload_json(payload: BaseModel) -> str:
+    """The payload as JSON text for a span attribute or a log; a payload JSON cannot show as
+    it is (bytes that are not UTF-8, say) is shown as its ``repr`` instead of failing."""
+    try:
+        return payload.model_dump_json()
+    except ValueError:  # pydantic_core.PydanticSerializationError
+        return json.dumps({"unserializable": repr(payload)})
+
+
+def _payload_dict(payload: BaseModel) -> dict[str, Any]:
+    try:
+        return payload.model_dump(mode="json")
+    except ValueError:
+        return {"unserializable": repr(payload)}

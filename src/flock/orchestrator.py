@@ -107,6 +107,20 @@ def _shared_flags(context: SpanContext) -> SpanContext:
     )
 
 
+def _revalidated(obj: BaseModel) -> BaseModel:
+    """``obj`` validated again (it may have been mutated, or built with ``model_construct``)
+    from its field values as they are — not from a dump, which would drop excluded fields
+    and the fields of nested subclasses, add computed ones, and apply serializers. Private
+    attributes are kept. Field names are accepted whatever the aliases."""
+    values = dict(obj.__dict__)
+    if obj.__pydantic_extra__:
+        values.update(obj.__pydantic_extra__)
+    payload = type(obj).model_validate(values, strict=False, by_name=True)
+    if obj.__pydantic_private__:
+        object.__setattr__(payload, "__pydantic_private__", dict(obj.__pydantic_private__))
+    return payload
+
+
 class _ClassOrInstanceMethod:
     """Lets ``Flock.clear_traces(...)`` be called on the class and on an instance alike."""
 
@@ -319,9 +333,7 @@ class Flock:
                     "@flock_type or declare it in an agent's consumes()/publishes()"
                 )
             try:
-                # Re-validate: the instance may have been mutated or built with model_construct.
-                # The dump uses field names, so they are accepted whatever the aliases are.
-                payload = model_cls.model_validate(obj.model_dump(), strict=False, by_name=True)
+                payload = _revalidated(obj)
             except ValidationError as exc:
                 raise PayloadValidationError(
                     f"{model_cls.__qualname__} payload is invalid; nothing was stored:\n{exc}"

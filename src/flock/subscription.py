@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-from pydantic import BaseModel
+from typing import Any
 
 from flock.artifacts import Artifact
 
 __all__ = ["Predicate", "Subscription", "matches"]
 
-Predicate = Callable[[BaseModel], bool]
+Predicate = Callable[[Any], object]
+"""``where=``: a plain function of the payload (the consumed model) whose result is tested
+for truth; typed loosely so that ``lambda idea: idea.topic == "x"`` checks as written."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,12 +52,17 @@ def matches(subscription: Subscription, artifact: Artifact) -> bool:
 def normalize_predicates(where: Predicate | Sequence[Predicate] | None) -> tuple[Predicate, ...]:
     if where is None:
         return ()
-    if callable(where):
-        return (where,)
-    predicates = tuple(where)
+    predicates = (where,) if callable(where) else tuple(where)
     for p in predicates:
-        if not callable(p):
+        if not callable(p) or inspect.iscoroutinefunction(p):
             from flock.exceptions import ConfigurationError
 
-            raise ConfigurationError(f"where= takes callables, got {p!r}")
+            raise ConfigurationError(
+                f"where= takes plain functions of the payload returning a bool, got {p!r}"
+                + (
+                    " (an async function: its coroutine would always count as true)"
+                    if callable(p)
+                    else ""
+                )
+            )
     return predicates

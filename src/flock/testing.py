@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -121,7 +122,10 @@ class ScriptedEngine(Engine):
         if isinstance(item, BaseException):
             raise item
         if callable(item) and not isinstance(item, BaseModel):
-            return item(payload)  # type: ignore[no-any-return]
+            result = item(payload)
+            if inspect.isawaitable(result):  # an async function, as with_engines() takes
+                result = await result
+            return result  # type: ignore[no-any-return]
         return item  # type: ignore[no-any-return]
 
 

@@ -35,6 +35,8 @@ class MemoryStore(Store):
     async def put(self, artifacts: Sequence[Artifact]) -> None:
         by_correlation = self._by_correlation
         for artifact in artifacts:
+            if artifact.id in self._by_id:
+                continue  # stored already (as on PostgreSQL: the first copy stays)
             self._share_fields_set(artifact.payload)
             self._by_id[artifact.id] = artifact
             self._by_type[artifact.type].append(artifact)
