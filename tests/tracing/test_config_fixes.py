@@ -452,3 +452,42 @@ async def test_serve_shows_the_file_this_flock_traces_to(
     monkeypatch.setattr("flock.dashboard.server.serve", fake_serve)
     await flock.serve()
     assert Path(served["db"]) == db.resolve()  # not FLOCK_TRACE_DB's default
+
+
+def test_service_name_from_otel_resource_attributes_is_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flock.tracing.setup import _new_provider
+
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.setenv(
+        "OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod, service.name=billing"
+    )
+    provider = _new_provider()
+    try:
+        assert provider.resource.attributes["service.name"] == "billing"
+    finally:
+        provider.shutdown()
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES")
+    provider = _new_provider()
+    try:
+        assert provider.resource.attributes["service.name"] == "flock"  # flock's default
+    finally:
+        provider.shutdown()
+
+
+def test_the_export_failure_warning_says_whether_a_trace_file_keeps_the_spans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import weakref
+
+    from flock.tracing._otlp import _where_else
+
+    monkeypatch.setattr("flock.tracing.processor._WRITERS", weakref.WeakSet())
+    assert "No trace file is written" in _where_else() and "so they are lost" in _where_else()
+    writer = DuckDBSpanProcessor(tmp_path / "kept.duckdb", flush_interval=60)
+    try:
+        assert _where_else() == (f"The spans are still written to the trace file {writer.path}")
+    finally:
+        writer.shutdown()
+    assert "so they are lost" in _where_else()  # a closed writer keeps nothing

@@ -205,6 +205,11 @@ def test_replay_as_json_and_batches_whole_traces(db: Path) -> None:
         len({s.trace_id for s in receiver.spans()[i * 11 : i * 11 + 11]}) for i in range(3)
     ]
     assert per_request == [1, 1, 1]
+    # a trace larger than a request is split (receivers cap request sizes)
+    with OtlpReceiver() as receiver:
+        assert send_otlp(store, ids[:1], receiver.url, max_spans_per_request=4) == (1, 11)
+    assert len(receiver.requests) == 3  # 4 + 4 + 3 spans
+    assert {hex_ids(s)[1] for s in traces[0]} == {s.span_id.hex() for s in receiver.spans()}
     with OtlpReceiver() as receiver:
         send_otlp(store, ids[:1], receiver.url, protocol="http/json")
     ((_, headers, body),) = receiver.requests

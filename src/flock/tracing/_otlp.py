@@ -107,11 +107,12 @@ class ReportingSpanExporter(SpanExporter):
                 reason = records[0].getMessage() if records else "the exporter reported failure"
                 reason = _RETRYING.sub("", reason).rstrip(". ")
             log.warning(
-                "flock: OTLP export to %s failed: %s. The spans are still written to the trace "
-                "file; further export failures are not reported until export works again "
-                "(check OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_EXPORTER_OTLP_PROTOCOL).",
+                "flock: OTLP export to %s failed: %s. %s; further export failures are not "
+                "reported until export works again (check OTEL_EXPORTER_OTLP_ENDPOINT and "
+                "OTEL_EXPORTER_OTLP_PROTOCOL).",
                 self.endpoint,
                 reason[:500],
+                _where_else(),
             )
         return result
 
@@ -148,3 +149,13 @@ class ReportingSpanExporter(SpanExporter):
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         result: Any = self.inner.force_flush(timeout_millis)
         return bool(result)
+
+
+def _where_else() -> str:
+    """Whether the spans that failed to export are kept anyway (in a trace file)."""
+    from flock.tracing.processor import _WRITERS
+
+    files = sorted({str(w.path) for w in list(_WRITERS) if not w.closed})
+    if files:
+        return f"The spans are still written to the trace file {', '.join(files)}"
+    return "No trace file is written in this process (FLOCK_TRACE_FILE=false), so they are lost"

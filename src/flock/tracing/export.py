@@ -338,7 +338,8 @@ def send_otlp(
     """Replay stored traces to an OTLP/HTTP receiver; returns ``(traces, spans)`` sent.
 
     ``endpoint`` is the receiver's base URL (``/v1/traces`` is added) or the full traces URL.
-    Whole traces are batched into requests of about ``max_spans_per_request`` spans.
+    Traces are batched into requests of at most ``max_spans_per_request`` spans (a larger
+    trace is split across requests).
     ``progress(traces_done, spans_in_batch)`` is called after each trace is read.
     """
     url = traces_endpoint(endpoint)
@@ -357,7 +358,12 @@ def send_otlp(
     for _, spans in iter_trace_spans(store, trace_ids):
         if batch and len(batch) + len(spans) > max_spans_per_request:
             flush()
-        batch.extend(spans)
+        # A trace larger than a request is split (receivers limit request sizes; flock's
+        # dashboard takes 64 MiB), as a live exporter sends it in batches.
+        for start in range(0, len(spans), max_spans_per_request):
+            if len(batch) >= max_spans_per_request:
+                flush()
+            batch.extend(spans[start : start + max_spans_per_request])
         traces += 1
         if progress is not None:
             progress(traces, len(spans))

@@ -221,7 +221,11 @@ def _new_provider() -> SDKTracerProvider:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 
-    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "flock"}
+    named = os.environ.get("OTEL_SERVICE_NAME") or any(
+        item.split("=", 1)[0].strip() == "service.name"
+        for item in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(",")
+    )
+    attributes = {} if named else {"service.name": "flock"}  # the environment's name wins
     provider = SDKTracerProvider(resource=Resource.create(attributes))
     exporter = _otlp_exporter()
     if exporter is not None:
