@@ -3,25 +3,22 @@ store, an OTLP refusal — each a short message and an exit code, never a traceb
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pytest
 
 import flock.cli
 from flock.cli import main
-from tests.tracing.stored import hex_ids, seed_trace, write_spans
+from tests.tracing.stored import OtlpReceiver, hex_ids, seed_trace, write_spans
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -248,43 +245,15 @@ def test_store_unreachable_is_only_the_database_failing() -> None:
 # --- 7. an OTLP refusal shows the receiver's status message, not protobuf bytes ------------
 
 
-class RefusingReceiver:
+def refusing_receiver(message: str, *, protobuf: bool = True) -> OtlpReceiver:
     """An OTLP/HTTP receiver on 127.0.0.1 answering 403 with a google.rpc.Status body."""
+    from google.rpc.status_pb2 import Status  # comes with the OTLP exporters
 
-    def __init__(self, message: str, *, protobuf: bool = True) -> None:
-        from google.rpc.status_pb2 import Status  # comes with the OTLP exporters
-
-        if protobuf:
-            body = bytes(Status(code=7, message=message).SerializeToString())
-            media = "application/x-protobuf"
-        else:
-            body = json.dumps({"code": 7, "message": message}).encode()
-            media = "application/json"
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                self.send_response(403)
-                self.send_header("Content-Type", media)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> RefusingReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+    if protobuf:
+        body = bytes(Status(code=7, message=message).SerializeToString())
+        return OtlpReceiver(403, reply=body, content_type="application/x-protobuf")
+    body = json.dumps({"code": 7, "message": message}).encode()
+    return OtlpReceiver(403, reply=body, content_type="application/json")
 
 
 @pytest.fixture
@@ -300,7 +269,7 @@ def test_an_otlp_refusal_shows_the_status_message(
     length: int, protobuf: bool, one_trace: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     message = ("this dashboard is read-only " * 10)[: length - 1] + "!"
-    with RefusingReceiver(message, protobuf=protobuf) as receiver:
+    with refusing_receiver(message, protobuf=protobuf) as receiver:
         args = ["traces", "export", "latest", "--otlp-endpoint", receiver.url, "--db", one_trace]
         protocol = [] if protobuf else ["--otlp-protocol", "http/json"]
         assert main([*args, *protocol]) == 1

@@ -185,14 +185,19 @@ def hex_ids(s: ReadableSpan) -> tuple[str, str, str | None]:
 class OtlpReceiver:
     """A minimal OTLP/HTTP receiver on 127.0.0.1 that records what it is sent.
 
-    ``status`` is the HTTP status it answers with; ``requests`` holds ``(path, headers with lowercase names, body)``.
+    ``status`` is the HTTP status it answers with (``reply`` its body, of ``content_type``);
+    ``requests`` holds ``(path, headers with lowercase names, body)``.
     """
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(
+        self, status: int = 200, *, reply: bytes | None = None, content_type: str | None = None
+    ) -> None:
         import http.server
         import threading
 
         self.status = status
+        self.reply = reply
+        self.content_type = content_type
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
         receiver = self
 
@@ -202,8 +207,12 @@ class OtlpReceiver:
                 receiver.requests.append(
                     (self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                 )
-                reply = b"" if receiver.status == 200 else b"bad spans, go away"
+                reply = receiver.reply
+                if reply is None:
+                    reply = b"" if receiver.status == 200 else b"bad spans, go away"
                 self.send_response(receiver.status)
+                if receiver.content_type:
+                    self.send_header("Content-Type", receiver.content_type)
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
