@@ -33,7 +33,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from opentelemetry.trace import Span, SpanContext, TraceFlags, TracerProvider
 from pydantic import BaseModel, ValidationError
@@ -252,13 +252,31 @@ class Flock:
 
     # Publishing -----------------------------------------------------------
 
+    @overload
+    async def publish(
+        self,
+        obj: PublishInput,
+        *,
+        correlation_id: str | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> Artifact: ...
+
+    @overload
+    async def publish(
+        self,
+        obj: Sequence[PublishInput],
+        *,
+        correlation_id: str | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> list[Artifact]: ...
+
     async def publish(
         self,
         obj: PublishInput | Sequence[PublishInput],
         *,
         correlation_id: str | None = None,
         tags: Iterable[str] | None = None,
-    ) -> Any:
+    ) -> Artifact | list[Artifact]:
         """Validate and store ``obj`` (a model, a ``{"type", "payload"}`` dict, or a list of
         them) and schedule every agent it matches. Returns the artifact (or list of them).
 
