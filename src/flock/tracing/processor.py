@@ -93,27 +93,32 @@ class DuckDBSpanProcessor(SpanProcessor):
         self.unencodable_error: str | None = None  # why the last of those could not be
         self.written = 0
         self.last_error: str | None = None
-        self._queue: deque[FinishedSpan | _Marker] = deque()
-        self._encoded: list[Any] = []  # Arrow tables not yet in the file
-        self._encoded_rows = 0
         self._last_write = time.monotonic()
-        self._inflight: tuple[threading.Event, dict[str, Any], list[Any], int] | None = None
-        self._inserts: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._inserter: threading.Thread | None = None
-        self._appender = Appender(self.path)
-        self._wake = threading.Event()
-        self._file_lock = threading.Lock()
         self._stopping = False
         self._closed = False
         self._warned_lock = False
+        self._new_pipeline()
         self._check_file()
-        self._thread = threading.Thread(target=self._loop, name="flock-trace-writer", daemon=True)
         self._thread.start()
         _WRITERS.add(self)
         atexit.register(self.shutdown)
         if hasattr(os, "register_at_fork"):  # weakly: a processor may be garbage-collected
             after_fork = weakref.WeakMethod(self._after_fork_in_child)
             os.register_at_fork(after_in_child=lambda: (method := after_fork()) and method())
+
+    def _new_pipeline(self) -> None:
+        """An empty queue, the writer's threads (not started yet), their locks and a DuckDB
+        instance of their own: at start, and again in a forked child."""
+        self._queue: deque[FinishedSpan | _Marker] = deque()
+        self._encoded: list[Any] = []  # Arrow tables not yet in the file
+        self._encoded_rows = 0
+        self._inflight: tuple[threading.Event, dict[str, Any], list[Any], int] | None = None
+        self._inserts: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._inserter: threading.Thread | None = None
+        self._appender = Appender(self.path)
+        self._wake = threading.Event()
+        self._file_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="flock-trace-writer", daemon=True)
 
     def _after_fork_in_child(self) -> None:
         """In a forked child (``multiprocessing``'s default on Linux) the writer's threads
@@ -123,12 +128,7 @@ class DuckDBSpanProcessor(SpanProcessor):
         if self._closed:
             return
         _FORKED_APPENDERS.append(self._appender)
-        self._appender = Appender(self.path)
-        self._queue = deque()
-        self._encoded, self._encoded_rows, self._inflight = [], 0, None
-        self._inserts, self._inserter = queue.SimpleQueue(), None
-        self._wake, self._file_lock = threading.Event(), threading.Lock()
-        self._thread = threading.Thread(target=self._loop, name="flock-trace-writer", daemon=True)
+        self._new_pipeline()
         self._thread.start()
 
     def _check_file(self) -> None:

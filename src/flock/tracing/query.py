@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from flock.exceptions import TracingError
-from flock.tracing.store import COLUMNS, DEFAULT_DB_PATH
+from flock.tracing.store import COLUMNS, DEFAULT_DB_PATH, spans_catalog
 
 if TYPE_CHECKING:
     import duckdb
@@ -279,21 +279,16 @@ class TraceStore:
     def _check_schema(self, conn: duckdb.DuckDBPyConnection) -> None:
         """Raise :class:`TracingError` unless ``spans`` is a table with flock's columns (a
         view, which could run any SQL, or a table in another schema is refused)."""
-        row = conn.execute(
-            "SELECT (SELECT count(*) FROM duckdb_tables() WHERE database_name = "
-            "        current_database() AND schema_name = 'main' AND table_name = 'spans'), "
-            "       (SELECT list(column_name) FROM duckdb_columns() WHERE database_name = "
-            "        current_database() AND schema_name = 'main' AND table_name = 'spans')"
-        ).fetchone()
-        tables, columns = row if row is not None else (0, None)
+        view, found = spans_catalog(conn)
         where = f"{str(self.path)!r} is not a flock trace file"
-        if not tables:  # duckdb_columns() also lists a view's columns
+        if view or not found:
             raise TracingError(
                 f"{where}: its 'spans' is a view, not a table"
-                if columns
+                if view
                 else f"{where}: it has no 'spans' table"
             )
-        missing = [name for name, _ in COLUMNS if name not in set(columns or ())]
+        columns = {name for name, _ in found}
+        missing = [name for name, _ in COLUMNS if name not in columns]
         if missing:
             raise TracingError(
                 f"{where} (or one from an incompatible flock version): its 'spans' table "

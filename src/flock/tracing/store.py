@@ -108,20 +108,26 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> duckdb.
     return conn
 
 
+def spans_catalog(conn: duckdb.DuckDBPyConnection) -> tuple[bool, list[tuple[str, str]]]:
+    """How the database's ``main.spans`` is defined, from the catalog (nothing of it runs):
+    whether it is a view, and its ``(column, type)`` pairs in order (none: no ``spans``)."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM duckdb_views() WHERE database_name = current_database()"
+        "        AND schema_name = 'main' AND view_name = 'spans') > 0, "
+        "       (SELECT list([column_name, data_type] ORDER BY column_index)"
+        "        FROM duckdb_columns() WHERE database_name = current_database()"
+        "        AND schema_name = 'main' AND table_name = 'spans')"
+    ).fetchone()
+    view, columns = row if row is not None else (False, None)
+    return bool(view), [(name, sql_type) for name, sql_type in columns or ()]
+
+
 def check_schema(conn: duckdb.DuckDBPyConnection, *, missing_ok: bool = False) -> None:
     """Raise ``ValueError`` unless the database's ``main.spans`` is flock's table (a file
     made by other software, or a view: every write would fail on it); with ``missing_ok``,
     no ``spans`` at all is fine too."""
-    found = conn.execute(
-        "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = "
-        "current_database() AND schema_name = 'main' AND table_name = 'spans' "
-        "ORDER BY column_index"
-    ).fetchall()
-    view = conn.execute(
-        "SELECT count(*) FROM duckdb_views() WHERE database_name = current_database() "
-        "AND schema_name = 'main' AND view_name = 'spans'"
-    ).fetchone()
-    if view and view[0]:
+    view, found = spans_catalog(conn)
+    if view:
         raise ValueError("its 'spans' is a view, not flock's spans table")
     if not found:
         if missing_ok:
