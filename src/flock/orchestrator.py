@@ -178,9 +178,9 @@ class Flock:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None
         self._idle_loop: asyncio.AbstractEventLoop | None = None
-        # A distributed store (one with a work queue): runs are enqueued, not spawned.
-        # With a distributed store, _schedule collects (agent, inputs, error) here instead of
-        # spawning runs; error: the agent's where= predicate raised (stored as a failed run).
+        # A distributed store (one with a work queue): runs are enqueued, not spawned;
+        # _schedule collects (agent, inputs, error) here, error when the agent's where=
+        # predicate raised (then stored as a failed run).
         self._outbox: list[tuple[Agent, tuple[Artifact, ...], AgentRunError | None]] | None = None
         self._distributed: Distributed | None = None
         if isinstance(self.store, WorkQueue):
@@ -398,8 +398,9 @@ class Flock:
                 if not any(matches(sub, artifact) for sub in agent.subscriptions):
                     continue
             except Exception as exc:
-                error = self._error(agent, (artifact,), exc, attempts=1)
-                error.args = (f"{error.args[0]} (its where= predicate raised)",)
+                error = self._error(
+                    agent, (artifact,), exc, attempts=1, why="its where= predicate raised"
+                )
                 if self._outbox is not None:  # stored as a failed run: the publisher reports it
                     self._outbox.append((agent, (artifact,), error))
                 else:
@@ -518,6 +519,7 @@ class Flock:
         *,
         attempts: int,
         published: Sequence[Artifact] = (),
+        why: str = "",
     ) -> AgentRunError:
         inputs = ", ".join(f"{a.type} {a.id}" for a in artifacts)
         tries = f" after {attempts} attempts" if attempts > 1 else ""
@@ -527,7 +529,8 @@ class Flock:
             else ""
         )
         error = AgentRunError(
-            f"agent {agent.name!r} failed{tries} on {inputs}{after}: {type(exc).__name__}: {exc}",
+            f"agent {agent.name!r} failed{tries} on {inputs}{after}: {type(exc).__name__}: {exc}"
+            + (f" ({why})" if why else ""),
             agent=agent.name,
             artifacts=artifacts,
             attempts=attempts,

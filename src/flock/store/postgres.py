@@ -762,27 +762,33 @@ class PostgresStore(Store, WorkQueue):
             )
 
     async def finish(self, run: ClaimedRun) -> None:
-        async def op(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute(
-                "UPDATE runs SET state = 'done', lease_until = NULL, finished_at = now()"
-                " WHERE id = %s AND worker_id = %s AND attempt = %s AND state = 'finishing'",
-                [run.id, run.worker_id, run.attempt],
-            )
-            await conn.execute("SELECT pg_notify(%s, 'd')", [self.channel])
-
-        await self._run("finish", op)
+        await self._end("finish", run, "done", None, from_states=("finishing",))
 
     async def fail(self, run: ClaimedRun, error: str) -> None:
+        await self._end("fail", run, "failed", error, from_states=("leased", "finishing"))
+
+    async def _end(
+        self,
+        what: str,
+        run: ClaimedRun,
+        state: str,
+        error: str | None,
+        *,
+        from_states: tuple[str, ...],
+    ) -> None:
+        """Move ``run`` to a final ``state`` if this attempt still holds it in one of
+        ``from_states`` (a lost lease changes nothing), and wake the waiters."""
+
         async def op(conn: psycopg.AsyncConnection[Any]) -> None:
             await conn.execute(
-                "UPDATE runs SET state = 'failed', error = %s, lease_until = NULL,"
+                "UPDATE runs SET state = %s, error = coalesce(%s, error), lease_until = NULL,"
                 " finished_at = now() WHERE id = %s AND worker_id = %s AND attempt = %s"
-                " AND state IN ('leased', 'finishing')",
-                [error, run.id, run.worker_id, run.attempt],
+                " AND state = ANY(%s)",
+                [state, error, run.id, run.worker_id, run.attempt, list(from_states)],
             )
             await conn.execute("SELECT pg_notify(%s, 'd')", [self.channel])
 
-        await self._run("fail", op)
+        await self._run(what, op)
 
     async def release(self, worker_id: str, run_ids: Sequence[int]) -> int:
         if not run_ids:
