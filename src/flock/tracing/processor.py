@@ -36,7 +36,13 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from flock.exceptions import TracingError
-from flock.tracing.store import Appender, FinishedSpan, connect, spans_to_arrow
+from flock.tracing.store import (
+    MAX_ATTRIBUTE_CHARS,
+    Appender,
+    FinishedSpan,
+    connect,
+    spans_to_arrow,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -77,7 +83,7 @@ class DuckDBSpanProcessor(SpanProcessor):
         flush_interval: float = 1.0,
         batch_size: int = 100_000,
         max_queue: int = 2_000_000,
-        max_attribute_chars: int = 4096,
+        max_attribute_chars: int = MAX_ATTRIBUTE_CHARS,
         redact: Redactor | None = None,
         exit_timeout: float = 10.0,
     ) -> None:

@@ -34,7 +34,7 @@ from opentelemetry import trace
 
 from flock.exceptions import ConfigurationError, TracingError
 from flock.tracing._instrument import Instrument
-from flock.tracing.store import DEFAULT_DB_PATH
+from flock.tracing.store import DEFAULT_DB_PATH, MAX_ATTRIBUTE_CHARS
 from flock.tracing.workflow import Workflows, WorkflowSpanProcessor
 
 if TYPE_CHECKING:
@@ -55,7 +55,6 @@ DEFAULT_FLUSH_INTERVAL = 1.0
 FLUSH_INTERVAL_RANGE = (0.01, 3600.0)
 """Accepted ``FLOCK_TRACE_FLUSH_INTERVAL`` values, in seconds (inclusive): ``0`` or less
 would keep the writer thread spinning, ``inf`` or huge values kill it."""
-DEFAULT_MAX_ATTRIBUTE_CHARS = 4096
 
 
 def env_flag(name: str, default: bool) -> bool:
@@ -77,7 +76,7 @@ class TracingSettings:
     redact: Redactor | None = None
     """The redaction hook given to :func:`configure` (applied to the trace file)."""
     max_attribute_chars: int | None = None
-    """The attribute cap given to :func:`configure` (default 4096 in the trace file)."""
+    """The attribute cap given to :func:`configure` (default ``MAX_ATTRIBUTE_CHARS`` in the trace file)."""
 
 
 _configured: dict[int, TracingSettings] = {}
@@ -292,7 +291,7 @@ def _file_processor(
             path,
             flush_interval=interval,
             redact=redact,
-            max_attribute_chars=max_attribute_chars or DEFAULT_MAX_ATTRIBUTE_CHARS,
+            max_attribute_chars=max_attribute_chars or MAX_ATTRIBUTE_CHARS,
         )
     except TracingError as exc:
         warnings.warn(f"flock tracing without a trace file: {exc}", RuntimeWarning, stacklevel=3)

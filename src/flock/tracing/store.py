@@ -38,6 +38,8 @@ __all__ = [
 ]
 
 DEFAULT_DB_PATH = ".flock/traces.duckdb"
+MAX_ATTRIBUTE_CHARS = 4096
+"""Default cap on a string attribute's length in the file (longer ones are truncated)."""
 WRITE_MEMORY_LIMIT = "64MB"
 """DuckDB's memory limit on the writer's connection (it spills to disk beyond it)."""
 CHECKPOINT_THRESHOLD = "64KB"
@@ -363,7 +365,7 @@ class FinishedSpan:
 def spans_to_arrow(
     spans: Sequence[ReadableSpan | FinishedSpan],
     *,
-    max_chars: int = 4096,
+    max_chars: int = MAX_ATTRIBUTE_CHARS,
     redact: Redactor | None = None,
 ) -> pa.Table:
     """Encode finished spans as an Arrow table for :class:`Appender`: the ``spans`` columns,
