@@ -141,6 +141,36 @@ async def test_a_run_whose_stored_input_no_longer_loads_fails_and_is_reported(
         await store.close()
 
 
+async def test_a_run_whose_stored_input_type_is_unknown_here_fails_with_the_reason(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    # A publisher run as `python app.py` stores its types as __main__.*, which a worker that
+    # imports app cannot resolve: the worker used to die on it and leave the runs leased.
+    store = PostgresStore(pg_dsn, schema=pg_schema)
+    flock = Flock(store=store)
+    flock.agent("chef").consumes(Idea).publishes(Pizza).with_engines(
+        lambda idea: Pizza(name=idea.topic)
+    ).without_output()
+    try:
+        idea = await flock.publish(Idea(topic="spicy"))
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("UPDATE {}.artifacts SET type = %s WHERE id = %s").format(
+                    sql.Identifier(pg_schema)
+                ),
+                ["__main__.Idea", idea.id],
+            )
+        with pytest.raises(AgentFailures) as info:
+            await flock.run_until_idle(timeout=30)
+        (failure,) = info.value.failures
+        assert "could not load its inputs" in str(failure)
+        assert "unknown type '__main__.Idea'" in str(failure)
+        assert "a module that the publisher and the workers both import" in str(failure)
+        assert await run_states(store) == {"chef": "failed"}  # not left leased
+    finally:
+        await store.close()
+
+
 class SlowFailingNotifier(AgentComponent):
     async def on_post_publish(self, ctx: RunContext, artifact: Artifact) -> None:
         await asyncio.sleep(0.5)  # the publisher checks for idle meanwhile

@@ -49,7 +49,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 from pydantic import ValidationError
 
 from flock.artifacts import Artifact
-from flock.exceptions import ConfigurationError, PayloadValidationError
+from flock.exceptions import ConfigurationError, PayloadValidationError, RegistryError
 from flock.registry import registry
 from flock.store.base import Store
 from flock.store.queue import ClaimedRun, FailedRun, LeaseLost, RunRequest, WorkQueue
@@ -336,7 +336,7 @@ def _inputs_for_report(rows: dict[str, Sequence[Any]], ids: Sequence[str]) -> tu
     for artifact_id in ids:
         row = rows.get(artifact_id)
         if row is not None:
-            with contextlib.suppress(PayloadValidationError):
+            with contextlib.suppress(PayloadValidationError, RegistryError):
                 inputs.append(_load_artifact(row))
     return tuple(inputs)
 
@@ -344,7 +344,16 @@ def _inputs_for_report(rows: dict[str, Sequence[Any]], ids: Sequence[str]) -> tu
 def _load_artifact(row: Sequence[Any]) -> Artifact:
     """An artifact from a row of ``_ARTIFACT_COLUMNS``, its payload re-validated."""
     artifact_id, type_name, payload, produced_by, correlation_id, tags, traceparent, created = row
-    model = registry.resolve(type_name)
+    try:
+        model = registry.resolve(type_name)
+    except RegistryError as exc:
+        if not type_name.startswith("__main__."):
+            raise
+        raise RegistryError(
+            f"{exc}. {type_name!r} was published by a program run as a script, whose module "
+            "is called __main__ only there: define the types in a module that the publisher "
+            "and the workers both import, or name them with @flock_type(name=...)"
+        ) from None
     try:
         value = model.model_validate_json(payload, by_name=True)  # stored by field name
     except ValidationError as exc:
@@ -672,7 +681,8 @@ class PostgresStore(Store, WorkQueue):
             for run_id, agent, artifact_ids, attempt, workflow, prev_worker, prev_at in claimed:
                 try:
                     artifacts = tuple(_load_artifact(by_id[i]) for i in artifact_ids)
-                except PayloadValidationError as exc:  # e.g. the model changed since
+                except (PayloadValidationError, RegistryError) as exc:
+                    # e.g. the model changed since, or this worker does not know the type
                     # Failed (and reported to its publisher), not left leased to be retried
                     # by worker after worker until its attempts run out.
                     await conn.execute(
