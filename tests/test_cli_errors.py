@@ -62,6 +62,14 @@ def assert_no_traceback(text: str) -> None:
         (["traces", "show", "--depth", "-1"], "Invalid value for '--depth'"),
         (["traces", "stats", "--limit", "0"], "Invalid value for '--limit'"),
         (["dashboard", "--port", "70000"], "Invalid value for '--port'"),
+        (["traces", "list", "--since", "bogus"], "Invalid value for '--since'"),
+        (["traces", "stats", "--since", "bogus"], "Invalid value for '--since'"),
+        (["traces", "stats", "--by", "wrong"], "Invalid value for '--by'"),
+        (["traces", "export", "--all", "--since", "bogus"], "Invalid value for '--since'"),
+        (
+            ["traces", "export", "--all", "--otlp-protocol", "grpc"],
+            "Invalid value for '--otlp-protocol'",
+        ),
     ],
 )
 def test_usage_errors_print_usage_and_exit_2(

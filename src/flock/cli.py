@@ -41,7 +41,7 @@ from flock.exceptions import ConfigurationError, TracingError
 from flock.tracing.store import DEFAULT_DB_PATH
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Callable, Coroutine
     from typing import Any
 
     from flock.orchestrator import Flock
@@ -81,17 +81,41 @@ def _store(db: str) -> TraceStore:
 def _since(value: str | None) -> int | None:
     from flock.tracing.query import parse_since
 
-    if value is None:
-        return None
-    try:
-        return parse_since(value)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
+    return None if value is None else parse_since(value)  # checked by _check_since
+
+
+def _check_since(value: str | None) -> str | None:
+    """A bad ``--since`` is a usage error (usage, ``Error: ...``, exit 2), found while the
+    command line is parsed."""
+    from flock.tracing.query import parse_since
+
+    if value is not None:
+        try:
+            parse_since(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    """An option callback that accepts only ``choices`` (a usage error otherwise)."""
+
+    def check(value: str) -> str:
+        if value not in choices:
+            raise typer.BadParameter(
+                f"{value!r} is not one of {', '.join(repr(c) for c in choices)}"
+            )
+        return value
+
+    return check
 
 
 SinceOption = Annotated[
     str | None,
-    typer.Option(help="Only traces that started since: 10m, 2h, 1d, 1w or an ISO time."),
+    typer.Option(
+        help="Only traces that started since: 10m, 2h, 1d, 1w or an ISO time.",
+        callback=_check_since,
+    ),
 ]
 
 
@@ -282,7 +306,8 @@ def stats(
     by: Annotated[
         str,
         typer.Option(
-            help="'workflow' (whole traces by root name), 'span' (spans by name) or 'both'."
+            help="'workflow' (whole traces by root name), 'span' (spans by name) or 'both'.",
+            callback=_one_of("workflow", "span", "both"),
         ),
     ] = "both",
     name: Annotated[str | None, typer.Option(help="Only names containing this.")] = None,
@@ -298,8 +323,6 @@ def stats(
     """
     from flock.tracing.render import format_ms
 
-    if by not in ("workflow", "span", "both"):
-        raise _fail(f"--by must be 'workflow', 'span' or 'both', not {by!r}")
     groups: list[Literal["workflow", "span"]] = (
         ["workflow", "span"] if by == "both" else [cast('Literal["workflow", "span"]', by)]
     )
@@ -351,6 +374,7 @@ def stats(
 
 @traces_app.command("export")
 def export(
+    ctx: typer.Context,
     trace_id: Annotated[
         str | None, typer.Argument(help="A trace id, or 'latest'; or use --all.")
     ] = None,
@@ -361,7 +385,10 @@ def export(
     ] = None,
     since: Annotated[
         str | None,
-        typer.Option(help="With --all: only traces that started since (10m, 2h, 1d, ISO time)."),
+        typer.Option(
+            help="With --all: only traces that started since (10m, 2h, 1d, ISO time).",
+            callback=_check_since,
+        ),
     ] = None,
     output: Annotated[
         str | None,
@@ -378,7 +405,11 @@ def export(
         ),
     ] = None,
     otlp_protocol: Annotated[
-        str, typer.Option(help="'http/protobuf' or 'http/json' for --otlp-endpoint.")
+        str,
+        typer.Option(
+            help="'http/protobuf' or 'http/json' for --otlp-endpoint.",
+            callback=_one_of("http/protobuf", "http/json"),
+        ),
     ] = "http/protobuf",
     header: Annotated[
         list[str] | None,
@@ -395,18 +426,14 @@ def export(
     from flock.tracing import export as otlp
 
     if (trace_id is None) == (not all_traces):
-        raise _fail("name one trace (TRACE_ID or 'latest') or pass --all, not both")
+        ctx.fail("name one trace (TRACE_ID or 'latest') or pass --all, not both")
     if not all_traces and (name is not None or since is not None):
-        raise _fail("--name and --since select traces for --all")
-    if otlp_protocol not in ("http/protobuf", "http/json"):
-        raise _fail(
-            f"--otlp-protocol must be 'http/protobuf' or 'http/json', not {otlp_protocol!r}"
-        )
+        ctx.fail("--name and --since select traces for --all")
     headers: dict[str, str] = {}
     for item in header or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise _fail(f"--header wants KEY=VALUE, got {item!r}")
+            ctx.fail(f"--header wants KEY=VALUE, got {item!r}")
         headers[key.strip()] = value.strip()
     endpoint: str | None = None
     if otlp_endpoint is not None:
