@@ -490,4 +490,6 @@ def test_the_export_failure_warning_says_whether_a_trace_file_keeps_the_spans(
         assert _where_else() == (f"The spans are still written to the trace file {writer.path}")
     finally:
         writer.shutdown()
-    assert "so they are lost" in _where_else()  # a closed writer keeps nothing
+    # A writer that has shut down wrote the spans: the exporter gives up on a batch only
+    # after its retries, often after a short program's writer has written and closed.
+    assert _where_else() == (f"The spans are still written to the trace file {writer.path}")
