@@ -253,3 +253,73 @@ def test_processor_refuses_an_unusable_file_with_a_clear_error(tmp_path: Path) -
     ):
         DuckDBSpanProcessor(bogus)
     assert bogus.read_text() == "not a database"
+
+
+def test_spans_a_locked_file_refuses_at_exit_are_kept_and_added_by_the_next_writer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from flock.tracing.store import clear_traces, pending_dir
+
+    db = tmp_path / "traces.duckdb"
+    processor = DuckDBSpanProcessor(db, flush_interval=60, exit_timeout=0.5)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("exit")
+    with tracer.start_as_current_span("before"):
+        pass
+    assert processor.force_flush()
+    holder = hold(db, 0, "read_write", until_released=True)  # a writer: no one else may open it
+    try:
+        for i in range(50):
+            with tracer.start_as_current_span("during") as span:
+                span.set_attribute("flock.i", i)
+        provider.shutdown()  # as at exit: the file stays locked past exit_timeout
+    finally:
+        assert holder.stdin is not None and holder.stdout is not None
+        holder.stdin.write("release\n")
+        holder.stdin.close()
+        assert holder.wait(30) == 0
+        holder.stdout.close()
+    err = capsys.readouterr().err
+    (spilled,) = pending_dir(db).glob("*.arrow")
+    assert f"50 span(s) could not be written to {db} before exit" in err
+    assert "Conflicting lock is held" in err and f"kept in {spilled}" in err
+    assert "unwritten at exit" not in err  # nothing is lost
+    assert query(db, "SELECT count(*) FROM spans WHERE name = 'during'") == [(0,)]
+    saved = spilled.read_bytes()
+
+    def next_writer_writes_one_span() -> None:
+        later = DuckDBSpanProcessor(db, flush_interval=60)
+        provider = TracerProvider()
+        provider.add_span_processor(later)
+        with provider.get_tracer("next").start_as_current_span("after"):
+            pass
+        assert later.force_flush()
+        provider.shutdown()
+
+    next_writer_writes_one_span()
+    rows = query(
+        db,
+        "SELECT count(*), count(DISTINCT span_id), sum(json_extract(attributes, '$.flock.i')::INT)"
+        " FROM spans WHERE name = 'during'",
+    )
+    assert rows == [(50, 50, sum(range(50)))]
+    assert not pending_dir(db).exists()
+    # A process that died between adding a file's spans and deleting the file adds none twice.
+    pending_dir(db).mkdir()
+    spilled.write_bytes(saved)
+    next_writer_writes_one_span()
+    assert query(db, "SELECT count(*) FROM spans WHERE name = 'during'") == [(50,)]
+    assert query(db, "SELECT count(*) FROM spans WHERE name = 'after'") == [(2,)]
+    # A file that cannot be read is set aside with a warning, not retried forever.
+    pending_dir(db).mkdir()
+    (pending_dir(db) / "1-2.arrow").write_bytes(b"not arrow")
+    next_writer_writes_one_span()
+    assert "cannot add the spans left in" in caplog.text
+    assert [p.name for p in pending_dir(db).iterdir()] == ["1-2.unreadable"]
+    # Clearing the traces clears the spans still waiting to be added, too.
+    spilled.write_bytes(saved)
+    result = clear_traces(db)
+    assert result == {"success": True, "deleted_count": 1 + 50 + 3 + 50, "error": None}
+    next_writer_writes_one_span()
+    assert query(db, "SELECT count(*) FROM spans") == [(1,)]

@@ -243,6 +243,16 @@ class DuckDBSpanProcessor(SpanProcessor):
                     self.path.name,
                 )
         lost = self._encoded_rows + sum(1 for item in self._queue if isinstance(item, FinishedSpan))
+        kept = self._spill() if lost and not self._thread.is_alive() else None
+        if kept is not None:
+            spilled, rows = kept
+            print(
+                f"flock: {rows} span(s) could not be written to {self.path} before exit "
+                f"({self.last_error or 'the file was busy'}); they are kept in {spilled} and "
+                "added to the trace file by the next flock process that writes to it",
+                file=sys.stderr,
+            )
+            lost = 0
         if lost or self.dropped:
             over_bound = self.dropped - self.unencodable
             print(
@@ -254,6 +264,26 @@ class DuckDBSpanProcessor(SpanProcessor):
                 file=sys.stderr,
             )
         atexit.unregister(self.shutdown)
+
+    def _spill(self) -> tuple[Path, int] | None:
+        """At exit, save the spans the writer could not write (the file stayed locked) for
+        the next writer of the file (see :meth:`Appender.spill`); None if that fails too."""
+        spans = [item for item in self._queue if isinstance(item, FinishedSpan)]
+        try:
+            tables = list(self._encoded)
+            if spans:
+                spans, table = self._encode_isolating(spans)
+                if spans:
+                    tables.append(table)
+            if not tables:
+                return None
+            spilled = self._appender.spill(tables)
+        except Exception as exc:
+            log.warning("flock: cannot keep the unwritten spans: %s: %s", type(exc).__name__, exc)
+            return None
+        self._queue.clear()
+        self._encoded, self._encoded_rows = [], 0
+        return spilled, sum(t.num_rows for t in tables)
 
     # Writer thread --------------------------------------------------------
 

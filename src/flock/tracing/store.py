@@ -16,6 +16,7 @@ JSON (see :mod:`flock.tracing._attributes`) so the queries of the docs work as p
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ __all__ = [
     "Appender",
     "clear_traces",
     "connect",
+    "pending_dir",
     "spans_to_arrow",
 ]
 
@@ -91,6 +93,13 @@ INSERT_COLUMNS = ", ".join(
 )
 """The SELECT list that turns an encoded batch (:func:`spans_to_arrow`) into ``spans`` rows:
 span ids travel as integers and are formatted as 16 hex digits here (NULL stays NULL)."""
+
+
+def pending_dir(path: str | os.PathLike[str]) -> Path:
+    """Where spans wait that a process could not write into ``path`` before it exited
+    (``<file>.pending/``, Arrow IPC files): the next :class:`Appender` adds them."""
+    path = Path(path)
+    return path.with_name(path.name + ".pending")
 
 
 def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -154,30 +163,88 @@ class Appender:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._pending = pending_dir(self.path)
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._unmerged = False  # appended since the last full checkpoint
 
     def append(self, table: pa.Table) -> None:
-        """Insert ``table`` (from :func:`spans_to_arrow`) into the file's ``spans`` table."""
-        import duckdb
-
+        """Insert ``table`` (from :func:`spans_to_arrow`) into the file's ``spans`` table,
+        and the spans other processes left in :func:`pending_dir` (if any)."""
         conn = self._conn if self._conn is not None else self._open()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._attach(conn)
         try:
-            # DuckDB finds ``flock_batch`` among this frame's locals (a replacement scan,
-            # ~0.7 ms cheaper than register/unregister); the table is created only when
-            # missing (a new or deleted file), not checked on every append.
-            flock_batch = table  # noqa: F841
-            insert = f"INSERT INTO {self.ALIAS}.spans SELECT {INSERT_COLUMNS} FROM flock_batch"
-            try:
-                conn.execute(insert)
-            except duckdb.CatalogException:
-                conn.execute(SCHEMA.replace(" spans ", f" {self.ALIAS}.spans ", 1))
-                conn.execute(insert)
+            self._insert(conn, table)
             self._unmerged = True
+            if self._pending.is_dir():
+                self._recover(conn)
         finally:
             self._detach(conn)
+
+    def _insert(self, conn: duckdb.DuckDBPyConnection, table: pa.Table, where: str = "") -> None:
+        import duckdb
+
+        # DuckDB finds ``flock_batch`` among this frame's locals (a replacement scan, ~0.7 ms
+        # cheaper than register/unregister); the table is created only when missing (a new
+        # or deleted file), not checked on every append.
+        flock_batch = table  # noqa: F841
+        insert = f"INSERT INTO {self.ALIAS}.spans SELECT {INSERT_COLUMNS} FROM flock_batch b{where}"
+        try:
+            conn.execute(insert)
+        except duckdb.CatalogException:
+            conn.execute(SCHEMA.replace(" spans ", f" {self.ALIAS}.spans ", 1))
+            conn.execute(insert)
+
+    def spill(self, tables: Sequence[pa.Table]) -> Path:
+        """Save encoded spans that cannot be written now (the file stays locked as the
+        process exits) to a new file in :func:`pending_dir`, and return its path."""
+        import time
+
+        import pyarrow as pa
+
+        table = pa.concat_tables(tables)
+        self._pending.mkdir(parents=True, exist_ok=True)
+        target = self._pending / f"{os.getpid()}-{time.time_ns()}.arrow"
+        partial = target.with_suffix(".partial")  # never read half-written
+        with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_file(sink, table.schema) as out:
+            out.write_table(table)
+        os.replace(partial, target)
+        return target
+
+    def _recover(self, conn: duckdb.DuckDBPyConnection) -> None:
+        """Insert the spilled spans of :func:`pending_dir` (each file once: a span already in
+        the file, after a crash between an insert and its file's removal, is skipped)."""
+        import logging
+
+        import pyarrow as pa
+
+        log = logging.getLogger("flock.tracing")
+        for spilled in sorted(self._pending.glob("*.arrow")):
+            try:
+                with pa.memory_map(str(spilled)) as source:
+                    table = pa.ipc.open_file(source).read_all()
+                if table.schema != _arrow_schema():
+                    raise ValueError("written by another version of flock")
+            except Exception as exc:
+                spilled.rename(spilled.with_suffix(".unreadable"))
+                log.warning(
+                    "flock: cannot add the spans left in %s (%s: %s); renamed it to %s",
+                    spilled,
+                    type(exc).__name__,
+                    exc,
+                    spilled.with_suffix(".unreadable").name,
+                )
+                continue
+            self._insert(
+                conn,
+                table,
+                f" WHERE NOT EXISTS (SELECT 1 FROM {self.ALIAS}.spans s"
+                " WHERE s.trace_id = b.trace_id AND s.span_id = printf('%016x', b.span_id))",
+            )
+            spilled.unlink()
+            log.info("flock: added %d span(s) left by an earlier process", table.num_rows)
+        with contextlib.suppress(OSError):
+            self._pending.rmdir()  # only when empty
 
     def _attach(self, conn: duckdb.DuckDBPyConnection) -> None:
         quoted = str(self.path).replace("'", "''")
@@ -568,4 +635,20 @@ def _drop_and_recreate(path: Path) -> dict[str, Any]:
         conn.execute("CHECKPOINT")
     finally:
         conn.close()
-    return {"success": True, "deleted_count": deleted, "error": None}
+    return {"success": True, "deleted_count": deleted + _clear_pending(path), "error": None}
+
+
+def _clear_pending(path: Path) -> int:
+    """Delete the spans waiting in :func:`pending_dir` to be added to ``path`` (they would
+    come back at the next write) and return how many there were."""
+    import pyarrow as pa
+
+    deleted = 0
+    for spilled in pending_dir(path).glob("*.arrow"):
+        # An unreadable one is not counted, and deleted all the same.
+        with contextlib.suppress(Exception), pa.memory_map(str(spilled)) as source:
+            deleted += pa.ipc.open_file(source).read_all().num_rows
+        spilled.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        pending_dir(path).rmdir()
+    return deleted
