@@ -323,3 +323,34 @@ def test_spans_a_locked_file_refuses_at_exit_are_kept_and_added_by_the_next_writ
     assert result == {"success": True, "deleted_count": 1 + 50 + 3 + 50, "error": None}
     next_writer_writes_one_span()
     assert query(db, "SELECT count(*) FROM spans") == [(1,)]
+
+
+def test_a_connection_left_open_in_the_same_process_is_waited_for_like_a_lock(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import duckdb
+
+    db = tmp_path / "traces.duckdb"
+    processor = DuckDBSpanProcessor(db, flush_interval=0.05)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("same-process")
+    try:
+        with tracer.start_as_current_span("first"):
+            pass
+        assert processor.force_flush()
+        # The seed's query, run in the program that traces, its connection left open:
+        conn = duckdb.connect(str(db), read_only=True)
+        try:
+            assert conn.execute("SELECT count(*) FROM spans").fetchone() == (1,)
+            with tracer.start_as_current_span("second"):
+                pass
+            assert not processor.force_flush(300)  # DuckDB: "Unique file handle conflict"
+        finally:
+            conn.close()
+        assert processor.force_flush(10_000)
+        assert query(db, "SELECT name FROM spans ORDER BY start_time") == [("first",), ("second",)]
+        assert "or by a connection to it left open in this one" in caplog.text
+        assert "trace writer failed" not in caplog.text  # a wait, not a writer failure
+    finally:
+        provider.shutdown()

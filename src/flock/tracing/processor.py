@@ -67,10 +67,16 @@ def active_writers(path: str | Path) -> Iterator[DuckDBSpanProcessor]:
 
 
 def is_lock_error(exc: BaseException) -> bool:
-    """DuckDB's "another process holds the file" error (and nothing else: a corrupt file's
-    "checksum ... in block at ..." or any path through ``.flock/`` also contains "lock")."""
+    """DuckDB's "another connection holds the file" errors: another process's, or another
+    DuckDB database of this process (a ``duckdb.connect()`` of the file left open beside the
+    writer); nothing else: a corrupt file's "checksum ... in block at ..." or any path
+    through ``.flock/`` also contains "lock"."""
     text = str(exc)
-    return "Could not set lock on file" in text or "Conflicting lock is held" in text
+    return (
+        "Could not set lock on file" in text
+        or "Conflicting lock is held" in text
+        or "Unique file handle conflict" in text
+    )
 
 
 class DuckDBSpanProcessor(SpanProcessor):
@@ -234,7 +240,7 @@ class DuckDBSpanProcessor(SpanProcessor):
                 with self._file_lock:
                     self._appender.close()
             except Exception as exc:  # the spans are in the file's log, which readers replay
-                log.warning(
+                (log.info if is_lock_error(exc) else log.warning)(
                     "could not merge the write-ahead log into %s at exit (%s: %s); the spans "
                     "are in %s.wal and readers see them",
                     self.path,
@@ -489,8 +495,9 @@ class DuckDBSpanProcessor(SpanProcessor):
                 if not self._warned_lock:
                     self._warned_lock = True
                     log.warning(
-                        "trace file %s is locked by another process; keeping spans in memory "
-                        "and retrying",
+                        "trace file %s is locked by another process (or by a connection to "
+                        "it left open in this one: close it, or read through "
+                        "flock.tracing.query.TraceStore); keeping spans in memory and retrying",
                         self.path,
                     )
                 if deadline is not None and time.monotonic() + delay > deadline:
