@@ -99,6 +99,18 @@ def seeded(tmp_path: Path) -> tuple[str, list[str]]:
     return db, [hex_ids(old[0])[0], hex_ids(recent[0])[0]]
 
 
+def test_clear_older_than_keeps_recent_traces(
+    seeded: tuple[str, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, (_, recent) = seeded
+    assert main(["traces", "clear", "--older-than", "1d", "--yes", "--db", db]) == 0
+    assert f"Deleted 11 spans from {db}" in capsys.readouterr().out
+    assert main(["traces", "list", "--json", "--db", db]) == 0
+    assert [json.loads(x)["trace_id"] for x in capsys.readouterr().out.splitlines()] == [recent]
+    assert main(["traces", "clear", "--older-than", "someday", "--yes", "--db", db]) == 2
+    assert "Invalid value for '--older-than'" in capsys.readouterr().err
+
+
 def test_show_draws_the_seed_hierarchy_example_exactly(
     seeded: tuple[str, list[str]], capsys: pytest.CaptureFixture[str]
 ) -> None:

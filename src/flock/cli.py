@@ -259,18 +259,29 @@ def show(
 def clear(
     db: DbOption = DEFAULT_DB_PATH,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            help="Only whole traces that ended before: 7d, 12h, 1w or an ISO time.",
+            callback=_check_since,
+        ),
+    ] = None,
 ) -> None:
-    """Delete every span and reclaim the space. Example: flock traces clear --yes"""
+    """Delete every span and reclaim the space, or only old traces.
+
+    Example: flock traces clear --yes; flock traces clear --older-than 7d --yes
+    """
     from flock.tracing.processor import is_lock_error
     from flock.tracing.store import clear_traces
 
-    if not yes and not typer.confirm(f"Delete all spans in {db}?"):
+    what = "all spans" if older_than is None else f"the traces older than {older_than}"
+    if not yes and not typer.confirm(f"Delete {what} in {db}?"):
         raise typer.Exit(code=1)
     err = _err_console()
     with err.status(f"Clearing {db} …") if err.is_terminal else nullcontext():
         # clear_traces waits up to lock_wait while another process holds the file, and
         # reports any other failure (a missing or corrupt file) at once.
-        result = clear_traces(db, lock_wait=LOCK_WAIT)
+        result = clear_traces(db, older_than=older_than, lock_wait=LOCK_WAIT)
     if not result["success"]:
         error = str(result["error"])
         if is_lock_error(TracingError(error)):  # DuckDB's lock message, not any "lock"

@@ -58,6 +58,8 @@ from flock.subscription import matches
 from flock.tracing._instrument import Instrument
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     from flock._distributed import Distributed
     from flock.tracing.workflow import Workflows
 
@@ -764,12 +766,15 @@ class Flock:
         await serve(db_path, flock=self, host=host, port=port, token=token, ui=dashboard)
 
     @_ClassOrInstanceMethod
-    def clear_traces(db_path: str | None = None) -> dict[str, Any]:
+    def clear_traces(
+        db_path: str | None = None, *, older_than: str | timedelta | None = None
+    ) -> dict[str, Any]:
         """Delete every span in the trace file and reclaim its space.
 
         ``db_path`` defaults to the file this process traces to: ``FLOCK_TRACE_DB`` or
         ``.flock/traces.duckdb`` (or the ``db_path`` given to ``flock.tracing.configure``),
-        the same file the CLI and ``serve`` use.
+        the same file the CLI and ``serve`` use. With ``older_than`` (``"7d"``, ``"12h"``, an
+        ISO time or a ``timedelta``) only whole traces that ended before then are deleted.
 
         Returns ``{"success": bool, "deleted_count": int, "error": str | None}``; a missing or
         unreadable file gives ``success=False`` with the reason, never an exception.
@@ -780,4 +785,4 @@ class Flock:
             from flock.tracing.setup import trace_file_path
 
             db_path = trace_file_path()
-        return clear_traces(db_path)
+        return clear_traces(db_path, older_than=older_than)

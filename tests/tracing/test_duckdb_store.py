@@ -284,6 +284,57 @@ async def test_clear_traces_also_clears_spans_not_yet_written(
     processor.shutdown()
 
 
+def test_clear_traces_older_than_deletes_whole_traces_that_ended_before(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from tests.tracing.stored import seed_trace, write_spans
+
+    now = time.time_ns()
+    day = 86_400 * 10**9
+    old = seed_trace(start_ns=now - 10 * day, workflow="old_workflow")
+    recent = seed_trace(start_ns=now - 60 * 10**9, workflow="recent_workflow")
+    # A long trace that started 10 days ago but ended an hour ago is kept whole.
+    straddling = seed_trace(start_ns=now - 10 * day, workflow="long_workflow")
+    root = straddling[0]
+    straddling[0] = root.__class__(
+        name=root.name,
+        context=root.context,
+        parent=root.parent,
+        resource=root.resource,
+        attributes=root.attributes,
+        start_time=root.start_time,
+        end_time=now - 3600 * 10**9,
+    )
+    db = tmp_path / "t.duckdb"
+    write_spans(str(db), old + recent + straddling)
+
+    def workflows() -> list[tuple[str, int]]:
+        conn = duckdb.connect(str(db), read_only=True)
+        try:
+            return conn.execute(
+                "SELECT json_extract_string(attributes, '$.workflow.name') AS w, count(*) "
+                "FROM spans GROUP BY w ORDER BY w"
+            ).fetchall()
+        finally:
+            conn.close()
+
+    n = len(old)
+    result = Flock.clear_traces(str(db), older_than="7d")
+    assert result == {"success": True, "deleted_count": n, "error": None}
+    assert workflows() == [("long_workflow", n), ("recent_workflow", n)]
+    assert Flock.clear_traces(str(db), older_than=timedelta(minutes=30)) == {
+        "success": True,
+        "deleted_count": n,
+        "error": None,
+    }
+    assert workflows() == [("recent_workflow", n)]
+    for bad in ("soon", timedelta(days=-10**6), 5):
+        refused = Flock.clear_traces(str(db), older_than=bad)  # type: ignore[arg-type]
+        assert refused["success"] is False and refused["deleted_count"] == 0
+        assert refused["error"].startswith("older_than: ")
+    assert workflows() == [("recent_workflow", n)]
+
+
 def test_clear_traces_on_a_non_trace_file(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.duckdb"
     bogus.write_text("not a database")

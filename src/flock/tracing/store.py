@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     import duckdb
     import pyarrow as pa
     from opentelemetry.sdk.trace import ReadableSpan
@@ -562,9 +564,14 @@ def _arrow_schema() -> pa.Schema:
 
 
 def clear_traces(
-    db_path: str | os.PathLike[str] = DEFAULT_DB_PATH, *, lock_wait: float = 5.0
+    db_path: str | os.PathLike[str] = DEFAULT_DB_PATH,
+    *,
+    older_than: str | timedelta | None = None,
+    lock_wait: float = 5.0,
 ) -> dict[str, Any]:
-    """Delete every span in ``db_path`` and reclaim the space.
+    """Delete every span in ``db_path`` and reclaim the space; with ``older_than`` (``"7d"``,
+    ``"12h"``, an ISO time, or a ``timedelta``), only the spans of traces that ended before
+    then (whole traces: a trace still going on, or ended later, keeps all its spans).
 
     Spans this process has finished but not yet written are written (and so cleared) first.
     While another process holds the file, it retries for up to ``lock_wait`` seconds.
@@ -576,6 +583,10 @@ def clear_traces(
             "deleted_count": 0,
             "error": f"db_path must be a path to a trace file, got {db_path!r}",
         }
+    try:
+        cutoff = None if older_than is None else _cutoff_ns(older_than)
+    except ValueError as exc:
+        return {"success": False, "deleted_count": 0, "error": f"older_than: {exc}"}
     path = Path(db_path)
     if not path.is_file():
         return {
@@ -597,7 +608,7 @@ def clear_traces(
             with ExitStack() as paused:
                 for writer in writers:
                     paused.enter_context(writer.pause())
-                return _drop_and_recreate(path)
+                return _drop_and_recreate(path) if cutoff is None else _delete(path, cutoff)
         except Exception as exc:
             if is_lock_error(exc) and time.monotonic() < deadline:
                 time.sleep(0.1)  # another process holds the file: wait briefly
@@ -612,6 +623,48 @@ def clear_traces(
                 "deleted_count": 0,
                 "error": f"{type(exc).__name__}: {exc}{hint}",
             }
+
+
+def _cutoff_ns(older_than: str | timedelta) -> int:
+    """``older_than`` as a time in ns since the epoch (``ValueError`` if it is none)."""
+    import time
+    from datetime import timedelta
+
+    from flock.tracing.query import check_ns, parse_since
+
+    if isinstance(older_than, timedelta):
+        return check_ns(time.time_ns() - older_than // timedelta(microseconds=1) * 1000, older_than)
+    if isinstance(older_than, str):
+        return parse_since(older_than)
+    raise ValueError(
+        f"expected a duration like '7d', an ISO time or a timedelta, got {older_than!r}"
+    )
+
+
+def _delete(path: Path, cutoff_ns: int) -> dict[str, Any]:
+    """Delete the traces that ended before ``cutoff_ns``; the space their row groups held is
+    reused by later spans (DuckDB reclaims a row group once all its rows are deleted)."""
+    import duckdb
+
+    conn = duckdb.connect(str(path))
+    try:
+        try:
+            check_schema(conn)
+        except ValueError as exc:
+            return {
+                "success": False,
+                "deleted_count": 0,
+                "error": f"{str(path)!r} is not a flock trace file ({exc}); nothing was deleted",
+            }
+        row = conn.execute(
+            "DELETE FROM spans WHERE trace_id IN "
+            "(SELECT trace_id FROM spans GROUP BY trace_id HAVING max(end_time) < ?)",
+            [cutoff_ns],
+        ).fetchone()
+        conn.execute("CHECKPOINT")
+    finally:
+        conn.close()
+    return {"success": True, "deleted_count": int(row[0]) if row else 0, "error": None}
 
 
 def _drop_and_recreate(path: Path) -> dict[str, Any]:
