@@ -38,6 +38,11 @@ async def test_consumers_in_order_and_queries_by_every_index() -> None:
     assert await store.query(correlation_id="c1") == [idea, pizza, late]
     assert await store.get(other.id) is other and await store.get("nope") is None
     assert len(store) == 4
+    # Typed payloads: Idea in, list[Idea] out, with the same filters.
+    ideas: list[Idea] = await store.payloads(Idea)
+    assert ideas == [Idea(topic="a"), Idea(topic="b"), Idea(topic="late")]
+    assert await store.payloads(Idea, correlation_id="c1", limit=1) == [Idea(topic="late")]
+    assert await store.payloads(Pizza, produced_by="chef") == [Pizza(name="p")]
 
 
 class Loose(BaseModel):

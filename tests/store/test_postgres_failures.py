@@ -110,6 +110,7 @@ async def test_aliased_payloads_round_trip_through_the_queue(pg_dsn: str, pg_sch
         await flock.run_until_idle(timeout=30)
         (pizza,) = await store.query(type=registry.name_of(Pizza))
         assert pizza.payload.name == "T-1"
+        assert await store.payloads(Pizza, produced_by="support") == [Pizza(name="T-1")]
     finally:
         await store.close()
 

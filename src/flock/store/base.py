@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import TypeVar, cast
+
+from pydantic import BaseModel
 
 from flock.artifacts import Artifact
 
 __all__ = ["Store"]
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Store(ABC):
@@ -31,6 +36,26 @@ class Store(ABC):
         limit: int | None = None,
     ) -> list[Artifact]:
         """Artifacts matching every given filter, oldest first (the newest ``limit`` if given)."""
+
+    async def payloads(
+        self,
+        model: type[M],
+        *,
+        correlation_id: str | None = None,
+        produced_by: str | None = None,
+        limit: int | None = None,
+    ) -> list[M]:
+        """The payloads of the artifacts of the registered type ``model``, typed, filtered as
+        :meth:`query` does. Example: ``pizzas = await flock.store.payloads(Pizza)``."""
+        from flock.registry import registry
+
+        artifacts = await self.query(
+            type=registry.name_of(model),
+            correlation_id=correlation_id,
+            produced_by=produced_by,
+            limit=limit,
+        )
+        return [cast(M, artifact.payload) for artifact in artifacts]
 
     @abstractmethod
     async def record_consumption(self, artifact_id: str, agent: str) -> None:
