@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Span
 from pydantic import BaseModel, Field
 
 from flock import Flock
@@ -120,7 +123,8 @@ class ServerThread:
                 self.url = url
                 self._ready.set()
 
-            await serve(self.db, port=0, announce=self.lines.append, started=started, **self.kwargs)
+            kwargs = {"port": 0, **self.kwargs}  # port=N to restart on the same port
+            await serve(self.db, announce=self.lines.append, started=started, **kwargs)
 
         try:
             asyncio.run(main())
@@ -151,3 +155,33 @@ def server(db: Path, **kwargs: Any) -> Iterator[ServerThread]:
         yield srv
     finally:
         srv.stop()
+
+
+def running_workflow(
+    t: Traced, workflow: str, *, ago_s: float = 0.0, spans: int = 2, root_name: str | None = None
+) -> Span:
+    """A workflow still running: ``spans`` finished child spans (with ``workflow.name``, as
+    ``traced_run`` stamps them) written to the file, its root span not ended (returned; end
+    it to complete the trace). ``ago_s`` dates them back, as a writer that died would."""
+    tracer = t.provider.get_tracer("tests")
+    start = time.time_ns() - int(ago_s * 1e9) - 1_000_000
+    root = tracer.start_span(root_name or workflow, start_time=start)
+    root.set_attribute("flock.workflow", True)
+    root.set_attribute("workflow.name", workflow)
+    add_child(t, root, "Flock.publish", count=spans, at=start)
+    t.flush()
+    return root
+
+
+def add_child(t: Traced, root: Span, name: str, *, count: int = 1, at: int | None = None) -> None:
+    """End ``count`` child spans of ``root`` (ending now, or just after ``at``)."""
+    tracer = t.provider.get_tracer("tests")
+    workflow = root.attributes.get("workflow.name") if root.attributes else None  # type: ignore[attr-defined]
+    ctx = trace.set_span_in_context(root)
+    for i in range(count):
+        begin = (time.time_ns() - 2_000_000 if at is None else at + 1_000) + i * 1_000
+        child = tracer.start_span(name, context=ctx, start_time=begin)
+        child.set_attribute("flock.workflow", True)
+        if workflow:
+            child.set_attribute("workflow.name", str(workflow))
+        child.end(end_time=begin + 500)

@@ -6,6 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from flock.dashboard import create_app
 from tests.dashboard._support import Traced, run
@@ -48,3 +49,28 @@ async def live(traced: Traced) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def empty_db(tmp_path: Path) -> Path:
     return tmp_path / "none.duckdb"
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium (Debian's), shared by the browser tests of a module."""
+    assert Path(CHROMIUM).exists(), "install Debian chromium: apt-get install -y chromium"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh 1400x860 page; the test fails on any uncaught JavaScript error."""
+    context = browser.new_context(viewport={"width": 1400, "height": 860})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield pg
+    context.close()
+    assert not errors, errors

@@ -50,6 +50,10 @@ class TraceOut(BaseModel):
     duration_ms: float
     errors: int = Field(description="spans with ERROR status")
     in_progress: bool = Field(description="the root span is not written yet")
+    stale: bool = Field(
+        default=False,
+        description="in progress, but no span ended for a long time (its writer may have died)",
+    )
 
 
 class TracePageOut(BaseModel):
@@ -80,6 +84,8 @@ class TimelineSpanOut(BaseModel):
 class TimelineOut(BaseModel):
     trace_id: str
     name: str
+    in_progress: bool = Field(description="the root span is not written yet")
+    stale: bool = Field(description="in progress, but no span ended for a long time")
     start_time: int
     end_time: int
     span_count: int = Field(description="spans in the whole trace (pages hold `limit`)")

@@ -11,6 +11,7 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from starlette.convertors import PathConvertor, register_url_convertor
 
+from flock.dashboard._running import Running, is_stale, merge_running, running_traces
 from flock.dashboard._schemas import (
     ArtifactOut,
     ClearRequest,
@@ -79,8 +80,21 @@ def _time(value: str | None, field: str) -> int | None:
         ) from None
 
 
-def _trace(t: TraceSummary) -> TraceOut:
-    return TraceOut(**asdict(t))
+def _trace(t: TraceSummary, running: dict[str, Running] | None = None) -> TraceOut:
+    """The API shape of a trace; a running one named after its workflow (see _running)."""
+    out = TraceOut(**asdict(t))
+    r = (running or {}).get(t.trace_id)
+    if r is not None:
+        out.name = r.workflow or out.name
+        out.stale = is_stale(r.last_end)
+    return out
+
+
+async def _traces_out(state: DashboardState, items: list[TraceSummary]) -> list[TraceOut]:
+    ids = [t.trace_id for t in items if t.in_progress]
+    found = await state.read(running_traces, state.traces, trace_ids=ids) if ids else []
+    running = {r.trace_id: r for r in found}
+    return [_trace(t, running) for t in items]
 
 
 @router.get("/traces", response_model=TracePageOut, summary="Traces, newest first")
@@ -106,21 +120,22 @@ async def list_traces(
     """A page of traces with the given filters; ``total`` counts all matching traces."""
     if not state.has_file:
         return TracePageOut(items=[], total=0, limit=limit, offset=offset)
-    page = await state.read(
-        state.traces.search_traces,
-        limit=limit,
-        offset=offset,
-        workflow=workflow or None,
-        name=name or None,
-        errors_only=errors,
-        min_duration_ms=min_duration_ms,
-        since_ns=_time(since, "since"),
-        until_ns=_time(until, "until"),
-        text=(q or "").strip() or None,
-    )
-    return TracePageOut(
-        items=[_trace(t) for t in page.items], total=page.total, limit=limit, offset=offset
-    )
+    filters = {
+        "name": name or None,
+        "errors_only": errors,
+        "min_duration_ms": min_duration_ms,
+        "since_ns": _time(since, "since"),
+        "until_ns": _time(until, "until"),
+        "text": (q or "").strip() or None,
+    }
+    if workflow:  # running traces of the workflow too, named by their spans
+        page = await state.read(
+            merge_running, state.traces, workflow=workflow, limit=limit, offset=offset, **filters
+        )
+    else:
+        page = await state.read(state.traces.search_traces, limit=limit, offset=offset, **filters)
+    items = await _traces_out(state, page.items)
+    return TracePageOut(items=items, total=page.total, limit=limit, offset=offset)
 
 
 @router.get("/traces/names", response_model=list[NameCount], summary="Workflow (root) names")
@@ -128,8 +143,13 @@ async def trace_names(state: State) -> list[NameCount]:
     """Root span names with their trace counts, most frequent first (at most 200)."""
     if not state.has_file:
         return []
-    names = await state.read(state.traces.trace_names)
-    return [NameCount(name=n, count=c) for n, c in names]
+    counts = dict(await state.read(state.traces.trace_names))
+    # Running workflows have no root span yet: counted by the name their spans carry.
+    for r in await state.read(running_traces, state.traces):
+        if r.workflow and r.first_name != r.workflow:
+            counts[r.workflow] = counts.get(r.workflow, 0) + 1
+    ranked = sorted(counts.items(), key=lambda nc: (-nc[1], nc[0]))
+    return [NameCount(name=n, count=c) for n, c in ranked]
 
 
 @router.get(
@@ -149,12 +169,15 @@ async def timeline(
     if not state.has_file:
         raise HTTPException(404, f"no trace {trace_id!r}")
     t = await state.read(state.traces.timeline, trace_id, limit=limit, offset=offset)
+    running = await state.read(running_traces, state.traces, trace_ids=[trace_id])
     # Up to 10,000 rows: serialised straight from the dataclasses by orjson (validating them
     # through the response model would take most of the time budget).
     body = orjson.dumps(
         {
             "trace_id": t.trace_id,
-            "name": t.name,
+            "name": (running[0].workflow or t.name) if running else t.name,
+            "in_progress": bool(running),
+            "stale": bool(running) and is_stale(running[0].last_end),
             "start_time": t.start_time,
             "end_time": t.end_time,
             "span_count": t.span_count,
@@ -268,7 +291,7 @@ async def correlation(
         page = await state.read(
             state.traces.search_traces, limit=MAX_PAGE, trace_ids=found.trace_ids
         )
-        traces = [_trace(t) for t in page.items]
+        traces = await _traces_out(state, page.items)
     artifacts: list[ArtifactOut] = []
     if state.flock is not None:
         found_artifacts = await state.flock.store.query(correlation_id=correlation_id)

@@ -10,7 +10,7 @@ Example:
     ... ]
     >>> [(s[0], depth) for s, depth, _ in tree_order(spans)]
     [('a', 0), ('b', 1), ('c', 1)]
-    >>> sorted(critical_path(spans))
+    >>> sorted(critical_path(spans))  # b and c ran one after the other: both count
     ['a', 'b', 'c']
 """
 
@@ -65,27 +65,50 @@ def tree_order(rows: Sequence[Row]) -> list[tuple[Row, int, int]]:
 
 def critical_path(rows: Sequence[Row]) -> set[str]:
     """The span ids on the critical path: the chain of spans that determined when the trace
-    ended (as in Jaeger).
+    ended (the definition Jaeger uses).
 
-    From the latest-ending root, walk backwards in time: the child that ended last is on the
-    path; before its start, the child that ended last before that moment; and so on,
-    recursively. A child that outlives its parent (an agent run started by a publish) counts
-    with its own end.
+    Start at the end of the trace and walk backwards in time: within a span, the child that
+    ends last (at or before the current point) is critical; the walk then continues from
+    that child's start, picking the child that ended last before it, and so on; each picked
+    child is walked the same way, recursively. Children are seen through their parent's
+    window: one that outlives its parent counts as ending when the parent ends, one that
+    starts after its parent ended (an agent run started by a publish) is not on the path.
+    Concurrent siblings that finished before the span that ended last are therefore not
+    critical. Several roots (a running trace whose root span is not written yet) are
+    walked like the children of one span covering the whole trace.
+
+    Example:
+        >>> spans = [
+        ...     ("root", None, 0, 10),
+        ...     ("slow", "root", 1, 9),   # concurrent with "fast": it decides the end
+        ...     ("fast", "root", 1, 3),
+        ...     ("late", "root", 11, 12), # starts after its parent ended
+        ... ]
+        >>> sorted(critical_path(spans))
+        ['root', 'slow']
     """
     if not rows:
         return set()
     roots, children = _children(rows)
     path: set[str] = set()
-    root = max(roots, key=lambda r: r[3])
-    work: list[tuple[Row, int]] = [(root, root[3])]
+    # (children to walk, their parent's window): a virtual parent over all roots first.
+    work: list[tuple[list[Row], int, int]] = [
+        (roots, min(r[2] for r in roots), max(max(r[3], r[2]) for r in roots))
+    ]
     while work:
-        span, cursor = work.pop()
-        if span[0] in path:
-            continue
-        path.add(span[0])
-        kids = sorted(children.get(span[0], []), key=lambda r: r[3], reverse=True)
-        for i, kid in enumerate(kids):
-            if i == 0 or kid[3] <= cursor:
-                work.append((kid, kid[3]))
-                cursor = kid[2]
+        kids, lo, hi = work.pop()
+        clipped = [
+            (kid, max(kid[2], lo), min(max(kid[3], kid[2]), hi))
+            for kid in kids
+            if kid[2] <= hi and kid[3] >= lo and kid[0] not in path
+        ]
+        # Latest end first; of two ending together the longer (earlier start) wins.
+        clipped.sort(key=lambda c: (-c[2], c[1], c[0][0]))
+        cursor = hi
+        for kid, start, end in clipped:
+            if end > cursor or kid[0] in path:
+                continue
+            path.add(kid[0])
+            work.append((children.get(kid[0], []), start, end))
+            cursor = start
     return path

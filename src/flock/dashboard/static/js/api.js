@@ -4,23 +4,46 @@ const params = new URLSearchParams(location.search);
 if (params.get("token")) sessionStorage.setItem("flock-token", params.get("token"));
 const TOKEN = sessionStorage.getItem("flock-token");
 
+// What the API's parameters are called in the UI, for validation errors.
+const FIELD_LABELS = { min_duration_ms: "min ms", since: "since", until: "until", q: "search", trace_id: "trace id",
+  span_id: "span id", workflow: "workflow", offset: "offset", limit: "page size" };
+
+// A readable message for an error body: FastAPI's 422 lists ({loc, msg}) become "min ms: …".
+export function describeError(status, detail) {
+  if (Array.isArray(detail)) {
+    const parts = detail.map((d) => {
+      const loc = Array.isArray(d && d.loc) ? d.loc : [];
+      const key = loc.length ? String(loc[loc.length - 1]) : "";
+      const label = FIELD_LABELS[key] || key;
+      return `${label ? `${label}: ` : ""}${(d && d.msg) || "invalid"}`;
+    });
+    return `Invalid ${parts.join("; ")}`;
+  }
+  if (typeof detail === "string" && detail) return detail;
+  if (detail === null || detail === undefined || detail === "") return `The server answered ${status}.`;
+  return JSON.stringify(detail);
+}
+
 export class ApiError extends Error {
   constructor(status, detail) {
-    super(typeof detail === "string" ? detail : JSON.stringify(detail));
+    super(describeError(status, detail));
     this.status = status;
     this.detail = detail;
   }
 }
 
+export const OFFLINE = "Cannot reach the dashboard server (stopped or restarting?). This view reloads when it is back.";
+
 export async function api(path, { method = "GET", body } = {}) {
   const headers = { Accept: "application/json" };
   if (TOKEN) headers.Authorization = `Bearer ${TOKEN}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const res = await fetch(path, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  let res;
+  try {
+    res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch {
+    throw new ApiError(0, OFFLINE); // a network error ("Failed to fetch")
+  }
   const text = await res.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = text; }
@@ -38,23 +61,38 @@ export function query(obj) {
   return s ? `?${s}` : "";
 }
 
-// One WebSocket for the whole page, reconnecting; listeners get every message.
+// One WebSocket for the whole page, reconnecting; listeners get every message, and
+// {"type": "reconnected"} when the socket is back after losing the server.
 const listeners = new Set();
 let socket = null;
+let lost = false;
+export const RECONNECT_MS = 3000;
 export function onLive(fn) { listeners.add(fn); return () => listeners.delete(fn); }
+function emit(msg) { for (const fn of [...listeners]) fn(msg); }
 export function connectLive(indicator) {
   const proto = location.protocol === "https:" ? "wss" : "ws";
   const url = `${proto}://${location.host}/api/live${TOKEN ? `?token=${encodeURIComponent(TOKEN)}` : ""}`;
   socket = new WebSocket(url);
-  socket.onopen = () => indicator.classList.add("on");
+  socket.onopen = () => {
+    indicator.classList.add("on");
+    if (lost) { lost = false; emit({ type: "reconnected" }); }
+  };
   socket.onmessage = (ev) => {
     let msg; try { msg = JSON.parse(ev.data); } catch { return; }
-    for (const fn of listeners) fn(msg);
+    emit(msg);
   };
   socket.onclose = () => {
     indicator.classList.remove("on");
-    setTimeout(() => connectLive(indicator), 3000);
+    lost = true;
+    setTimeout(() => connectLive(indicator), RECONNECT_MS);
   };
+}
+
+// The traces list the user last looked at (filters, page), for "← traces" from a trace.
+export function rememberList(hash) { sessionStorage.setItem("flock-list", hash); }
+export function listHash() {
+  const hash = sessionStorage.getItem("flock-list") || "";
+  return hash.startsWith("#/traces") ? hash : "#/traces";
 }
 
 // ---- formatting ----------------------------------------------------------
@@ -85,6 +123,14 @@ export function fmtAgo(ns) {
   if (s < 3600) return `${Math.round(s / 60)}m ago`;
   if (s < 86400) return `${Math.round(s / 3600)}h ago`;
   return `${Math.round(s / 86400)}d ago`;
+}
+
+// "9s ago" that keeps advancing: main.js refreshes every [data-ago] element.
+export function agoEl(ns, attrs = {}) {
+  return h("span", { ...attrs, title: fmtTime(ns), dataset: { ago: String(ns) } }, fmtAgo(ns));
+}
+export function refreshAgo(root = document) {
+  for (const el of root.querySelectorAll("[data-ago]")) el.textContent = fmtAgo(el.dataset.ago);
 }
 
 export function fmtInt(n) { return Number(n).toLocaleString("en-US"); }
@@ -126,7 +172,7 @@ export function toast(message, kind = "info") {
 }
 
 export function errorBox(err) {
-  return h("div", { class: "error-box" }, `⚠ ${err.message || err}`);
+  return h("div", { class: `error-box ${err && err.status === 0 ? "offline" : ""}` }, `⚠ ${err.message || err}`);
 }
 
 // A stable pleasant colour per name (service/operation), as trace viewers do.

@@ -9,10 +9,29 @@ function looksJson(s) {
   try { return JSON.parse(s); } catch { return null; }
 }
 
+// Strings longer than this show their start and a toggle (a 4,000-character prompt would
+// otherwise make the span detail thousands of pixels tall).
+export const CLAMP_CHARS = 300;
+
+function longString(value) {
+  const full = JSON.stringify(value);
+  const text = h("span", { class: "jv-str clamped" }, `${full.slice(0, CLAMP_CHARS)}…`);
+  const more = `show all ${value.length.toLocaleString("en-US")} characters`;
+  const toggle = h("button", { type: "button", class: "jv-more", "aria-expanded": "false" }, more);
+  toggle.addEventListener("click", () => {
+    const open = toggle.getAttribute("aria-expanded") !== "true";
+    text.textContent = open ? full : `${full.slice(0, CLAMP_CHARS)}…`;
+    text.classList.toggle("clamped", !open);
+    toggle.setAttribute("aria-expanded", String(open));
+    toggle.textContent = open ? "show less" : more;
+  });
+  return h("span", { class: "jv-long" }, text, " ", toggle);
+}
+
 function scalar(value) {
   if (value === null) return h("span", { class: "jv-null" }, "null");
   switch (typeof value) {
-    case "string": return h("span", { class: "jv-str" }, JSON.stringify(value));
+    case "string": return value.length > CLAMP_CHARS ? longString(value) : h("span", { class: "jv-str" }, JSON.stringify(value));
     case "number": return h("span", { class: "jv-num" }, String(value));
     case "boolean": return h("span", { class: "jv-bool" }, String(value));
     default: return h("span", {}, String(value));
