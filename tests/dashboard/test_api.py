@@ -393,3 +393,35 @@ async def test_static_path_traversal_fails(raw_path: bytes, empty_db: Path) -> N
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")  # type: ignore[misc]
     assert status in (400, 404), (raw_path, status)
     assert b"root:" not in body and b"SecurityMiddleware" not in body
+
+
+async def test_health_is_ok_until_the_trace_writer_cannot_write(tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "traces"
+    t = Traced(folder / "health.duckdb")
+    try:
+        async with client_for(create_app(t.db, flock=t.flock)) as client:
+            await t.pizza_workflow()
+            t.flush()
+            r = await client.get("/api/health")
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert (body["status"], body["problems"]) == ("ok", [])
+            (writer,) = body["writers"]
+            assert writer["written"] == 8 and writer["dropped"] == 0  # the workflow's spans
+            assert writer["last_error"] is None
+            shutil.rmtree(folder)
+            folder.write_text("the trace folder is now a file: no write can succeed")
+            await t.pizza_workflow()  # its exit waits for a write that fails
+            r = await client.get("/api/health")
+            assert r.status_code == 503, r.text
+            body = r.json()
+            assert body["status"] == "degraded"
+            (problem,) = body["problems"]
+            assert problem.startswith(f"the trace writer cannot write to {t.db}")
+            assert body["writers"][0]["pending"] == 8  # kept, to be retried
+    finally:
+        if folder.is_file():
+            folder.unlink()
+        t.close()

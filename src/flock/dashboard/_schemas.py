@@ -41,6 +41,23 @@ class InfoOut(BaseModel):
     version: str
 
 
+class WriterOut(BaseModel):
+    """A trace writer of this process (spans finished here, or received over OTLP)."""
+
+    pending: int = Field(description="spans queued or being written, not yet in the file")
+    written: int
+    dropped: int = Field(description="spans lost: over the queue bound, or unencodable")
+    last_error: str | None = Field(description="why the last write failed, if it did")
+
+
+class HealthOut(BaseModel):
+    """``ok`` (HTTP 200), or ``degraded`` (HTTP 503) with the reasons in ``problems``."""
+
+    status: Literal["ok", "degraded"]
+    problems: list[str]
+    writers: list[WriterOut]
+
+
 class TraceOut(BaseModel):
     trace_id: str
     name: str = Field(description="the root span's name (the workflow name of a traced_run)")

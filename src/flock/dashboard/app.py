@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio.to_thread
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Response
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -26,10 +26,11 @@ import flock
 from flock.dashboard import _blackboard, _ingest, _live, _traces
 from flock.dashboard._ingest import SpanSink, is_ingest_path
 from flock.dashboard._live import LiveHub
-from flock.dashboard._schemas import InfoOut
+from flock.dashboard._schemas import HealthOut, InfoOut, WriterOut
 from flock.dashboard._security import SecurityMiddleware
 from flock.dashboard._state import DashboardState, get_state
 from flock.tracing.otlp_receiver import MAX_BODY
+from flock.tracing.processor import active_writers, is_lock_error
 from flock.tracing.query import TraceStore
 
 if TYPE_CHECKING:
@@ -125,6 +126,36 @@ def create_app(
             flock=state.flock is not None,
             spans=spans,
             version=flock_version(),
+        )
+
+    @app.get(
+        "/api/health",
+        response_model=HealthOut,
+        tags=["meta"],
+        summary="Health: 200 ok, 503 degraded (for probes)",
+        responses={503: {"model": HealthOut, "description": "degraded"}},
+    )
+    async def health(
+        state: Annotated[DashboardState, Depends(get_state)], response: Response
+    ) -> HealthOut:
+        """Degraded while a trace writer of this process cannot write (for another reason
+        than a reader holding the file, which it waits out) or has lost spans."""
+        writers, problems = [], []
+        for w in active_writers(state.traces.path):
+            if w.closed:
+                continue
+            error = w.last_error
+            if error is not None and not is_lock_error(Exception(error)):
+                problems.append(f"the trace writer cannot write to {w.path}: {error}")
+            if w.dropped:
+                problems.append(f"the trace writer lost {w.dropped} span(s) (see its log)")
+            writers.append(
+                WriterOut(pending=w.pending, written=w.written, dropped=w.dropped, last_error=error)
+            )
+        if problems:
+            response.status_code = 503
+        return HealthOut(
+            status="degraded" if problems else "ok", problems=problems, writers=writers
         )
 
     if ui:

@@ -159,7 +159,11 @@ class DuckDBSpanProcessor(SpanProcessor):
     def pending(self) -> int:
         """Spans queued, encoded or being appended, not yet in the file (approximate, never
         blocks)."""
-        return len(self._queue) + self._encoded_rows + self._appending()
+        inflight = self._inflight  # read once: the writer thread may clear it meanwhile
+        unwritten = 0  # a failed append's rows are given back only at the next write
+        if inflight is not None and not (inflight[0].is_set() and inflight[1].get("ok")):
+            unwritten = inflight[3]
+        return len(self._queue) + self._encoded_rows + unwritten
 
     def _appending(self) -> int:
         """Rows the insert thread is appending right now (0 when it is idle)."""
