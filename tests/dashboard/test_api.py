@@ -326,6 +326,7 @@ async def test_openapi_documents_every_route(viewer: httpx.AsyncClient) -> None:
         "/api/types",
         "/api/artifacts",
         "/api/info",
+        "/api/health",
         "/v1/traces",
     }
     assert set(doc["paths"]["/v1/traces"]["post"]["requestBody"]["content"]) == {

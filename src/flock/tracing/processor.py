@@ -422,13 +422,13 @@ class DuckDBSpanProcessor(SpanProcessor):
         tables, rows = self._take()
         done = threading.Event()
         outcome: dict[str, Any] = {}
+        self._inflight = (done, outcome, tables, rows)  # counted in pending from here on
         if self._inserter is None or not self._inserter.is_alive():
             self._inserter = threading.Thread(
                 target=self._insert_loop, name="flock-trace-insert", daemon=True
             )
             self._inserter.start()
         self._inserts.put((tables, rows, outcome, done))
-        self._inflight = (done, outcome, tables, rows)
 
     def _insert_loop(self) -> None:
         while True:
