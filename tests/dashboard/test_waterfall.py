@@ -42,17 +42,21 @@ def test_a_sibling_overlapping_the_cursor_is_skipped_but_an_earlier_one_is_not()
     assert critical_path(spans) == {"root", "last", "first"}
 
 
-def test_children_count_only_inside_their_parents_window() -> None:
+def test_a_child_that_outlives_its_parent_is_not_waited_for_by_it() -> None:
     spans = [
         ("root", None, 0, 100),
         ("publish", "root", 0, 10),
         ("agent", "publish", 20, 95),  # started by the publish after it ended
         ("tool", "agent", 30, 90),
         ("wait", "root", 15, 98),
-        ("long", "wait", 16, 200),  # outlives its parent: clipped to the parent's end
+        ("long", "wait", 16, 200),  # outlives "wait": "wait" did not wait for it
         ("other", "wait", 16, 50),
     ]
-    assert critical_path(spans) == {"root", "wait", "long", "publish"}
+    # "wait" ended at 98 after "agent" (95), not after "long" or "other": it waited for it.
+    assert critical_path(spans) == {"root", "wait", "agent", "tool", "publish"}
+    # A span without children of its own is doing its own work: it waits for nothing.
+    leaf = [("root", None, 0, 100), ("a", "root", 0, 5), ("b", "a", 1, 60), ("c", "root", 6, 99)]
+    assert critical_path(leaf) == {"root", "c", "a"}
 
 
 def test_running_trace_without_its_root_walks_all_roots_together() -> None:
@@ -74,3 +78,42 @@ def test_corrupt_parent_cycles_do_not_hang() -> None:
     spans = [("root", None, 0, 10), ("x", "y", 1, 2), ("y", "x", 3, 4)]
     assert critical_path(spans) == {"root"}
     assert len(tree_order(spans)) == 3
+
+
+def test_run_until_idle_waits_for_the_agent_runs_that_publishes_started() -> None:
+    # flock's shape: an agent run is a child of the publish that started it and outlives
+    # it; run_until_idle (not its parent) waits for it. Of two concurrent runs the one that
+    # ended last is critical, and so is the run whose output started it (a chain).
+    spans = [
+        ("workflow", None, 0, 100),
+        ("publish", "workflow", 0, 2),
+        ("fast_agent", "publish", 1, 40),
+        ("fast_llm", "fast_agent", 2, 39),
+        ("writer", "publish", 1, 30),
+        ("writer_llm", "writer", 2, 29),
+        ("editor", "writer", 31, 90),  # started by the writer's output
+        ("editor_llm", "editor", 32, 89),
+        ("run_until_idle", "workflow", 3, 99),
+        ("shutdown", "run_until_idle", 98, 99),
+    ]
+    assert critical_path(spans) == {
+        "workflow",
+        "publish",
+        "writer",
+        "writer_llm",
+        "editor",
+        "editor_llm",
+        "run_until_idle",
+        "shutdown",
+    }
+
+
+def test_the_seed_trace_is_critical_from_end_to_end() -> None:
+    from tests.tracing.stored import SEED_SPANS
+
+    spans = [
+        (name, parent, int(offset * 1000), int((offset + duration) * 1000))
+        for name, parent, offset, duration in SEED_SPANS
+    ]
+    # Everything ran one after the other, the agent run (5.2 s of the 5.3 s) included.
+    assert critical_path(spans) == {name for name, *_ in SEED_SPANS}

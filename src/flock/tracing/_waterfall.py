@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -65,17 +66,24 @@ def tree_order(rows: Sequence[Row]) -> list[tuple[Row, int, int]]:
 
 def critical_path(rows: Sequence[Row]) -> set[str]:
     """The span ids on the critical path: the chain of spans that determined when the trace
-    ended (the definition Jaeger uses).
+    ended.
 
-    Start at the end of the trace and walk backwards in time: within a span, the child that
-    ends last (at or before the current point) is critical; the walk then continues from
-    that child's start, picking the child that ended last before it, and so on; each picked
-    child is walked the same way, recursively. Children are seen through their parent's
-    window: one that outlives its parent counts as ending when the parent ends, one that
-    starts after its parent ended (an agent run started by a publish) is not on the path.
-    Concurrent siblings that finished before the span that ended last are therefore not
-    critical. Several roots (a running trace whose root span is not written yet) are
+    Start at the end of the trace and walk backwards in time (Jaeger's rule): within a span,
+    the child that ends last (at or before the current point) is critical; the walk then
+    continues from that child's start, picking the child that ended last before it, and so
+    on; each picked child is walked the same way, recursively. Children are seen through
+    their parent's window: one that outlives its parent counts as ending when the parent
+    ends. Concurrent siblings that finished before the span that ended last are therefore
+    not critical. Several roots (a running trace whose root span is not written yet) are
     walked like the children of one span covering the whole trace.
+
+    One addition for work that is not a child of what waits for it: an agent run is a child
+    of the publish that started it and outlives it, while ``Flock.run_until_idle`` waits
+    for it. Such detached spans (that end after their parent) are not walked as their
+    parent's children; they compete with the children of a span that has (attached)
+    children of its own (a span without any is taken to be doing its own work, not
+    waiting): the one that ended last before the current point is critical, whichever it
+    is, and the walk goes on from its start.
 
     Example:
         >>> spans = [
@@ -86,17 +94,57 @@ def critical_path(rows: Sequence[Row]) -> set[str]:
         ... ]
         >>> sorted(critical_path(spans))
         ['root', 'slow']
+        >>> spans = [
+        ...     ("workflow", None, 0, 100),
+        ...     ("publish", "workflow", 0, 2),
+        ...     ("agent", "publish", 1, 90),     # started by the publish
+        ...     ("run_until_idle", "workflow", 3, 99),  # waits for the agent
+        ...     ("shutdown", "run_until_idle", 98, 99),
+        ... ]
+        >>> sorted(critical_path(spans))
+        ['agent', 'publish', 'run_until_idle', 'shutdown', 'workflow']
     """
     if not rows:
         return set()
     roots, children = _children(rows)
+    parent_of = {r[0]: r[1] for r in rows}
+    end_of = {r[0]: max(r[3], r[2]) for r in rows}
+    in_tree = _reachable(roots, children)  # not the spans of a parent cycle
+    detached = [
+        r for r in rows if r[0] in in_tree and r[1] in end_of and max(r[3], r[2]) > end_of[r[1]]
+    ]
+    detached_ids = {r[0] for r in detached}
+    by_end = sorted(detached, key=lambda r: max(r[3], r[2]))
+    ends = [max(r[3], r[2]) for r in by_end]
     path: set[str] = set()
-    # (children to walk, their parent's window): a virtual parent over all roots first.
-    work: list[tuple[list[Row], int, int]] = [
-        (roots, min(r[2] for r in roots), max(max(r[3], r[2]) for r in roots))
+
+    def ancestors(span_id: str | None) -> set[str]:
+        found: set[str] = set()
+        while span_id is not None and span_id not in found:
+            found.add(span_id)
+            span_id = parent_of.get(span_id)
+        return found
+
+    def waited_on(owner: str | None, lo: int, cursor: int) -> Row | None:
+        """The detached span that ended last in ``(lo, cursor]``, not on the path, not
+        ``owner`` or one of its ancestors."""
+        skip = ancestors(owner)
+        i = bisect.bisect_right(ends, cursor)
+        while i > 0 and ends[i - 1] > lo:
+            i -= 1
+            row = by_end[i]
+            if row[0] not in path and row[0] not in skip:
+                return row
+        return None
+
+    # (the span whose children these are, the children, the span's window)
+    work: list[tuple[str | None, list[Row], int, int]] = [
+        (None, roots, min(r[2] for r in roots), max(max(r[3], r[2]) for r in roots))
     ]
     while work:
-        kids, lo, hi = work.pop()
+        owner, kids, lo, hi = work.pop()
+        # A detached child is not waited for by its parent (see waited_on).
+        kids = [kid for kid in kids if kid[0] not in detached_ids]
         clipped = [
             (kid, max(kid[2], lo), min(max(kid[3], kid[2]), hi))
             for kid in kids
@@ -105,10 +153,33 @@ def critical_path(rows: Sequence[Row]) -> set[str]:
         # Latest end first; of two ending together the longer (earlier start) wins.
         clipped.sort(key=lambda c: (-c[2], c[1], c[0][0]))
         cursor = hi
-        for kid, start, end in clipped:
-            if end > cursor or kid[0] in path:
-                continue
+        queue = iter(clipped)
+        pending = next(queue, None)
+        while cursor > lo:
+            while pending is not None and (pending[2] > cursor or pending[0][0] in path):
+                pending = next(queue, None)  # overlaps the point reached, or already walked
+            other = waited_on(owner, lo, cursor) if owner is not None and kids else None
+            if pending is not None and (other is None or pending[2] >= max(other[3], other[2])):
+                kid, start, end = pending
+                pending = next(queue, None)
+            elif other is not None:  # walked in its own window; what it waited on, too
+                kid, start, end = other, other[2], max(other[3], other[2])
+            else:
+                break
             path.add(kid[0])
-            work.append((children.get(kid[0], []), start, end))
+            work.append((kid[0], children.get(kid[0], []), start, end))
             cursor = start
+    path.update(r[0] for r in roots if r[0] in path or len(roots) == 1)
     return path
+
+
+def _reachable(roots: list[Row], children: dict[str, list[Row]]) -> set[str]:
+    """The span ids under the roots (not those caught in a parent cycle)."""
+    seen: set[str] = set()
+    stack = [r[0] for r in roots]
+    while stack:
+        span_id = stack.pop()
+        if span_id not in seen:
+            seen.add(span_id)
+            stack.extend(kid[0] for kid in children.get(span_id, []))
+    return seen
