@@ -26,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry.trace import Link, StatusCode
@@ -37,12 +38,13 @@ from flock.components import HOOKS, AgentComponent, OutputUtilityComponent, RunC
 from flock.engines.base import Engine
 from flock.engines.function import FunctionEngine
 from flock.exceptions import ConfigurationError
+from flock.fanin import BY_CORRELATION_ID, bind_engines, fanin_spec
 from flock.registry import registry
-from flock.subscription import Predicate, Subscription, normalize_predicates
+from flock.subscription import FanIn, KeyFunction, Predicate, Subscription, normalize_predicates
 
 if TYPE_CHECKING:
     from flock.orchestrator import Flock
-    from flock.tracing._instrument import Instrument
+    from flock.tracing._instrument import AttributeValue, Instrument
 
 __all__ = ["Agent", "AgentBuilder"]
 
@@ -63,6 +65,10 @@ class Agent:
         self.outputs: list[type[BaseModel]] = []
         self.utilities: list[AgentComponent] = [OutputUtilityComponent()]
         self.engines: list[Engine] = []
+        self.functions: list[tuple[FunctionEngine, Callable[..., Any]]] = []
+        """The plain functions given to with_engines(), with the FunctionEngine of each."""
+        self.fanin: FanIn | None = None
+        """How one run consumes several artifacts (``batch=`` / ``join=True``), if it does."""
         self.max_concurrency = 2
         self.prevent_self_trigger = True
         self.retries = 0
@@ -108,6 +114,7 @@ class Agent:
                 f"agent {self.name!r} consumes nothing; "
                 f"call flock.agent({self.name!r}).consumes(SomeType)"
             )
+        bind_engines(self)
 
     def semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -168,9 +175,16 @@ class Agent:
         return outputs
 
     async def execute(
-        self, ctx: RunContext, inputs: list[Artifact], *, instrument: Instrument, emit: Emit
+        self,
+        ctx: RunContext,
+        inputs: list[Artifact],
+        *,
+        instrument: Instrument,
+        emit: Emit,
+        extra: Mapping[str, AttributeValue] | None = None,
     ) -> list[Artifact]:
-        """Run the components and engines once over ``inputs`` (the ``Agent.execute`` span)."""
+        """Run the components and engines once over ``inputs`` (the ``Agent.execute`` span,
+        with the ``extra`` attributes of a fan-in run)."""
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.agent.name": self.name,
@@ -181,6 +195,8 @@ class Agent:
             "flock.input.ids": [a.id for a in inputs],
             "flock.input.types": [a.type for a in inputs],
         }
+        if extra:
+            attributes.update(extra)
         links = None
         if instrument.enabled:
             links = [
@@ -395,14 +411,35 @@ class AgentBuilder:
         where: Predicate | Sequence[Predicate] | None = None,
         from_agents: Iterable[str] | None = None,
         tags: Iterable[str] | None = None,
+        batch: int | None = None,
+        batch_timeout: float | timedelta | None = None,
+        batch_by: KeyFunction | Literal["correlation_id"] | None = None,
+        join: bool = False,
+        join_by: KeyFunction | Literal["correlation_id"] | None = BY_CORRELATION_ID,
+        join_within: float | timedelta | None = None,
     ) -> AgentBuilder:
-        """Run this agent for each published artifact of one of ``types``.
+        """Run this agent for each published artifact of one of ``types`` — or, with
+        ``batch=`` or ``join=True``, once for several of them (see :mod:`flock.fanin`).
 
         Args:
             *types: registered Pydantic models (unregistered ones are registered here).
             where: predicate(s) on the payload; all must return True.
             from_agents: only artifacts published by these agents.
             tags: only artifacts that carry all of these tags.
+            batch: one run gets up to this many artifacts (in publish order); the function
+                engine gets a list of payloads.
+            batch_timeout: seconds after a batch's first artifact when it runs anyway
+                (``run_until_idle()`` runs partial batches without waiting for it).
+            batch_by: what batches are grouped by: nothing (default: one stream of batches,
+                whatever workflow the artifacts belong to), ``"correlation_id"`` (batches
+                within one workflow) or a function of the payload giving a key.
+            join: one run gets one artifact of each of ``types`` with the same key (an AND
+                gate); the function engine gets one argument per type, in this order.
+            join_by: the join key: the correlation id (default), ``None`` (any artifacts)
+                or a function called with each payload, of every type.
+            join_within: an artifact with no partner after this many seconds stops waiting.
+
+        A fan-in agent (``batch=`` or ``join=True``) consumes through this one declaration.
         """
         if not types:
             raise ConfigurationError(
@@ -414,15 +451,45 @@ class AgentBuilder:
                 f"agent {self.agent.name!r}: from_agents= and tags= take a list of names, "
                 f"not a single string (write [{(from_agents or tags)!r}])"
             )
-        self.agent.subscriptions.append(
-            Subscription(
-                types=frozenset(registry.name_of(m) for m in models),
-                where=normalize_predicates(where),
-                from_agents=frozenset(from_agents) if from_agents is not None else None,
-                tags=frozenset(tags) if tags is not None else None,
-            )
+        names = [registry.name_of(m) for m in models]
+        fanin = fanin_spec(
+            self.agent.name,
+            names,
+            batch=batch,
+            batch_timeout=batch_timeout,
+            batch_by=batch_by,
+            join=join,
+            join_by=join_by,
+            join_within=join_within,
         )
+        if fanin is not None or self.agent.fanin is not None:
+            self._check_fanin()
+        subscription = Subscription(
+            types=frozenset(names),
+            where=normalize_predicates(where),
+            from_agents=frozenset(from_agents) if from_agents is not None else None,
+            tags=frozenset(tags) if tags is not None else None,
+            fanin=fanin,
+        )
+        self.agent.subscriptions.append(subscription)
+        self.agent.fanin = fanin
         return self._changed()
+
+    def _check_fanin(self) -> None:
+        name = self.agent.name
+        if self.agent.subscriptions:
+            raise ConfigurationError(
+                f"agent {name!r}: an agent with batch= or join=True consumes through that "
+                "one consumes() call; list every type there, or declare another agent for "
+                "the other declaration"
+            )
+        if self.agent.flock._distributed is not None:
+            raise ConfigurationError(
+                f"agent {name!r}: batch= and join=True run in one process for now (the "
+                f"waiting artifacts live in its memory), not with "
+                f"{type(self.agent.flock.store).__name__}; use the default MemoryStore for "
+                "this flock"
+            )
 
     def publishes(self, *types: type[BaseModel]) -> AgentBuilder:
         """The model types this agent's outputs may have."""
@@ -435,11 +502,14 @@ class AgentBuilder:
     def with_engines(self, *engines: Engine | Callable[..., Any]) -> AgentBuilder:
         """Replace the engines; a plain function becomes a :class:`FunctionEngine`."""
         resolved: list[Engine] = []
+        functions: list[tuple[FunctionEngine, Callable[..., Any]]] = []
         for engine in engines:
             if isinstance(engine, Engine):
                 resolved.append(engine)
             elif callable(engine) and not inspect.isclass(engine):
-                resolved.append(FunctionEngine(engine))
+                function_engine = FunctionEngine(engine)
+                resolved.append(function_engine)
+                functions.append((function_engine, engine))
             else:
                 raise ConfigurationError(
                     f"agent {self.agent.name!r}: with_engines() takes Engine instances or "
@@ -448,6 +518,7 @@ class AgentBuilder:
         if not resolved:
             raise ConfigurationError(f"agent {self.agent.name!r}: with_engines() needs an engine")
         self.agent.engines = resolved
+        self.agent.functions = functions
         return self._changed()
 
     def with_utilities(self, *components: AgentComponent) -> AgentBuilder:

@@ -50,6 +50,7 @@ from flock.exceptions import (
     RunawayLoopError,
     retryable,
 )
+from flock.fanin import FanInBuffers, invoke_plan
 from flock.registry import registry
 from flock.store.base import Store
 from flock.store.memory import MemoryStore
@@ -68,6 +69,7 @@ __all__ = ["Flock"]
 log = logging.getLogger("flock")
 
 PublishInput = BaseModel | dict[str, Any]
+Extra = dict[str, Any] | None  # span attributes of a fan-in run (see flock.fanin)
 
 
 def _store_from_env() -> Store:
@@ -177,6 +179,7 @@ class Flock:
         self._runs: dict[str, dict[str, int]] = {}
         self._live: dict[str, int] = {}
         self._failures: list[AgentRunError] = []
+        self._fanin = FanInBuffers(self)  # artifacts waiting for a batch= or join= run
         self._tasks: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None
         self._idle_loop: asyncio.AbstractEventLoop | None = None
@@ -408,35 +411,42 @@ class Flock:
                 else:
                     self._failures.append(error)
                 continue
-            if self._outbox is not None:  # a distributed store counts runs itself
+            if agent.fanin is not None:  # waits for the other artifacts of its run
+                self._fanin.offer(agent, artifact)
+            elif self._outbox is not None:  # a distributed store counts runs itself
                 self._outbox.append((agent, (artifact,), None))
-                continue
-            runs = self._runs.get(artifact.correlation_id)
-            if runs is None:
-                runs = self._runs[artifact.correlation_id] = {}
-            count = runs[agent.name] = runs.get(agent.name, 0) + 1
-            if count > self.max_agent_runs:
-                if count == self.max_agent_runs + 1:
-                    error = RunawayLoopError(
-                        f"agent {agent.name!r} ran {self.max_agent_runs} times in workflow "
-                        f"{artifact.correlation_id!r} and was stopped as a runaway loop; fix the "
-                        "loop or raise Flock(max_agent_runs=...)",
-                        agent=agent.name,
-                        artifacts=(artifact,),
-                    )
-                    log.error("%s", error)
-                    self._failures.append(error)
-                continue
-            self._spawn(agent, (artifact,))
+            else:
+                self._start(agent, (artifact,))
 
-    def _spawn(self, agent: Agent, artifacts: tuple[Artifact, ...]) -> None:
+    def _start(self, agent: Agent, artifacts: tuple[Artifact, ...], extra: Extra = None) -> None:
+        """Count the run against max_agent_runs (in its inputs' workflow) and spawn it."""
+        workflow = artifacts[0].correlation_id
+        runs = self._runs.get(workflow)
+        if runs is None:
+            runs = self._runs[workflow] = {}
+        count = runs[agent.name] = runs.get(agent.name, 0) + 1
+        if count > self.max_agent_runs:
+            if count == self.max_agent_runs + 1:
+                error = RunawayLoopError(
+                    f"agent {agent.name!r} ran {self.max_agent_runs} times in workflow "
+                    f"{workflow!r} and was stopped as a runaway loop; fix the "
+                    "loop or raise Flock(max_agent_runs=...)",
+                    agent=agent.name,
+                    artifacts=artifacts,
+                )
+                log.error("%s", error)
+                self._failures.append(error)
+            return
+        self._spawn(agent, artifacts, extra)
+
+    def _spawn(self, agent: Agent, artifacts: tuple[Artifact, ...], extra: Extra) -> None:
         if self._outbox is not None:  # a distributed store: collected, then enqueued
             self._outbox.append((agent, artifacts, None))
             return
         idle = self._idle_event()
         idle.clear()
         task = asyncio.get_running_loop().create_task(
-            self._run(agent, artifacts), name=f"flock:{agent.name}"
+            self._run(agent, artifacts, extra), name=f"flock:{agent.name}"
         )
         self._tasks.add(task)
         workflow = artifacts[0].correlation_id
@@ -455,16 +465,21 @@ class Flock:
         if not self._tasks and self._idle is not None:
             self._idle.set()
 
-    async def _run(self, agent: Agent, artifacts: tuple[Artifact, ...]) -> None:
+    async def _run(self, agent: Agent, artifacts: tuple[Artifact, ...], extra: Extra) -> None:
         try:
-            await self._attempts(agent, artifacts, publish=True)
+            await self._attempts(agent, artifacts, publish=True, extra=extra)
         except AgentRunError as error:
             self._failures.append(error)
         except Exception as exc:  # e.g. the store failed while recording the run
             self._failures.append(self._error(agent, artifacts, exc, attempts=1))
 
     async def _attempts(
-        self, agent: Agent, artifacts: tuple[Artifact, ...], *, publish: bool
+        self,
+        agent: Agent,
+        artifacts: tuple[Artifact, ...],
+        *,
+        publish: bool,
+        extra: Extra = None,
     ) -> list[Artifact]:
         """Run ``agent`` with retries; raise :class:`AgentRunError` when every attempt failed."""
         instrument = self._prepare()
@@ -484,7 +499,7 @@ class Flock:
                 )
                 try:
                     outputs = await agent.execute(
-                        ctx, list(artifacts), instrument=instrument, emit=emit
+                        ctx, list(artifacts), instrument=instrument, emit=emit, extra=extra
                     )
                 except FailedAfterPublish as failed:
                     if publish:
@@ -598,6 +613,8 @@ class Flock:
                     failures += await self._distributed.take_failures()
                 if instrument.enabled:
                     span.set_attribute("flock.failures", len(failures))
+                    if waiting := self._fanin.waiting():  # artifacts still without partners
+                        span.set_attribute("flock.join.waiting", waiting)
                 if failures:
                     raise AgentFailures(
                         f"{len(failures)} agent run(s) failed: "
@@ -612,12 +629,12 @@ class Flock:
             await self._workflows.auto_end()
 
     async def _wait_idle(self, timeout: float | None) -> None:
-        idle = self._idle_event()
-        if timeout is None:
-            await idle.wait()
-            return
+        """Wait until no run is left, then start any partial batches and wait for them."""
         try:
-            await asyncio.wait_for(idle.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._idle_event().wait()
+                while self._fanin.flush_idle():
+                    await self._idle_event().wait()
         except TimeoutError:
             agents = sorted({t.get_name() for t in self._tasks})
             raise TimeoutError(
@@ -628,14 +645,16 @@ class Flock:
     async def invoke(
         self,
         agent: AgentBuilder | Agent | str,
-        obj: BaseModel,
+        obj: BaseModel | Sequence[BaseModel],
         *,
         publish_outputs: bool = False,
         correlation_id: str | None = None,
     ) -> list[Artifact]:
         """Run one agent once on ``obj`` and return its output artifacts.
 
-        With ``publish_outputs=True`` the input and the outputs are stored and the outputs
+        A batch agent takes a list of 1 to ``batch`` inputs (or one), a join agent a list
+        with one input of each of its types (in any order); they run at once, whatever waits.
+        With ``publish_outputs=True`` the inputs and the outputs are stored and the outputs
         are scheduled to their subscribers (once); otherwise nothing touches the blackboard.
 
         Raises:
@@ -643,22 +662,18 @@ class Flock:
         """
         target = self._resolve_agent(agent)
         instrument = self._prepare()
-        type_name, payload = self._validate(obj)
-        if type_name not in target.consumed_types:
-            raise PayloadValidationError(
-                f"agent {target.name!r} consumes {', '.join(sorted(target.consumed_types))}, "
-                f"not {type_name}"
-            )
+        items = [self._validate(o) for o in (obj if isinstance(obj, list | tuple) else [obj])]
+        order, extra = invoke_plan(target, [type_name for type_name, _ in items])
         with instrument.span("Flock.invoke", {"gen_ai.agent.name": target.name}) as span:
-            artifact = Artifact(
-                type=type_name,
-                payload=payload,
-                correlation_id=correlation_id or new_id(),
-                span_context=_shared_flags(span.get_span_context()) if instrument.enabled else None,
+            span_context = _shared_flags(span.get_span_context()) if instrument.enabled else None
+            workflow = correlation_id or new_id()
+            artifacts = tuple(
+                Artifact(type=t, payload=p, correlation_id=workflow, span_context=span_context)
+                for t, p in (items[i] for i in order)
             )
             if publish_outputs:
-                await self.store.put([artifact])
-            return await self._attempts(target, (artifact,), publish=publish_outputs)
+                await self.store.put(artifacts)
+            return await self._attempts(target, artifacts, publish=publish_outputs, extra=extra)
 
     def _resolve_agent(self, agent: AgentBuilder | Agent | str) -> Agent:
         if isinstance(agent, AgentBuilder):

@@ -3,17 +3,47 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from flock.artifacts import Artifact
 
-__all__ = ["Predicate", "Subscription", "matches"]
+__all__ = ["FanIn", "KeyFunction", "Predicate", "Subscription", "matches"]
 
 Predicate = Callable[[Any], object]
 """``where=``: a plain function of the payload (the consumed model) whose result is tested
 for truth; typed loosely so that ``lambda idea: idea.topic == "x"`` checks as written."""
+
+
+KeyFunction = Callable[[Any], Hashable]
+"""``batch_by=`` / ``join_by=``: a plain function of the payload giving its group's key."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FanIn:
+    """The ``batch=`` or ``join=True`` part of a ``consumes(...)`` declaration: one run
+    consumes several artifacts (see :mod:`flock.fanin`).
+
+    Attributes:
+        types: the consumed type names in declaration order (a join's run gets one of each,
+            in this order).
+        batch: the most artifacts per batch run; ``0`` for a join.
+        timeout: a batch's ``batch_timeout`` in seconds (``None``: none).
+        by: the key that groups artifacts: ``"correlation_id"``, ``None`` (one group for
+            every workflow) or a function of the payload.
+        within: a join's ``join_within`` in seconds (``None``: wait for ever).
+    """
+
+    types: tuple[str, ...]
+    batch: int = 0
+    timeout: float | None = None
+    by: KeyFunction | Literal["correlation_id"] | None = "correlation_id"
+    within: float | None = None
+
+    @property
+    def kind(self) -> Literal["batch", "join"]:
+        return "batch" if self.batch else "join"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,6 +59,8 @@ class Subscription:
     where: tuple[Predicate, ...] = ()
     from_agents: frozenset[str] | None = None
     tags: frozenset[str] | None = None
+    fanin: FanIn | None = None
+    """Set when one run consumes several artifacts (``batch=`` or ``join=True``)."""
 
 
 def matches(subscription: Subscription, artifact: Artifact) -> bool:

@@ -328,7 +328,7 @@ def test_clear_traces_older_than_deletes_whole_traces_that_ended_before(tmp_path
         "error": None,
     }
     assert workflows() == [("recent_workflow", n)]
-    for bad in ("soon", timedelta(days=-10**6), 5):
+    for bad in ("soon", timedelta(days=-(10**6)), 5):
         refused = Flock.clear_traces(str(db), older_than=bad)  # type: ignore[arg-type]
         assert refused["success"] is False and refused["deleted_count"] == 0
         assert refused["error"].startswith("older_than: ")
