@@ -483,7 +483,9 @@ async def test_a_batch_left_in_a_finished_event_loop_runs_in_the_next() -> None:
     assert seen == [["a"]]
 
 
-async def test_run_until_idle_timing_out_keeps_the_partial_batch() -> None:
+async def batch_behind_a_blocker() -> tuple[Flock, list[list[str]], asyncio.Event]:
+    """A partial batch of one, and a run of another agent that waits for the event: the
+    flock is not idle until it is set."""
     flock = Flock()
     seen: list[list[str]] = []
     batcher(flock, seen, batch=5)
@@ -495,6 +497,11 @@ async def test_run_until_idle_timing_out_keeps_the_partial_batch() -> None:
     flock.agent("blocker").consumes(Note).with_engines(blocker)
     await flock.publish(Idea(topic="a"), correlation_id="c")
     await flock.publish(Note(text="n"))
+    return flock, seen, release
+
+
+async def test_run_until_idle_timing_out_keeps_the_partial_batch() -> None:
+    flock, seen, release = await batch_behind_a_blocker()
     with pytest.raises(TimeoutError, match="blocker"):
         await flock.run_until_idle(timeout=0.05)
     assert seen == []  # still waiting: the flock was never idle
@@ -504,17 +511,7 @@ async def test_run_until_idle_timing_out_keeps_the_partial_batch() -> None:
 
 
 async def test_a_cancelled_run_until_idle_loses_nothing() -> None:
-    flock = Flock()
-    seen: list[list[str]] = []
-    batcher(flock, seen, batch=5)
-    release = asyncio.Event()
-
-    async def blocker(note: Note) -> None:
-        await release.wait()
-
-    flock.agent("blocker").consumes(Note).with_engines(blocker)
-    await flock.publish(Idea(topic="a"), correlation_id="c")
-    await flock.publish(Note(text="n"))
+    flock, seen, release = await batch_behind_a_blocker()
     waiter = asyncio.ensure_future(flock.run_until_idle())
     await asyncio.sleep(0.02)
     waiter.cancel()
