@@ -169,7 +169,9 @@ async def timeline(
     if not state.has_file:
         raise HTTPException(404, f"no trace {trace_id!r}")
     t = await state.read(state.traces.timeline, trace_id, limit=limit, offset=offset)
-    running = await state.read(running_traces, state.traces, trace_ids=[trace_id])
+    running: list[Running] = []
+    if not any(span.parent_id is None for span in t.spans):  # no root (in this page)
+        running = await state.read(running_traces, state.traces, trace_ids=[trace_id])
     # Up to 10,000 rows: serialised straight from the dataclasses by orjson (validating them
     # through the response model would take most of the time budget).
     body = orjson.dumps(

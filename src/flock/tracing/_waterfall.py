@@ -109,10 +109,7 @@ def critical_path(rows: Sequence[Row]) -> set[str]:
     roots, children = _children(rows)
     parent_of = {r[0]: r[1] for r in rows}
     end_of = {r[0]: max(r[3], r[2]) for r in rows}
-    in_tree = _reachable(roots, children)  # not the spans of a parent cycle
-    detached = [
-        r for r in rows if r[0] in in_tree and r[1] in end_of and max(r[3], r[2]) > end_of[r[1]]
-    ]
+    detached = [r for r in rows if r[1] in end_of and max(r[3], r[2]) > end_of[r[1]]]
     detached_ids = {r[0] for r in detached}
     by_end = sorted(detached, key=lambda r: max(r[3], r[2]))
     ends = [max(r[3], r[2]) for r in by_end]
@@ -125,15 +122,27 @@ def critical_path(rows: Sequence[Row]) -> set[str]:
             span_id = parent_of.get(span_id)
         return found
 
+    def rooted(span_id: str) -> bool:
+        """Whether the span's parents lead to a root (not round a parent cycle)."""
+        seen: set[str] = set()
+        while True:
+            parent = parent_of.get(span_id)
+            if parent is None or parent not in parent_of:
+                return True
+            if parent in seen:
+                return False
+            seen.add(parent)
+            span_id = parent
+
     def waited_on(owner: str | None, lo: int, cursor: int) -> Row | None:
         """The detached span that ended last in ``(lo, cursor]``, not on the path, not
-        ``owner`` or one of its ancestors."""
+        ``owner`` or one of its ancestors, not in a parent cycle."""
         skip = ancestors(owner)
         i = bisect.bisect_right(ends, cursor)
         while i > 0 and ends[i - 1] > lo:
             i -= 1
             row = by_end[i]
-            if row[0] not in path and row[0] not in skip:
+            if row[0] not in path and row[0] not in skip and rooted(row[0]):
                 return row
         return None
 
@@ -171,15 +180,3 @@ def critical_path(rows: Sequence[Row]) -> set[str]:
             cursor = start
     path.update(r[0] for r in roots if r[0] in path or len(roots) == 1)
     return path
-
-
-def _reachable(roots: list[Row], children: dict[str, list[Row]]) -> set[str]:
-    """The span ids under the roots (not those caught in a parent cycle)."""
-    seen: set[str] = set()
-    stack = [r[0] for r in roots]
-    while stack:
-        span_id = stack.pop()
-        if span_id not in seen:
-            seen.add(span_id)
-            stack.extend(kid[0] for kid in children.get(span_id, []))
-    return seen
