@@ -397,9 +397,13 @@ async def test_dspy_engine_gets_a_batch_as_a_list_and_a_join_as_one_field_per_ty
         await flock.publish(Note(text="gamma"), correlation_id="d")
         await flock.publish(Pizza(name="delta"), correlation_id="d")
         await flock.run_until_idle()
+        await flock.publish(Idea(topic="omega"))  # a batch of one, run at idle
+        await flock.run_until_idle()
     prompts = [str(request["messages"]) for request in server.requests]
     (batch_prompt,) = [p for p in prompts if "alpha" in p]
     assert "beta" in batch_prompt and "list[Idea]" in batch_prompt
+    (single_prompt,) = [p for p in prompts if "omega" in p]
+    assert "list[Idea]" in single_prompt  # the same shape for a batch of one
     (join_prompt,) = [p for p in prompts if "gamma" in p]
     assert "delta" in join_prompt and "`note`" in join_prompt and "`pizza`" in join_prompt
-    assert len(await flock.store.query(type=registry.name_of(Review))) == 2
+    assert len(await flock.store.query(type=registry.name_of(Review))) == 3

@@ -254,11 +254,15 @@ class DSPyEngine(Engine):
 
         counts = _input_types(inputs)
         input_names, output_names = _field_names(counts, outputs)
-        kwargs = self._input_values(inputs, input_names)
+        # Several inputs of a type are a list; a batch agent's always are (a batch of one
+        # too), so its prompt keeps one shape.
+        batch = ctx.agent.fanin is not None and ctx.agent.fanin.batch > 0
+        lists = {model: batch or n > 1 for model, n in counts.items()}
+        kwargs = self._input_values(inputs, input_names, lists)
         if use_context:
             kwargs[CONTEXT_FIELD] = context
         signature = self._signature(
-            ctx, counts, outputs, input_names, output_names, with_context=use_context
+            ctx, lists, outputs, input_names, output_names, with_context=use_context
         )
         dspy = _import_dspy()
         self._record_model(lm)  # before the call: a failed call's span names its model too
@@ -297,19 +301,28 @@ class DSPyEngine(Engine):
         self,
         inputs: Sequence[Artifact],
         names: Mapping[type[BaseModel], str] | None = None,
+        lists: Mapping[type[BaseModel], bool] | None = None,
     ) -> dict[str, Any]:
-        """The keyword arguments for the signature's input fields (see :func:`_field_names`)."""
+        """The keyword arguments for the signature's input fields (see :func:`_field_names`):
+        one payload, or a list of them where ``lists`` says (default: several of a type)."""
         if names is None:
             names = _field_names(_input_types(inputs), ())[0]
         values: dict[str, list[BaseModel]] = {}
+        listed: set[str] = set()
         for artifact in inputs:
-            values.setdefault(names[type(artifact.payload)], []).append(artifact.payload)
-        return {name: items[0] if len(items) == 1 else items for name, items in values.items()}
+            model = type(artifact.payload)
+            values.setdefault(names[model], []).append(artifact.payload)
+            if lists is not None and lists.get(model):
+                listed.add(names[model])
+        return {
+            name: items if len(items) > 1 or name in listed else items[0]
+            for name, items in values.items()
+        }
 
     def _signature(
         self,
         ctx: RunContext,
-        counts: Mapping[type[BaseModel], int],
+        lists: Mapping[type[BaseModel], bool],
         outputs: Sequence[type[BaseModel]],
         input_names: Mapping[type[BaseModel], str],
         output_names: Mapping[type[BaseModel], str],
@@ -326,7 +339,7 @@ class DSPyEngine(Engine):
             )
         )
         key = (
-            tuple((t, n > 1) for t, n in counts.items()),
+            tuple(lists.items()),
             tuple(outputs),
             with_context,
             instructions,
@@ -334,14 +347,14 @@ class DSPyEngine(Engine):
         signature = self._signatures.get(key)
         if signature is None:
             signature = self._build_signature(
-                counts, outputs, input_names, output_names, with_context, instructions
+                lists, outputs, input_names, output_names, with_context, instructions
             )
             self._signatures[key] = signature
         return signature
 
     @staticmethod
     def _build_signature(
-        counts: Mapping[type[BaseModel], int],
+        lists: Mapping[type[BaseModel], bool],
         outputs: Sequence[type[BaseModel]],
         input_names: Mapping[type[BaseModel], str],
         output_names: Mapping[type[BaseModel], str],
@@ -350,9 +363,9 @@ class DSPyEngine(Engine):
     ) -> Any:
         dspy = _import_dspy()
         fields: dict[str, tuple[Any, Any]] = {}
-        for model, n in counts.items():
+        for model, listed in lists.items():
             doc = (model.__doc__ or "").strip() or None
-            annotation: Any = list[model] if n > 1 else model  # type: ignore[valid-type]
+            annotation: Any = list[model] if listed else model  # type: ignore[valid-type]
             fields[input_names[model]] = (annotation, dspy.InputField(desc=doc))
         if with_context:
             fields[CONTEXT_FIELD] = (
