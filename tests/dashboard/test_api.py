@@ -280,6 +280,21 @@ async def test_clear_needs_confirmation(tmp_path: Path) -> None:
             r = await client.post("/api/traces/clear", json={"confirm": False})
             assert r.status_code == 422
             assert (await client.get("/api/traces")).json()["total"] == 1
+            # Retention: only traces that ended before the given time.
+            r = await client.post("/api/traces/clear", json={"confirm": True, "older_than": "1d"})
+            assert r.json() == {"success": True, "deleted_count": 0, "error": None}
+            r = await client.post(
+                "/api/traces/clear", json={"confirm": True, "older_than": "someday"}
+            )
+            assert r.status_code == 422 and "older_than" in r.text and "not a time" in r.text
+            assert (await client.get("/api/traces")).json()["total"] == 1
+            r = await client.post(
+                "/api/traces/clear", json={"confirm": True, "older_than": "2200-01-01T00:00Z"}
+            )
+            assert r.json() == {"success": True, "deleted_count": 8, "error": None}
+            assert (await client.get("/api/traces")).json()["total"] == 0
+            await t.pizza_workflow()
+            t.flush()
             r = await client.post("/api/traces/clear", json={"confirm": True})
             assert r.json() == {"success": True, "deleted_count": 8, "error": None}
             assert (await client.get("/api/traces")).json()["total"] == 0

@@ -228,9 +228,15 @@ class PublishRequest(BaseModel):
 
 
 class ClearRequest(BaseModel):
-    """Deleting every span needs an explicit confirmation."""
+    """Deleting spans needs an explicit confirmation."""
 
     confirm: Literal[True]
+    older_than: str | None = Field(
+        default=None,
+        max_length=64,
+        description="only whole traces that ended before: `7d`, `12h` (that long ago) or an "
+        "ISO time; every span without it",
+    )
 
 
 class ClearResult(BaseModel):

@@ -314,13 +314,21 @@ async def correlation(
 @router.post(
     "/traces/clear",
     response_model=ClearResult,
-    summary='Delete every span (needs {"confirm": true})',
+    summary='Delete every span, or the traces older than older_than (needs {"confirm": true})',
     responses={403: {"description": "read-only dashboard"}},
 )
 async def clear(state: State, body: ClearRequest) -> ClearResult:
     state.require_writable()
     from flock.tracing.store import clear_traces
 
-    result = await state.read(clear_traces, state.traces.path)
+    older_than = (body.older_than or "").strip() or None
+    if older_than is not None:
+        try:
+            parse_since(older_than)
+        except ValueError as exc:
+            raise HTTPException(
+                422, [{"loc": ["body", "older_than"], "msg": str(exc), "type": "value_error"}]
+            ) from None
+    result = await state.read(clear_traces, state.traces.path, older_than=older_than)
     await state.hub.broadcast({"type": "cleared"})
     return ClearResult(**result)
