@@ -159,7 +159,7 @@ def _key_function(
     if isinstance(value, str) or not callable(value) or inspect.iscoroutinefunction(value):
         raise fail(
             f"{name}= takes a plain function of the payload returning the group key, None "
-            f"(one group across all workflows) or {BY_CORRELATION_ID!r} (the default), got "
+            f"(one group across all workflows) or {BY_CORRELATION_ID!r} (one per workflow), got "
             f"{value!r}" + (" (an async function)" if callable(value) else "")
         )
     return value

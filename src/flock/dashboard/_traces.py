@@ -75,9 +75,12 @@ def _time(value: str | None, field: str) -> int | None:
             return check_ns(int(value.strip()), value)
         return parse_since(value)
     except ValueError as exc:
-        raise HTTPException(
-            422, [{"loc": ["query", field], "msg": str(exc), "type": "value_error"}]
-        ) from None
+        raise _unprocessable(["query", field], exc) from None
+
+
+def _unprocessable(loc: list[str], exc: ValueError) -> HTTPException:
+    """A 422 shaped like FastAPI's own validation errors."""
+    return HTTPException(422, [{"loc": loc, "msg": str(exc), "type": "value_error"}])
 
 
 def _trace(t: TraceSummary, running: dict[str, Running] | None = None) -> TraceOut:
@@ -326,9 +329,7 @@ async def clear(state: State, body: ClearRequest) -> ClearResult:
         try:
             parse_since(older_than)
         except ValueError as exc:
-            raise HTTPException(
-                422, [{"loc": ["body", "older_than"], "msg": str(exc), "type": "value_error"}]
-            ) from None
+            raise _unprocessable(["body", "older_than"], exc) from None
     result = await state.read(clear_traces, state.traces.path, older_than=older_than)
     await state.hub.broadcast({"type": "cleared"})
     return ClearResult(**result)

@@ -218,13 +218,10 @@ class Appender:
         the file, after a crash between an insert and its file's removal, is skipped)."""
         import logging
 
-        import pyarrow as pa
-
         log = logging.getLogger("flock.tracing")
         for spilled in sorted(self._pending.glob("*.arrow")):
             try:
-                with pa.memory_map(str(spilled)) as source:
-                    table = pa.ipc.open_file(source).read_all()
+                table = _read_spilled(spilled)
                 if table.schema != _arrow_schema():
                     raise ValueError("written by another version of flock")
             except Exception as exc:
@@ -608,7 +605,7 @@ def clear_traces(
             with ExitStack() as paused:
                 for writer in writers:
                     paused.enter_context(writer.pause())
-                return _drop_and_recreate(path) if cutoff is None else _delete(path, cutoff)
+                return _clear(path, cutoff)
         except Exception as exc:
             if is_lock_error(exc) and time.monotonic() < deadline:
                 time.sleep(0.1)  # another process holds the file: wait briefly
@@ -641,66 +638,58 @@ def _cutoff_ns(older_than: str | timedelta) -> int:
     )
 
 
-def _delete(path: Path, cutoff_ns: int) -> dict[str, Any]:
-    """Delete the traces that ended before ``cutoff_ns``; the space their row groups held is
-    reused by later spans (DuckDB reclaims a row group once all its rows are deleted)."""
+def _clear(path: Path, cutoff_ns: int | None) -> dict[str, Any]:
+    """Delete every span (and those still pending), or with ``cutoff_ns`` the traces that
+    ended before it."""
     import duckdb
 
     conn = duckdb.connect(str(path))
     try:
         try:
-            check_schema(conn)
+            check_schema(conn)  # never delete from a table that other software made
         except ValueError as exc:
             return {
                 "success": False,
                 "deleted_count": 0,
                 "error": f"{str(path)!r} is not a flock trace file ({exc}); nothing was deleted",
             }
-        row = conn.execute(
-            "DELETE FROM spans WHERE trace_id IN "
-            "(SELECT trace_id FROM spans GROUP BY trace_id HAVING max(end_time) < ?)",
-            [cutoff_ns],
-        ).fetchone()
+        if cutoff_ns is None:
+            row = conn.execute("SELECT count(*) FROM spans").fetchone()
+            # Recreating the table frees its blocks; CHECKPOINT truncates the file.
+            conn.execute("DROP TABLE spans")
+            conn.execute(SCHEMA)
+        else:
+            # The space of the deleted rows is reused by later spans (DuckDB reclaims a row
+            # group once all its rows are deleted); the file does not shrink.
+            row = conn.execute(
+                "DELETE FROM spans WHERE trace_id IN "
+                "(SELECT trace_id FROM spans GROUP BY trace_id HAVING max(end_time) < ?)",
+                [cutoff_ns],
+            ).fetchone()
         conn.execute("CHECKPOINT")
     finally:
         conn.close()
-    return {"success": True, "deleted_count": int(row[0]) if row else 0, "error": None}
+    deleted = int(row[0]) if row else 0
+    if cutoff_ns is None:
+        deleted += _clear_pending(path)
+    return {"success": True, "deleted_count": deleted, "error": None}
 
 
-def _drop_and_recreate(path: Path) -> dict[str, Any]:
-    import duckdb
+def _read_spilled(spilled: Path) -> pa.Table:
+    """The spans saved in one file of :func:`pending_dir` (see :meth:`Appender.spill`)."""
+    import pyarrow as pa
 
-    conn = duckdb.connect(str(path))
-    try:
-        try:
-            check_schema(conn)  # never drop a table that other software made
-        except ValueError as exc:
-            return {
-                "success": False,
-                "deleted_count": 0,
-                "error": f"{str(path)!r} is not a flock trace file ({exc}); nothing was deleted",
-            }
-        row = conn.execute("SELECT count(*) FROM spans").fetchone()
-        deleted = int(row[0]) if row else 0
-        # Recreating the table frees its blocks; CHECKPOINT truncates the file.
-        conn.execute("DROP TABLE spans")
-        conn.execute(SCHEMA)
-        conn.execute("CHECKPOINT")
-    finally:
-        conn.close()
-    return {"success": True, "deleted_count": deleted + _clear_pending(path), "error": None}
+    with pa.memory_map(str(spilled)) as source:
+        return pa.ipc.open_file(source).read_all()
 
 
 def _clear_pending(path: Path) -> int:
     """Delete the spans waiting in :func:`pending_dir` to be added to ``path`` (they would
     come back at the next write) and return how many there were."""
-    import pyarrow as pa
-
     deleted = 0
     for spilled in pending_dir(path).glob("*.arrow"):
-        # An unreadable one is not counted, and deleted all the same.
-        with contextlib.suppress(Exception), pa.memory_map(str(spilled)) as source:
-            deleted += pa.ipc.open_file(source).read_all().num_rows
+        with contextlib.suppress(Exception):  # an unreadable one is not counted
+            deleted += _read_spilled(spilled).num_rows
         spilled.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         pending_dir(path).rmdir()
