@@ -49,8 +49,26 @@ def is_stale(last_end: int, now_ns: int | None = None) -> bool:
     return (time.time_ns() if now_ns is None else now_ns) - last_end > STALE_AFTER_NS
 
 
-_ALL: dict[Path, tuple[tuple[int, int], list[Running]]] = {}
-"""Per trace file: its :meth:`TraceStore.version` and all its running traces then."""
+_ALL: dict[Path, tuple[tuple[int, ...], list[Running]]] = {}
+"""Per trace file: its version (see :func:`_version`) and all its running traces then."""
+
+
+def _version(path: Path) -> tuple[int, ...]:
+    """Changes whenever spans are written (to the file, or to its write-ahead log).
+
+    Not :meth:`TraceStore.version`: that opens the file (schema check, a count), which made
+    the cached requests ~15-20 ms slower at 1,000,000 spans (measured); two ``stat`` calls
+    cost microseconds.
+    """
+    version: list[int] = []
+    for file in (path, path.with_name(path.name + ".wal")):
+        try:
+            st = file.stat()
+        except OSError:
+            version += [0, 0]
+        else:
+            version += [st.st_mtime_ns, st.st_size]
+    return tuple(version)
 
 
 def running_traces(
@@ -65,7 +83,7 @@ def running_traces(
     """
     if trace_ids is not None:
         return _query(store, trace_ids)
-    version = store.version()  # table metadata: a few ms, against the scan's ~60
+    version = _version(store.path)
     cached = _ALL.get(store.path)
     if cached is None or cached[0] != version:
         cached = _ALL[store.path] = (version, _query(store, None))
