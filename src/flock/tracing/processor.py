@@ -29,6 +29,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +93,7 @@ class DuckDBSpanProcessor(SpanProcessor):
         max_attribute_chars: int = MAX_ATTRIBUTE_CHARS,
         redact: Redactor | None = None,
         exit_timeout: float = 10.0,
+        retention: timedelta | None = None,
     ) -> None:
         self.path = Path(path).resolve()
         self.flush_interval = flush_interval
@@ -100,6 +102,11 @@ class DuckDBSpanProcessor(SpanProcessor):
         self.max_attribute_chars = max_attribute_chars
         self.redact = redact
         self.exit_timeout = exit_timeout
+        if retention is not None and retention <= timedelta(0):
+            raise ValueError(f"retention must be a positive duration, got {retention!r}")
+        self.retention = retention
+        self.pruned = 0  # spans deleted for being older than the retention
+        self._next_prune = time.monotonic()  # the first check comes with the writer's start
         self.dropped = 0  # spans not written on purpose: over the queue bound, or unencodable
         self.unencodable = 0  # of which the encoder could not take (a value out of range)
         self.unencodable_error: str | None = None  # why the last of those could not be
@@ -329,6 +336,41 @@ class DuckDBSpanProcessor(SpanProcessor):
                 time.sleep(min(self.flush_interval, 1.0))
             if stopping:
                 return
+            self._prune_if_due()
+
+    def _prune_if_due(self) -> None:
+        """With a retention, delete the traces that ended longer ago than it: when the
+        writer starts, then every tenth of the retention (between 1 minute and 1 hour).
+        While another process holds the file it is tried again at the next wake-up."""
+        now = time.monotonic()
+        if self.retention is None or now < self._next_prune:
+            return
+        seconds = self.retention.total_seconds()
+        cutoff = time.time_ns() - int(seconds * 1e9)
+        try:
+            with self._file_lock:
+                deleted = self._appender.prune(cutoff)
+        except Exception as exc:
+            if is_lock_error(exc):
+                return
+            log.warning(
+                "flock trace writer: could not delete the traces older than %s from %s "
+                "(%s: %s); trying again later",
+                self.retention,
+                self.path,
+                type(exc).__name__,
+                exc,
+            )
+            deleted = 0
+        self._next_prune = now + min(max(seconds / 10, 60.0), 3600.0)
+        if deleted:
+            self.pruned += deleted
+            log.info(
+                "flock trace writer: deleted %d span(s) of traces older than %s from %s",
+                deleted,
+                self.retention,
+                self.path,
+            )
 
     def _drain(self, *, deadline: float | None) -> None:
         """Encode what is queued; write it when due (interval, size, a flush marker, exit).

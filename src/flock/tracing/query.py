@@ -729,15 +729,21 @@ def check_ns(ns: int, value: object) -> int:
     return ns
 
 
+def duration_ns(value: str) -> float | None:
+    """``"30s"``, ``"10m"``, ``"2h"``, ``"1d"``, ``"1w"`` in ns; None if ``value`` is no such
+    duration."""
+    match = _RELATIVE.match(value)
+    return float(match.group(1)) * _UNIT_NS[match.group(2).lower()] if match else None
+
+
 def parse_since(value: str, *, now_ns: int | None = None) -> int:
     """A start time in ns since the epoch from ``"10m"``, ``"2h"``, ``"1d"``, ``"1w"``, ``"30s"``
     (that long ago) or an ISO 8601 time (``"2025-01-31T12:00"``, local time unless it has an
     offset or ``Z``). Raises ``ValueError`` with a readable message otherwise, also for a time
     outside 1677-09-21 … 2262-04-11 (what a trace file's ns can hold)."""
-    match = _RELATIVE.match(value)
-    if match:
+    ago = duration_ns(value)
+    if ago is not None:
         now = time.time_ns() if now_ns is None else now_ns
-        ago = float(match.group(1)) * _UNIT_NS[match.group(2).lower()]
         if ago > MAX_NS:  # also inf
             raise ValueError(f"{value!r} is out of range: that is before 1677-09-21")
         return check_ns(now - int(ago), value)

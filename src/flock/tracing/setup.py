@@ -7,13 +7,14 @@
 | ``FLOCK_TRACE_DB`` | ``.flock/traces.duckdb`` | where the trace file is |
 | ``FLOCK_TRACE_FLUSH_INTERVAL`` | ``1.0`` | seconds between background writes (0.01-3600) |
 | ``FLOCK_AUTO_WORKFLOW_TRACE`` | ``false`` | group publish…run_until_idle into one workflow trace |
+| ``FLOCK_TRACE_RETENTION`` | unset (keep all) | delete traces that ended longer ago (``7d``, ``12h``) |
 | ``OTEL_SDK_DISABLED`` | ``false`` | turn all tracing off |
 | ``OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`` | unset | also export over OTLP |
 | ``OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`` | ``http/protobuf`` | ``grpc`` or ``http/protobuf`` |
 | ``OTEL_SERVICE_NAME`` | ``flock`` | ``service.name`` of the spans |
 
 An invalid value of one of these variables gives a ``RuntimeWarning`` naming it and what is
-done instead (the default flush interval; ``http/protobuf`` for ``http/json``, which the
+done instead (the default flush interval; no retention; ``http/protobuf`` for ``http/json``, which the
 OpenTelemetry SDK cannot send; no OTLP export for an unknown protocol).
 
 A tracer provider the application installed itself is respected: flock adds its processors
@@ -28,6 +29,7 @@ import signal
 import threading
 import warnings
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import trace
@@ -290,6 +292,7 @@ def _file_processor(
         return DuckDBSpanProcessor(
             path,
             flush_interval=interval,
+            retention=_retention(),
             redact=redact,
             max_attribute_chars=max_attribute_chars or MAX_ATTRIBUTE_CHARS,
         )
@@ -318,6 +321,26 @@ def _flush_interval() -> float:
         stacklevel=4,
     )
     return DEFAULT_FLUSH_INTERVAL
+
+
+def _retention() -> timedelta | None:
+    """``FLOCK_TRACE_RETENTION`` (``"7d"``, ``"12h"``, ``"30m"``); None (keep every trace),
+    with a warning, unless it is a positive duration."""
+    from flock.tracing.query import MAX_NS, duration_ns
+
+    raw = os.environ.get("FLOCK_TRACE_RETENTION")
+    if raw is None or not raw.strip():
+        return None
+    ns = duration_ns(raw)
+    if ns is not None and 0 < ns <= MAX_NS:
+        return timedelta(microseconds=ns / 1000)
+    warnings.warn(
+        f"FLOCK_TRACE_RETENTION={raw!r} is not a positive duration like 7d, 12h or 30m; "
+        "keeping every trace",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+    return None
 
 
 _sigterm_installed = False

@@ -245,6 +245,25 @@ class Appender:
         with contextlib.suppress(OSError):
             self._pending.rmdir()  # only when empty
 
+    def prune(self, cutoff_ns: int) -> int:
+        """Delete the traces that ended before ``cutoff_ns`` (ns since the epoch) from the
+        file, if it exists, and return how many spans that deleted (for retention)."""
+        import duckdb
+
+        if not self.path.is_file():
+            return 0
+        conn = self._conn if self._conn is not None else self._open()
+        self._attach(conn)
+        try:
+            row = conn.execute(delete_older_sql(f"{self.ALIAS}.spans"), [cutoff_ns]).fetchone()
+        except duckdb.CatalogException:  # no spans table yet: nothing to delete
+            return 0
+        finally:
+            self._detach(conn)
+        deleted = int(row[0]) if row else 0
+        self._unmerged = self._unmerged or deleted > 0
+        return deleted
+
     def _attach(self, conn: duckdb.DuckDBPyConnection) -> None:
         quoted = str(self.path).replace("'", "''")
         conn.execute(f"ATTACH '{quoted}' AS {self.ALIAS}")  # raises while another process holds it
@@ -661,11 +680,7 @@ def _clear(path: Path, cutoff_ns: int | None) -> dict[str, Any]:
         else:
             # The space of the deleted rows is reused by later spans (DuckDB reclaims a row
             # group once all its rows are deleted); the file does not shrink.
-            row = conn.execute(
-                "DELETE FROM spans WHERE trace_id IN "
-                "(SELECT trace_id FROM spans GROUP BY trace_id HAVING max(end_time) < ?)",
-                [cutoff_ns],
-            ).fetchone()
+            row = conn.execute(delete_older_sql("spans"), [cutoff_ns]).fetchone()
         conn.execute("CHECKPOINT")
     finally:
         conn.close()
@@ -673,6 +688,15 @@ def _clear(path: Path, cutoff_ns: int | None) -> dict[str, Any]:
     if cutoff_ns is None:
         deleted += _clear_pending(path)
     return {"success": True, "deleted_count": deleted, "error": None}
+
+
+def delete_older_sql(table: str) -> str:
+    """The DELETE of every span of ``table`` whose trace ended before ``?`` (ns): whole
+    traces only, so a trace still going on, or ended later, keeps all its spans."""
+    return (
+        f"DELETE FROM {table} WHERE trace_id IN "
+        f"(SELECT trace_id FROM {table} GROUP BY trace_id HAVING max(end_time) < ?)"
+    )
 
 
 def _read_spilled(spilled: Path) -> pa.Table:
