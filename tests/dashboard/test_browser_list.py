@@ -4,9 +4,11 @@ trace, staying current (clearing, time labels) and recovering from a server rest
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
@@ -112,6 +114,43 @@ def test_clearing_updates_the_header_and_other_tabs(browser: Browser, tmp_path: 
             expect(other.locator("#dbinfo")).to_contain_text("· 0 spans")
             here.close()
             other.close()
+    finally:
+        t.close()
+
+
+def test_clearing_only_old_traces_keeps_the_recent_ones(browser: Browser, tmp_path: Path) -> None:
+    t = Traced(tmp_path / "clear-old.duckdb")
+    try:
+        run(t.pizza_workflow())
+        t.flush()
+        ended = time.time_ns() - 10 * 86_400 * 10**9  # a trace that ended 10 days ago
+        with t.writer.pause():
+            conn = duckdb.connect(str(t.db))
+            conn.execute(
+                "INSERT INTO spans (trace_id, span_id, name, start_time, end_time, duration_ms,"
+                " status_code) VALUES ('0' || repeat('a', 31), '00000000000000aa',"
+                " 'old_workflow', ?, ?, 1000.0, 'OK')",
+                [ended - 10**9, ended],
+            )
+            conn.close()
+        with server(t.db, flock=t.flock) as srv:
+            page = browser.new_page()
+            page.goto(srv.url)
+            names = page.locator("#traces-table tbody tr .trace-name")
+            expect(names).to_have_text(["pizza_workflow", "old_workflow"])
+            page.locator("#clear-btn").click()
+            expect(page.locator("#confirm-text")).to_contain_text("all 9 spans")
+            page.locator("#clear-scope").select_option("7d")
+            expect(page.locator("#confirm-text")).to_contain_text("that ended over 7 days ago")
+            page.locator("#confirm-ok").click()
+            expect(page.locator("#toast")).to_contain_text("Deleted 1 spans")
+            expect(names).to_have_text(["pizza_workflow"])
+            expect(page.locator("#dbinfo")).to_contain_text("· 8 spans")
+            # Opened again, the dialog offers "all traces" first, not the last choice.
+            page.locator("#clear-btn").click()
+            expect(page.locator("#clear-scope")).to_have_value("")
+            expect(page.locator("#confirm-text")).to_contain_text("all 8 spans")
+            page.close()
     finally:
         t.close()
 

@@ -58,13 +58,23 @@ async function start() {
   clearBtn.addEventListener("click", async () => {
     const current = await api("/api/info");
     const dialog = document.getElementById("confirm");
-    document.getElementById("confirm-text").textContent = `This deletes all ${fmtInt(current.spans)} spans in ${current.db_path}. It cannot be undone.`;
+    const scope = document.getElementById("clear-scope");
+    const describe = () => {
+      const age = scope.selectedOptions[0].textContent.replace("traces that ended ", "");
+      document.getElementById("confirm-text").textContent = scope.value
+        ? `This deletes every trace in ${current.db_path} that ended ${age} (whole traces: one still going on keeps all its spans). It cannot be undone.`
+        : `This deletes all ${fmtInt(current.spans)} spans in ${current.db_path}. It cannot be undone.`;
+    };
+    scope.value = "";
+    scope.onchange = describe;
+    describe();
     dialog.returnValue = "";
     dialog.showModal();
     dialog.addEventListener("close", async () => {
       if (dialog.returnValue !== "ok") return;
+      const body = scope.value ? { confirm: true, older_than: scope.value } : { confirm: true };
       try {
-        const r = await api("/api/traces/clear", { method: "POST", body: { confirm: true } });
+        const r = await api("/api/traces/clear", { method: "POST", body });
         if (r.success) toast(`Deleted ${fmtInt(r.deleted_count)} spans`, "ok"); else toast(r.error, "err");
         showInfo();
         route();
