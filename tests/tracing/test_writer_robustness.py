@@ -11,6 +11,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Link
@@ -106,3 +107,35 @@ def test_a_forked_child_writes_its_spans_and_not_its_parents(tmp_path: Path) -> 
     with duckdb.connect(str(db), read_only=True) as conn:
         names = sorted(row[0] for row in conn.execute("SELECT name FROM spans").fetchall())
     assert names == ["in_child", "queued_in_parent"]  # each once
+
+
+def test_nan_and_infinities_are_stored_as_their_otlp_json_strings(tmp_path: Path) -> None:
+    """JSON has no NaN or infinity; they used to be stored as null (the value was lost)."""
+    db = tmp_path / "traces.duckdb"
+    writer = DuckDBSpanProcessor(db, flush_interval=60)
+    provider = TracerProvider(resource=Resource({"host.load": float("inf")}))
+    provider.add_span_processor(writer)
+    tracer = provider.get_tracer("t")
+    try:
+        nan, inf = float("nan"), float("inf")
+        with tracer.start_as_current_span("ours") as span:
+            span.set_attributes({"score.value": nan, "hi": inf, "lo": -inf, "xs": [1.5, nan]})
+            span.set_attribute("text", "null")  # a string that reads null stays one
+            span.add_event("measured", {"ratio": -inf})
+        link = trace.Link(span.get_span_context(), {"weight": nan})
+        with tracer.start_as_current_span("plain", links=[link]) as other:
+            other.set_attribute("n", 2.5)
+        assert writer.force_flush(10_000)
+    finally:
+        writer.shutdown()
+    assert json.loads(stored(db)["ours"]) == {
+        "score": {"value": "NaN"},
+        "hi": "Infinity",
+        "lo": "-Infinity",
+        "xs": [1.5, "NaN"],
+        "text": "null",
+    }
+    assert json.loads(stored(db)["plain"]) == {"n": 2.5}
+    assert json.loads(stored(db, "events")["ours"])[0]["attributes"] == {"ratio": "-Infinity"}
+    assert json.loads(stored(db, "links")["plain"])[0]["attributes"] == {"weight": "NaN"}
+    assert json.loads(stored(db, "resource")["plain"])["host.load"] == "Infinity"

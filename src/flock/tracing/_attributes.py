@@ -9,10 +9,11 @@ cannot collide with a nested one (``json_extract(attributes, '$."a."')`` finds i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["Redactor", "attributes_json", "cap", "flatten", "nest"]
+__all__ = ["Redactor", "attributes_json", "cap", "flatten", "nest", "nested_json"]
 
 Redactor = Callable[[str, Any], Any]
 """``redact(key, value)`` returns the value to store, or ``None`` to drop the attribute."""
@@ -21,8 +22,14 @@ TRUNCATION_MARKER = "…[truncated {} chars]"
 LEAF = ""
 
 
+NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+"""JSON has no NaN or infinity (orjson writes ``null``): they are stored as the strings the
+OTLP/JSON encoding uses for them."""
+
+
 def cap(value: Any, max_chars: int) -> Any:
-    """Truncate long strings (alone or in sequences) and mark how much was cut."""
+    """Truncate long strings (alone or in sequences) and mark how much was cut; NaN and
+    infinities become their OTLP/JSON strings (see :data:`NON_FINITE`)."""
     cls = value.__class__
     if cls is str:
         if len(value) > max_chars:
@@ -30,6 +37,8 @@ def cap(value: Any, max_chars: int) -> Any:
         return value
     if cls is tuple or cls is list:
         return [cap(v, max_chars) for v in value]
+    if cls is float and not math.isfinite(value):
+        return NON_FINITE[repr(value)]
     return value
 
 
@@ -61,7 +70,7 @@ def nest(
             if value is None:
                 continue
         cls = value.__class__
-        if (cls is str and len(value) > max_chars) or cls is tuple or cls is list:
+        if (cls is str and len(value) > max_chars) or cls is tuple or cls is list or cls is float:
             value = cap(value, max_chars)
         parts = _parts(key)
         node = root
@@ -147,6 +156,18 @@ def attributes_json(
             data = orjson.dumps(plan(tuple(attributes.values())), default=str)
             if len(data) <= max_chars:
                 return data.decode()
+    return nested_json(attributes, max_chars=max_chars, redact=redact)
+
+
+def nested_json(
+    attributes: Mapping[str, Any], *, max_chars: int, redact: Redactor | None = None
+) -> str:
+    """``nest(attributes)`` as JSON, always through :func:`cap`: unlike the fast path of
+    :func:`attributes_json`, NaN and infinities are kept (as strings), not written as null.
+    Attribute values are never None, so a ``null`` in the fast path's JSON means there is
+    one (or a string that reads "null"): the encoder checks a whole batch at once."""
+    import orjson
+
     return orjson.dumps(nest(attributes, max_chars=max_chars, redact=redact), default=str).decode()
 
 

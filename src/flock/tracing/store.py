@@ -370,7 +370,7 @@ def _resource_columns(
 def _events_json(span_events: Sequence[Any], max_chars: int, redact: Redactor | None) -> str:
     import orjson
 
-    from flock.tracing._attributes import attributes_json
+    from flock.tracing._attributes import nested_json
 
     return orjson.dumps(
         [
@@ -378,7 +378,7 @@ def _events_json(span_events: Sequence[Any], max_chars: int, redact: Redactor | 
                 "name": e.name,
                 "timestamp": e.timestamp,
                 "attributes": orjson.Fragment(  # already JSON: embedded as it is
-                    attributes_json(e.attributes or {}, max_chars=max_chars, redact=redact)
+                    nested_json(e.attributes or {}, max_chars=max_chars, redact=redact)
                 ),
             }
             for e in span_events
@@ -462,7 +462,7 @@ def spans_to_arrow(
     """
     import pyarrow as pa
 
-    from flock.tracing._attributes import attributes_json
+    from flock.tracing._attributes import attributes_json, nested_json
 
     n = len(spans)
     trace_ids: list[str] = [""] * n
@@ -532,6 +532,18 @@ def spans_to_arrow(
                 links[i] = _links_json(span._links, max_chars, redact)
             except Exception as exc:
                 links[i] = "[" + _unencodable(span._name, "links", exc) + "]"
+    # The fast path writes NaN and infinities as null: redo the (rare) spans whose JSON has
+    # a null with nested_json, which keeps them. One search per batch, not one per span.
+    if "null" in "\n".join(attributes):
+        for i, text in enumerate(attributes):
+            raw = spans[i]._attributes
+            if "null" in text and raw:
+                try:
+                    attributes[i] = nested_json(
+                        getattr(raw, "_dict", raw), max_chars=max_chars, redact=redact
+                    )
+                except Exception as exc:
+                    attributes[i] = _unencodable(spans[i]._name, "attributes", exc)
     columns = [
         trace_ids, span_ids, parent_ids, names, services, kinds, starts, ends, status_codes,
         status_descriptions, attributes, events, links, resources_col,
