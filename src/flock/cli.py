@@ -572,6 +572,15 @@ def serve(
     port: PortOption = 8344,
     token: TokenOption = None,
     db: DbOption = DEFAULT_DB_PATH,
+    otlp_grpc_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Also receive spans over OTLP/gRPC on this port (4317 usually; 0: any free "
+            "port), on the same host and token as the dashboard.",
+        ),
+    ] = None,
 ) -> None:
     """Serve a Flock: the dashboard with its blackboard, until Ctrl-C.
 
@@ -583,7 +592,21 @@ def serve(
     obj = _load_flock(target)
     if not isinstance(obj, Flock):
         raise _fail(f"{target!r} is a {type(obj).__name__}, not a Flock")
-    _serve_until_interrupted(obj.serve(dashboard=dashboard, host=host, port=port, token=token))
+    options: dict[str, Any] = {"host": host, "port": port, "token": token}
+    if otlp_grpc_port is None:
+        _serve_until_interrupted(obj.serve(dashboard=dashboard, **options))
+    else:
+        _serve_until_interrupted(_serve_with_grpc(obj, otlp_grpc_port, ui=dashboard, **options))
+
+
+async def _serve_with_grpc(flock: Flock, otlp_grpc_port: int, **options: Any) -> None:
+    """What ``Flock.serve`` does, plus an OTLP/gRPC receiver (it has no such option yet)."""
+    from flock.dashboard import serve as serve_dashboard
+    from flock.tracing.setup import trace_file_path
+
+    flock._prepare()  # set up tracing first, so the trace file exists
+    db_path = trace_file_path(flock._tracer_provider)
+    await serve_dashboard(db_path, flock=flock, otlp_grpc_port=otlp_grpc_port, **options)
 
 
 def _serve_until_interrupted(server: Coroutine[Any, Any, None]) -> None:
@@ -605,8 +628,9 @@ def dashboard_command(
 ) -> None:
     """Browse a trace file in the (read-only) dashboard, until Ctrl-C.
 
-    Read-only: it does not accept spans over OTLP (POST /v1/traces answers 403); to collect
-    workers' spans into the file, serve a Flock instead (flock serve app:flock).
+    Read-only: it takes no spans over OTLP (POST /v1/traces answers 403, and it
+    has no --otlp-grpc-port); to collect workers' spans into the file, serve a
+    Flock instead (flock serve app:flock --otlp-grpc-port 4317).
     Example: flock dashboard --db .flock/traces.duckdb --port 8344
     """
     from flock.dashboard import serve as serve_dashboard

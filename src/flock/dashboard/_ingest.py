@@ -53,9 +53,11 @@ from flock.tracing.otlp_receiver import (
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from opentelemetry.sdk.trace import ReadableSpan
+
     from flock.tracing.processor import DuckDBSpanProcessor
 
-__all__ = ["INGEST_PATH", "SpanSink", "is_ingest_path", "router"]
+__all__ = ["INGEST_PATH", "SpanSink", "WriterBusyError", "is_ingest_path", "router"]
 
 INGEST_PATH = "/v1/traces"
 FLUSH_WAIT_MS = 2_000
@@ -100,11 +102,29 @@ class SpanSink:
                 self._own = DuckDBSpanProcessor(self.path, flush_interval=0.5)
             return self._own
 
+    def take(self, spans: list[ReadableSpan]) -> None:
+        """Queue ``spans`` on the writer and wait (at most :data:`FLUSH_WAIT_MS`) for them
+        to be written (blocking). :class:`WriterBusyError` when its queue cannot take them."""
+        if not spans:
+            return
+        writer = self.writer()
+        if writer.pending + len(spans) > writer.max_queue:
+            raise WriterBusyError(
+                f"the trace writer is behind ({writer.pending} spans wait); retry later"
+            )
+        for span in spans:
+            writer.on_end(span)
+        writer.force_flush(FLUSH_WAIT_MS)
+
     def close(self) -> None:
         with self._lock:
             own, self._own = self._own, None
         if own is not None:
             own.shutdown()  # writes what is queued
+
+
+class WriterBusyError(TracingError):
+    """The writer's queue cannot take a request's spans now (answer 503 / ``UNAVAILABLE``)."""
 
 
 class _Refused(Exception):
@@ -137,19 +157,10 @@ def _write(sink: SpanSink, body: bytes, content_type: str, encoding: str | None)
     spans = request_to_spans(
         decode_request(body, content_type, content_encoding=encoding, max_body=sink.max_body)
     )
-    if not spans:
-        return 0
-    writer = sink.writer()
-    if writer.pending + len(spans) > writer.max_queue:
-        raise _Refused(
-            503,
-            UNAVAILABLE,
-            f"the trace writer is behind ({writer.pending} spans wait); retry later",
-            {"Retry-After": str(RETRY_AFTER_S)},
-        )
-    for span in spans:
-        writer.on_end(span)
-    writer.force_flush(FLUSH_WAIT_MS)
+    try:
+        sink.take(spans)
+    except WriterBusyError as exc:
+        raise _Refused(503, UNAVAILABLE, str(exc), {"Retry-After": str(RETRY_AFTER_S)}) from None
     return len(spans)
 
 

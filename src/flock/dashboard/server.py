@@ -10,11 +10,17 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from flock.dashboard._security import is_loopback, new_token
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from fastapi import FastAPI
+
+    from flock.dashboard._ingest_grpc import OtlpGrpcReceiver
     from flock.orchestrator import Flock
 
 __all__ = ["dashboard_url", "serve"]
@@ -42,12 +48,18 @@ async def serve(
     ui: bool = True,
     announce: Callable[[str], None] | None = None,
     started: Callable[[str], None] | None = None,
+    otlp_grpc_port: int | None = None,
 ) -> None:
     """Serve the dashboard until cancelled (or interrupted), printing its URL.
 
     Binding anything but loopback needs a token: one is generated (and printed) when none
     is given. ``port=0`` picks a free port. ``started(url)`` is called once it accepts
     connections.
+
+    With ``otlp_grpc_port`` (``4317`` by convention, ``0``: a free port) an OTLP/gRPC trace
+    receiver runs beside it on the same host, writing into the same trace file as
+    ``POST /v1/traces`` (and needing the same token); its address is printed too. A read-only
+    dashboard's receiver refuses spans (``PERMISSION_DENIED``), as ``/v1/traces`` does (403).
 
     Example:
         >>> async def main():  # doctest: +SKIP
@@ -64,6 +76,7 @@ async def serve(
         token = new_token()
         say(f"flock dashboard: {host} is not loopback, so requests need this token: {token}")
     app = create_app(db_path, flock=flock, token=token, read_only=read_only, ui=ui)
+    receiver = _receiver(app, host, token, otlp_grpc_port)
     config = uvicorn.Config(
         app,
         host=host.strip("[]"),
@@ -75,6 +88,12 @@ async def serve(
     server = _Server(config)
     sock = _listen(host.strip("[]"), port)  # a taken port fails here, as a plain OSError
     bound = int(sock.getsockname()[1])
+    if receiver is not None:
+        try:
+            await receiver.start()  # so does a taken gRPC port
+        except BaseException:
+            sock.close()
+            raise
     loop = asyncio.get_running_loop()
     task = loop.create_task(server.serve(sockets=[sock]), name="flock-dashboard")
     restore = _stop_on_signals(loop, server)
@@ -86,6 +105,13 @@ async def serve(
             await asyncio.sleep(0.02)
         url = dashboard_url(host, bound, token)
         say(f"flock dashboard: {url}")
+        if receiver is not None:
+            how = (
+                "read-only: refuses spans"
+                if receiver.service.read_only
+                else "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"
+            )
+            say(f"flock dashboard: OTLP/gRPC receiver on http://{receiver.address} ({how})")
         if started is not None:
             started(url)
         await asyncio.shield(task)
@@ -98,6 +124,44 @@ async def serve(
         restore()
         if not task.done():
             server.should_exit = True
+        if receiver is not None:
+            await asyncio.shield(_stop_receiver(receiver, app))
+
+
+def _receiver(
+    app: FastAPI, host: str, token: str | None, port: int | None
+) -> OtlpGrpcReceiver | None:
+    """The OTLP/gRPC receiver for ``app``'s trace file (not started), stopped by the app's
+    shutdown before the app closes its span writer."""
+    if port is None:
+        return None
+    from flock.dashboard._ingest_grpc import OtlpGrpcReceiver
+
+    state = app.state.dashboard
+    receiver = OtlpGrpcReceiver(
+        state.sink, host=host, port=port, token=token, read_only=state.read_only
+    )
+    app_lifespan = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: Any) -> AsyncIterator[Any]:
+        async with app_lifespan(a) as value:
+            try:
+                yield value
+            finally:  # before the app's own shutdown closes the sink's writer
+                await receiver.stop()
+
+    app.router.lifespan_context = lifespan
+    return receiver
+
+
+async def _stop_receiver(receiver: OtlpGrpcReceiver, app: FastAPI) -> None:
+    """Stop the receiver if the app's shutdown did not (uvicorn did not start, or took too
+    long to stop); then close the sink again, in case an export opened a writer after the
+    app closed it."""
+    if receiver.running:
+        await receiver.stop()
+        await asyncio.to_thread(app.state.dashboard.sink.close)
 
 
 def _listen(host: str, port: int) -> socket.socket:
