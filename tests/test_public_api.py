@@ -27,17 +27,23 @@ PUBLIC = [
     "Flock",
     "FlockError",
     "FunctionEngine",
+    "LabelledVisibility",
     "MemoryStore",
     "MissingAPIKeyError",
     "OutputUtilityComponent",
     "PayloadValidationError",
+    "PrivateVisibility",
+    "PublicVisibility",
     "RegistryError",
     "RunContext",
     "RunawayLoopError",
     "Store",
+    "TenantVisibility",
     "TracingError",
+    "Visibility",
     "__version__",
     "flock_type",
+    "only_for",
 ]
 
 

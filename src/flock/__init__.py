@@ -29,6 +29,14 @@ from flock.exceptions import (
 from flock.orchestrator import Flock
 from flock.registry import flock_type
 from flock.store import MemoryStore, Store
+from flock.visibility import (
+    LabelledVisibility,
+    PrivateVisibility,
+    PublicVisibility,
+    TenantVisibility,
+    Visibility,
+    only_for,
+)
 
 if TYPE_CHECKING:
     from flock.engines.dspy import DSPyEngine
@@ -48,17 +56,23 @@ __all__ = [
     "Flock",
     "FlockError",
     "FunctionEngine",
+    "LabelledVisibility",
     "MemoryStore",
     "MissingAPIKeyError",
     "OutputUtilityComponent",
     "PayloadValidationError",
+    "PrivateVisibility",
+    "PublicVisibility",
     "RegistryError",
     "RunContext",
     "RunawayLoopError",
     "Store",
+    "TenantVisibility",
     "TracingError",
+    "Visibility",
     "__version__",
     "flock_type",
+    "only_for",
 ]
 
 

@@ -36,6 +36,7 @@ from flock.components import RunContext
 from flock.exceptions import AgentRunError, RunawayLoopError, retryable
 from flock.store.queue import ClaimedRun, FailedRun, LeaseLost, RunRequest, WorkQueue
 from flock.tracing.workflow import WORKFLOW_KEY, current_workflow
+from flock.visibility import denied
 
 if TYPE_CHECKING:
     from flock.agent import Agent
@@ -316,6 +317,10 @@ class Distributed:
 
     async def _attempts(self, run: ClaimedRun, agent: Agent, instrument: Instrument) -> None:
         flock, queue = self.flock, self.queue
+        refused = denied(agent, run.artifacts)
+        if refused is not None:  # routed by a program that declares the agent otherwise
+            await self._failed(run, flock._error(agent, run.artifacts, refused, attempts=1))
+            return
         inputs = list(run.artifacts)
         done: list[bool] = []
 

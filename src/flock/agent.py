@@ -41,6 +41,8 @@ from flock.exceptions import ConfigurationError
 from flock.fanin import BY_CORRELATION_ID, bind_engines, fanin_spec
 from flock.registry import registry
 from flock.subscription import FanIn, KeyFunction, Predicate, Subscription, normalize_predicates
+from flock.tools import check_tool_engines, check_tools
+from flock.visibility import Visibility, check_agent, checked, label_set, tenant_name
 
 if TYPE_CHECKING:
     from flock.orchestrator import Flock
@@ -67,6 +69,8 @@ class Agent:
         self.engines: list[Engine] = []
         self.functions: list[tuple[FunctionEngine, Callable[..., Any]]] = []
         """The plain functions given to with_engines(), with the FunctionEngine of each."""
+        self.tools: list[Callable[..., Any]] = []
+        """The functions its LLM engine may call (``with_tools()``, see :mod:`flock.tools`)."""
         self.fanin: FanIn | None = None
         """How one run consumes several artifacts (``batch=`` / ``join=True``), if it does."""
         self.max_concurrency = 2
@@ -75,6 +79,10 @@ class Agent:
         self.retry_backoff = 0.5
         self.timeout: float | None = None
         self.model: str | None = None
+        self.labels: frozenset[str] = frozenset()
+        self.tenant_id: str | None = None
+        self.output_visibility: dict[type[BaseModel], Visibility] = {}
+        """Who may see its outputs, by type (``publishes(..., visibility=)``; else public)."""
         self._semaphore: asyncio.Semaphore | None = None
         self._semaphore_loop: asyncio.AbstractEventLoop | None = None
         self._hooks: dict[str, tuple[AgentComponent, ...]] | None = None
@@ -115,6 +123,8 @@ class Agent:
                 f"call flock.agent({self.name!r}).consumes(SomeType)"
             )
         bind_engines(self)
+        check_tool_engines(self)
+        check_agent(self, self.flock._agents)
 
     def semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -491,12 +501,38 @@ class AgentBuilder:
                 "this flock"
             )
 
-    def publishes(self, *types: type[BaseModel]) -> AgentBuilder:
-        """The model types this agent's outputs may have."""
+    def publishes(
+        self, *types: type[BaseModel], visibility: Visibility | None = None
+    ) -> AgentBuilder:
+        """The model types this agent's outputs may have; ``visibility`` (see
+        :mod:`flock.visibility`) sets which agents may see its outputs of these types
+        (default: public; ``None`` leaves what an earlier call set)."""
+        name = self.agent.name
+        if visibility is not None:
+            checked(visibility, f"agent {name!r}: publishes(visibility=...)")
+            if not types:
+                raise ConfigurationError(
+                    f"agent {name!r}: publishes(visibility=...) needs the types it applies "
+                    "to, e.g. .publishes(Report, visibility=only_for('auditor'))"
+                )
         for t in types:
-            model = _model_type(t, role="publishes", agent=self.agent.name)
+            model = _model_type(t, role="publishes", agent=name)
             if model not in self.agent.outputs:
                 self.agent.outputs.append(model)
+            if visibility is not None:
+                self.agent.output_visibility[model] = visibility
+        return self._changed()
+
+    def labels(self, *labels: str) -> AgentBuilder:
+        """Add labels to the agent's identity: it may see artifacts whose
+        ``LabelledVisibility`` requires only labels it carries."""
+        self.agent.labels |= label_set(labels, self.agent.name)
+        return self._changed()
+
+    def tenant(self, tenant_id: str) -> AgentBuilder:
+        """The agent's tenant: it may see artifacts of ``TenantVisibility(tenant_id)``, and
+        ``TenantVisibility()`` on its ``publishes(...)`` means this tenant."""
+        self.agent.tenant_id = tenant_name(tenant_id, f"agent {self.agent.name!r}: tenant()")
         return self._changed()
 
     def with_engines(self, *engines: Engine | Callable[..., Any]) -> AgentBuilder:
@@ -519,6 +555,17 @@ class AgentBuilder:
             raise ConfigurationError(f"agent {self.agent.name!r}: with_engines() needs an engine")
         self.agent.engines = resolved
         self.agent.functions = functions
+        return self._changed()
+
+    def with_tools(self, *functions: Callable[..., Any]) -> AgentBuilder:
+        """Python functions the agent's LLM engine may call (``DSPyEngine`` runs them with
+        ``dspy.ReAct``; see :mod:`flock.tools`); calling it again adds more.
+
+        Each is a ``def`` or ``async def`` with typed parameters and a docstring: its name,
+        signature and docstring describe it to the model. Plain functions run in a worker
+        thread. Each call is a ``Tool.<name>`` span.
+        """
+        self.agent.tools.extend(check_tools(self.agent.name, functions, self.agent.tools))
         return self._changed()
 
     def with_utilities(self, *components: AgentComponent) -> AgentBuilder:

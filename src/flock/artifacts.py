@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import SpanContext, TraceFlags
 from pydantic import BaseModel
+
+from flock.visibility import PUBLIC, Visibility
 
 __all__ = ["EXTERNAL", "Artifact"]
 
@@ -56,6 +58,7 @@ class Artifact:
         tags: free labels given at publish time.
         span_context: the trace context of the span that published it, so consumers can be
             parented to it or linked to it (W3C ``traceparent`` via :attr:`traceparent`).
+        visibility: which agents may see it (see :mod:`flock.visibility`); public by default.
     """
 
     type: str
@@ -66,6 +69,7 @@ class Artifact:
     id: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     span_context: SpanContext | None = None
+    visibility: Visibility = PUBLIC
 
     @property
     def traceparent(self) -> str | None:
@@ -86,7 +90,31 @@ class Artifact:
             "tags": sorted(self.tags),
             "created_at": self.created_at.isoformat(),
             "traceparent": self.traceparent,
+            "visibility": self.visibility.to_json(),
         }
+
+
+_TRACE_FLAGS: dict[int, TraceFlags] = {}
+
+
+def shared_flags(context: SpanContext) -> SpanContext:
+    """``context`` with one shared ``TraceFlags`` object per value (equal to it).
+
+    The SDK makes a new ``TraceFlags`` (48 bytes) for every span; an artifact keeps its
+    publishing span's context as long as it is stored, which for outputs (one span each)
+    makes this a tenth of a stored artifact's size.
+    """
+    flags = context.trace_flags
+    shared = _TRACE_FLAGS.setdefault(int(flags), flags)
+    if shared is flags:
+        return context
+    return SpanContext(
+        context.trace_id,
+        context.span_id,
+        context.is_remote,
+        trace_flags=shared,
+        trace_state=context.trace_state,
+    )
 
 
 def payload_json(payload: BaseModel) -> str:

@@ -592,21 +592,11 @@ def serve(
     obj = _load_flock(target)
     if not isinstance(obj, Flock):
         raise _fail(f"{target!r} is a {type(obj).__name__}, not a Flock")
-    options: dict[str, Any] = {"host": host, "port": port, "token": token}
-    if otlp_grpc_port is None:
-        _serve_until_interrupted(obj.serve(dashboard=dashboard, **options))
-    else:
-        _serve_until_interrupted(_serve_with_grpc(obj, otlp_grpc_port, ui=dashboard, **options))
-
-
-async def _serve_with_grpc(flock: Flock, otlp_grpc_port: int, **options: Any) -> None:
-    """What ``Flock.serve`` does, plus an OTLP/gRPC receiver (it has no such option yet)."""
-    from flock.dashboard import serve as serve_dashboard
-    from flock.tracing.setup import trace_file_path
-
-    flock._prepare()  # set up tracing first, so the trace file exists
-    db_path = trace_file_path(flock._tracer_provider)
-    await serve_dashboard(db_path, flock=flock, otlp_grpc_port=otlp_grpc_port, **options)
+    _serve_until_interrupted(
+        obj.serve(
+            dashboard=dashboard, host=host, port=port, token=token, otlp_grpc_port=otlp_grpc_port
+        )
+    )
 
 
 def _serve_until_interrupted(server: Coroutine[Any, Any, None]) -> None:

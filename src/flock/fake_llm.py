@@ -2,7 +2,8 @@
 
 It answers ``POST /v1/chat/completions`` on 127.0.0.1 with whatever a *responder* returns,
 and records every request. The default responder answers in DSPy's chat format, filling each
-requested output field from its JSON schema, so ``DSPyEngine`` works against it unchanged.
+requested output field from its JSON schema, so ``DSPyEngine`` works against it unchanged;
+an agent with tools (``dspy.ReAct``) gets a call of its first tool, then ``finish``.
 
 Example:
     >>> from flock.fake_llm import FakeOpenAIServer, dspy_reply
@@ -13,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import threading
@@ -27,6 +29,12 @@ Responder = Callable[[dict[str, Any]], str]
 """Takes the request's JSON body, returns the assistant message content."""
 
 _OUTPUT_FIELD = re.compile(r"^\s*\d+\. `(\w+)`", re.MULTILINE)
+# dspy.ReAct lists its tools in the instructions: "(1) name, whose description is <desc>…</desc>.
+# It takes arguments {…}." (the arguments' JSON schemas, as a Python dict).
+_REACT_TOOL = re.compile(
+    r"^\s*\(\d+\) (\w+)(?:, whose description is <desc>.*</desc>)?\. It takes arguments (\{.*\})\.\s*$",
+    re.MULTILINE,
+)
 
 
 def dspy_reply(**fields: Any) -> str:
@@ -72,20 +80,48 @@ def schema_responder(request: dict[str, Any]) -> str:
     DSPy's system message lists the output fields (``Your output fields are: 1. `name` …``)
     and, for structured fields, gives their JSON schema on the field's template line.
     """
-    system = next(
-        (m["content"] for m in request.get("messages", []) if m.get("role") == "system"), ""
-    )
-    if isinstance(system, list):  # content parts
-        system = " ".join(p.get("text", "") for p in system)
+    system = _content(request, "system")
     _, _, rest = system.partition("Your output fields are:")
     listing = rest.split("All interactions", 1)[0]
+    fields = list(dict.fromkeys(_OUTPUT_FIELD.findall(listing)))
+    if "next_tool_name" in fields:
+        return _react_step(system, _content(request, "user", last=True))
     answers: dict[str, Any] = {}
-    for field in dict.fromkeys(_OUTPUT_FIELD.findall(listing)):
+    for field in fields:
         schema = _schema_of(system, field)
         answers[field] = (
             _example(schema, schema.get("$defs", {}), field) if schema else f"fake {field}"
         )
     return dspy_reply(**answers)
+
+
+def _content(request: dict[str, Any], role: str, *, last: bool = False) -> str:
+    """The text of the first (or last) message of ``role``."""
+    messages = [m for m in request.get("messages", []) if m.get("role") == role]
+    if not messages:
+        return ""
+    content = messages[-1 if last else 0].get("content") or ""
+    if isinstance(content, list):  # content parts
+        content = " ".join(p.get("text", "") for p in content)
+    return str(content)
+
+
+def _react_step(system: str, user: str) -> str:
+    """A ``dspy.ReAct`` step: the first listed tool, with arguments valid for its schema,
+    while the trajectory holds no tool call yet; then ``finish``."""
+    tools = _REACT_TOOL.findall(system)
+    if tools and "[[ ## tool_name_0 ## ]]" not in user:
+        name, schemas = tools[0]
+        arguments = {
+            key: _example(schema, schema.get("$defs", {}), key)
+            for key, schema in ast.literal_eval(schemas).items()
+        }
+        return dspy_reply(
+            next_thought=f"I call {name}.", next_tool_name=name, next_tool_args=arguments
+        )
+    return dspy_reply(
+        next_thought="I have what I need.", next_tool_name="finish", next_tool_args={}
+    )
 
 
 def _schema_of(system: str, field: str) -> dict[str, Any] | None:
@@ -145,7 +181,10 @@ class FakeOpenAIServer:
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, name="fake-openai", daemon=True
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.02},  # stop() waits for the poll: 0.5 s by default
+            name="fake-openai",
+            daemon=True,
         )
         self._thread.start()
         return self

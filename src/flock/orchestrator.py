@@ -35,11 +35,11 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any, overload
 
-from opentelemetry.trace import Span, SpanContext, TraceFlags, TracerProvider
+from opentelemetry.trace import Span, TracerProvider
 from pydantic import BaseModel, ValidationError
 
 from flock.agent import Agent, AgentBuilder, FailedAfterPublish
-from flock.artifacts import EXTERNAL, Artifact, new_id
+from flock.artifacts import EXTERNAL, Artifact, new_id, shared_flags
 from flock.components import RunContext
 from flock.exceptions import (
     AgentFailures,
@@ -57,6 +57,7 @@ from flock.store.memory import MemoryStore
 from flock.store.queue import WorkQueue
 from flock.subscription import matches
 from flock.tracing._instrument import Instrument
+from flock.visibility import Visibility, annotate, output_visibility, publish_visibility
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -85,29 +86,6 @@ def _store_from_env() -> Store:
         return PostgresStore.from_url(url)
     raise ConfigurationError(
         f"FLOCK_STORE_URL={url!r} is not supported; use postgresql://user@host:port/database"
-    )
-
-
-_TRACE_FLAGS: dict[int, TraceFlags] = {}
-
-
-def _shared_flags(context: SpanContext) -> SpanContext:
-    """``context`` with one shared ``TraceFlags`` object per value (equal to it).
-
-    The SDK makes a new ``TraceFlags`` (48 bytes) for every span; an artifact keeps its
-    publishing span's context as long as it is stored, which for outputs (one span each)
-    makes this a tenth of a stored artifact's size.
-    """
-    flags = context.trace_flags
-    shared = _TRACE_FLAGS.setdefault(int(flags), flags)
-    if shared is flags:
-        return context
-    return SpanContext(
-        context.trace_id,
-        context.span_id,
-        context.is_remote,
-        trace_flags=shared,
-        trace_state=context.trace_state,
     )
 
 
@@ -264,6 +242,7 @@ class Flock:
         *,
         correlation_id: str | None = None,
         tags: Iterable[str] | None = None,
+        visibility: Visibility | None = None,
     ) -> Artifact: ...
 
     @overload
@@ -273,6 +252,7 @@ class Flock:
         *,
         correlation_id: str | None = None,
         tags: Iterable[str] | None = None,
+        visibility: Visibility | None = None,
     ) -> list[Artifact]: ...
 
     async def publish(
@@ -281,15 +261,19 @@ class Flock:
         *,
         correlation_id: str | None = None,
         tags: Iterable[str] | None = None,
+        visibility: Visibility | None = None,
     ) -> Artifact | list[Artifact]:
         """Validate and store ``obj`` (a model, a ``{"type", "payload"}`` dict, or a list of
-        them) and schedule every agent it matches. Returns the artifact (or list of them).
+        them) and schedule every agent it matches and may see it (``visibility``: see
+        :mod:`flock.visibility`; default public). Returns the artifact (or list of them).
 
         Nothing is stored if any item fails validation.
         """
         if isinstance(obj, list | tuple):
-            return await self.publish_many(obj, correlation_id=correlation_id, tags=tags)
-        return (await self._publish([obj], correlation_id, tags))[0]
+            return await self.publish_many(
+                obj, correlation_id=correlation_id, tags=tags, visibility=visibility
+            )
+        return (await self._publish([obj], correlation_id, tags, visibility))[0]
 
     async def publish_many(
         self,
@@ -297,14 +281,20 @@ class Flock:
         *,
         correlation_id: str | None = None,
         tags: Iterable[str] | None = None,
+        visibility: Visibility | None = None,
     ) -> list[Artifact]:
         """Publish several items at once: all are validated before any is stored."""
-        return await self._publish(list(objs), correlation_id, tags)
+        return await self._publish(list(objs), correlation_id, tags, visibility)
 
     async def _publish(
-        self, objs: list[Any], correlation_id: str | None, tags: Iterable[str] | None
+        self,
+        objs: list[Any],
+        correlation_id: str | None,
+        tags: Iterable[str] | None,
+        visibility: Visibility | None,
     ) -> list[Artifact]:
         instrument = self._prepare()
+        shown = publish_visibility(visibility, self._agents)
         if correlation_id is not None and (
             not isinstance(correlation_id, str) or not correlation_id
         ):
@@ -321,7 +311,7 @@ class Flock:
         if workflows is not None:
             workflows.auto_begin()
         with instrument.span("Flock.publish", {"flock.artifact.count": len(payloads)}) as span:
-            span_context = _shared_flags(span.get_span_context()) if instrument.enabled else None
+            span_context = shared_flags(span.get_span_context()) if instrument.enabled else None
             artifacts = [
                 Artifact(
                     type=type_name,
@@ -329,12 +319,14 @@ class Flock:
                     correlation_id=correlation_id or new_id(),
                     tags=tag_set,
                     span_context=span_context,
+                    visibility=shown,
                 )
                 for type_name, payload in payloads
             ]
             if instrument.enabled:
                 span.set_attribute("flock.artifact.ids", [a.id for a in artifacts])
                 span.set_attribute("flock.artifact.types", sorted({a.type for a in artifacts}))
+                annotate(span, (shown,))
             if self._distributed is not None:
                 await self._distributed.publish(artifacts)
             else:
@@ -398,6 +390,8 @@ class Flock:
     def _schedule(self, artifact: Artifact) -> None:
         for agent in self._route(artifact.type):
             if agent.prevent_self_trigger and artifact.produced_by == agent.name:
+                continue
+            if not artifact.visibility.allows(agent):  # before where=: it may not see it
                 continue
             try:
                 if not any(matches(sub, artifact) for sub in agent.subscriptions):
@@ -561,17 +555,20 @@ class Flock:
         from opentelemetry import trace
 
         current = trace.get_current_span().get_span_context()
-        span_context = _shared_flags(current) if current.is_valid else None
-        return [
+        span_context = shared_flags(current) if current.is_valid else None
+        artifacts = [
             Artifact(
                 type=registry.name_of(type(o)),
                 payload=o,
                 produced_by=ctx.agent.name,
                 correlation_id=ctx.correlation_id,
                 span_context=span_context,
+                visibility=output_visibility(ctx.agent, type(o)),
             )
             for o in outputs
         ]
+        annotate(trace.get_current_span(), (a.visibility for a in artifacts))
+        return artifacts
 
     async def _emit(self, ctx: RunContext, outputs: list[BaseModel]) -> list[Artifact]:
         """Publish an agent's outputs (inside its Agent.execute span) and schedule them."""
@@ -665,7 +662,7 @@ class Flock:
         items = [self._validate(o) for o in (obj if isinstance(obj, list | tuple) else [obj])]
         order, extra = invoke_plan(target, [type_name for type_name, _ in items])
         with instrument.span("Flock.invoke", {"gen_ai.agent.name": target.name}) as span:
-            span_context = _shared_flags(span.get_span_context()) if instrument.enabled else None
+            span_context = shared_flags(span.get_span_context()) if instrument.enabled else None
             workflow = correlation_id or new_id()
             artifacts = tuple(
                 Artifact(type=t, payload=p, correlation_id=workflow, span_context=span_context)
@@ -756,6 +753,7 @@ class Flock:
         host: str = "127.0.0.1",
         port: int = 8344,
         token: str | None = None,
+        otlp_grpc_port: int | None = None,
     ) -> None:
         """Serve the dashboard (and its JSON API) for this Flock until cancelled.
 
@@ -768,6 +766,8 @@ class Flock:
             host: the address to bind (default loopback only).
             port: the TCP port (``0``: any free port).
             token: the access token.
+            otlp_grpc_port: also receive spans over OTLP/gRPC there (4317; ``0``: a free
+                port), beside ``POST /v1/traces``.
 
         Example:
             >>> async def main(flock):  # doctest: +SKIP
@@ -778,7 +778,10 @@ class Flock:
 
         self._prepare()  # set up tracing first, so the trace file exists
         db_path = trace_file_path(self._tracer_provider)  # the file this Flock traces to
-        await serve(db_path, flock=self, host=host, port=port, token=token, ui=dashboard)
+        await serve(
+            db_path, flock=self, host=host, port=port, token=token, ui=dashboard,
+            otlp_grpc_port=otlp_grpc_port,
+        )  # fmt: skip
 
     @_ClassOrInstanceMethod
     def clear_traces(

@@ -168,6 +168,10 @@ class ArtifactOut(BaseModel):
     tags: list[str]
     created_at: str
     traceparent: str | None
+    visibility: dict[str, Any] = Field(
+        default_factory=lambda: {"kind": "Public"},
+        description="which agents may see it: {'kind': 'Public'|'Private'|'Labelled'|'Tenant', ...}",
+    )
 
 
 class ArtifactPage(BaseModel):

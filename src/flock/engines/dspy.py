@@ -9,6 +9,11 @@ publishes ``Draft`` is asked ``draft: Draft -> draft_output: Draft``, and a type
 engine or DSPy uses itself (``Context``, ``Signature``, ...) gets a suffixed field
 (``context_input``).
 
+An agent with tools (``.with_tools(fn, ...)``, see :mod:`flock.tools`) is run as
+``dspy.ReAct`` instead, awaited with ``acall`` too: the model calls the tools (at most
+``max_tool_calls`` of them), sees their results, then the outputs are extracted. Each call is
+a ``Tool.<name>`` span under ``DSPyEngine.evaluate``.
+
 Credentials follow the usual variables: ``OPENAI_API_KEY`` (or the provider's own, e.g.
 ``ANTHROPIC_API_KEY``), and ``OPENAI_BASE_URL`` for local OpenAI-compatible servers (vLLM,
 Ollama, LM Studio); or pass ``api_base=`` / ``api_key=``. DSPy is imported on first use.
@@ -22,11 +27,15 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
+import logging
 import os
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -38,7 +47,16 @@ from flock.exceptions import ConfigurationError, MissingAPIKeyError
 if TYPE_CHECKING:
     import dspy
 
+    from flock.tools import ToolRun
+
 __all__ = ["DSPyEngine"]
+
+log = logging.getLogger("flock")
+
+_TOOL_RUN: ContextVar[ToolRun] = ContextVar("flock_tool_run")
+"""The tool calls of the current run: a tool agent's ``dspy.ReAct`` program is built once per
+engine and shared by its runs (building it takes milliseconds of the event loop), so each run
+passes its own :class:`~flock.tools.ToolRun` to it this way (each asyncio task has its own)."""
 
 # Providers whose models need an API key, and the variable litellm reads it from.
 API_KEY_VARIABLES = {
@@ -72,6 +90,17 @@ RESERVED_FIELDS = frozenset(
         "prediction",
     }
 )
+# With tools, dspy.ReAct adds fields of its own: ``trajectory`` (an input of both of its
+# steps), ``next_thought``/``next_tool_name``/``next_tool_args`` (its steps' outputs) and
+# ``reasoning`` (its extract step's); and it takes a ``max_iters`` keyword for itself.
+TOOL_RESERVED_FIELDS = RESERVED_FIELDS | {
+    "trajectory",
+    "next_thought",
+    "next_tool_name",
+    "next_tool_args",
+    "reasoning",
+    "max_iters",
+}
 
 
 def _snake(name: str) -> str:
@@ -81,12 +110,15 @@ def _snake(name: str) -> str:
 
 
 def _field_names(
-    inputs: Iterable[type[BaseModel]], outputs: Iterable[type[BaseModel]]
+    inputs: Iterable[type[BaseModel]],
+    outputs: Iterable[type[BaseModel]],
+    reserved: frozenset[str] = RESERVED_FIELDS,
 ) -> tuple[dict[type[BaseModel], str], dict[type[BaseModel], str]]:
     """The signature's field name for each input type and for each output type.
 
     A field is named after its type (``PizzaIdea`` → ``pizza_idea``) unless that name is
-    reserved (in :data:`RESERVED_FIELDS`, or an attribute of ``dspy.Signature``) or taken:
+    reserved (in ``reserved``: :data:`RESERVED_FIELDS`, or :data:`TOOL_RESERVED_FIELDS` for an
+    agent with tools; or an attribute of ``dspy.Signature``) or taken:
     then an input gets ``_input`` and an output ``_output`` appended (``consumes(Draft)
     .publishes(Draft)`` → ``draft -> draft_output``), and a number if that is taken too.
     Inputs are named first, so a type keeps its plain name as an input.
@@ -95,8 +127,7 @@ def _field_names(
     taken: set[str] = set()
 
     def free(name: str) -> bool:
-        reserved = name in RESERVED_FIELDS or hasattr(dspy.Signature, name)
-        return not reserved and name not in taken
+        return not (name in reserved or hasattr(dspy.Signature, name)) and name not in taken
 
     def allocate(model: type[BaseModel], suffix: str) -> str:
         name = _snake(model.__name__)
@@ -143,7 +174,13 @@ class DSPyEngine(Engine):
             given as conversation context (``0`` turns context off).
         instructions: the signature's instructions (default: the agent's description).
         cache: let DSPy cache identical requests (off by default: agents expect fresh answers).
+        max_tool_calls: for an agent with tools: at most this many ReAct steps (DSPy's
+            ``max_iters``), each a model call that picks a tool or ``finish``, so at most this
+            many tool calls per run; the outputs are extracted after the last one.
     """
+
+    uses_tools: ClassVar[bool] = True
+    """It calls the agent's tools (``.with_tools(...)``), see :mod:`flock.tools`."""
 
     def __init__(
         self,
@@ -157,9 +194,17 @@ class DSPyEngine(Engine):
         context_limit: int = 20,
         instructions: str | None = None,
         cache: bool = False,
+        max_tool_calls: int = 10,
     ) -> None:
         if context_limit < 0:
             raise ConfigurationError(f"context_limit must be ≥ 0, got {context_limit!r}")
+        if not isinstance(max_tool_calls, int) or isinstance(max_tool_calls, bool):
+            raise ConfigurationError(f"max_tool_calls must be an int, got {max_tool_calls!r}")
+        if max_tool_calls < 1:
+            raise ConfigurationError(
+                f"max_tool_calls must be ≥ 1, got {max_tool_calls!r}; to run without tools, "
+                "declare the agent without .with_tools(...)"
+            )
         self.model = model
         self.api_base = api_base
         self.api_key = api_key
@@ -169,8 +214,10 @@ class DSPyEngine(Engine):
         self.context_limit = context_limit
         self.instructions = instructions
         self.cache = cache
+        self.max_tool_calls = max_tool_calls
         self._lms: dict[str, Any] = {}
         self._signatures: dict[tuple[Any, ...], Any] = {}
+        self._programs: dict[tuple[Any, ...], Any] = {}
 
     def __repr__(self) -> str:
         return f"DSPyEngine(model={self.model!r})"
@@ -253,7 +300,10 @@ class DSPyEngine(Engine):
             span.set_attribute("flock.context.used", use_context)
 
         counts = _input_types(inputs)
-        input_names, output_names = _field_names(counts, outputs)
+        tools = ctx.agent.tools
+        input_names, output_names = _field_names(
+            counts, outputs, TOOL_RESERVED_FIELDS if tools else RESERVED_FIELDS
+        )
         # Several inputs of a type are a list; a batch agent's always are (a batch of one
         # too), so its prompt keeps one shape.
         batch = ctx.agent.fanin is not None and ctx.agent.fanin.batch > 0
@@ -266,24 +316,57 @@ class DSPyEngine(Engine):
         )
         dspy = _import_dspy()
         self._record_model(lm)  # before the call: a failed call's span names its model too
-        with dspy.context(lm=lm, track_usage=True):
-            prediction = await dspy.Predict(signature).acall(**kwargs)
+        if tools:
+            prediction = await self._call_with_tools(ctx, lm, signature, kwargs)
+        else:
+            with dspy.context(lm=lm, track_usage=True):
+                prediction = await dspy.Predict(signature).acall(**kwargs)
         self._record_usage(prediction)
         # prediction[name], not getattr: an output named like a Prediction method
         # (``items``, ``values``) would give the method.
         return [self._to_model(prediction[output_names[t]], t, ctx) for t in outputs]
 
+    async def _call_with_tools(
+        self, ctx: RunContext, lm: Any, signature: Any, kwargs: dict[str, Any]
+    ) -> Any:
+        """``dspy.ReAct`` over the agent's tools, each call in a ``Tool.<name>`` span; the
+        counts and why the tool loop stopped go on the ``DSPyEngine.evaluate`` span."""
+        from flock.tools import ToolRun
+
+        dspy = _import_dspy()
+        key = (signature, tuple(ctx.agent.tools), self.max_tool_calls)
+        program = self._programs.get(key)
+        if program is None:
+            flock_tool, flock_react = _react_classes()
+            tools = [flock_tool.of(fn) for fn in ctx.agent.tools]
+            program = flock_react(signature, tools=tools, max_iters=self.max_tool_calls)
+            self._programs[key] = program
+        run = ToolRun(ctx)
+        token = _TOOL_RUN.set(run)
+        try:
+            with dspy.context(lm=lm, track_usage=True):
+                prediction = await program.acall(**kwargs)
+            if run.stop_reason is None:
+                run.stop_reason = _stop_reason(prediction)
+        finally:
+            _TOOL_RUN.reset(token)
+            run.record()
+        return prediction
+
     async def fetch_conversation_context(
         self, ctx: RunContext, inputs: Sequence[Artifact]
     ) -> list[dict[str, Any]]:
-        """Earlier artifacts of this correlation id (oldest first), without the inputs."""
-        if self.context_limit == 0:
-            return []
-        own = {a.id for a in inputs}
-        earlier = await ctx.store.query(
-            correlation_id=ctx.correlation_id, limit=self.context_limit + len(own)
+        """Earlier artifacts of this correlation id (oldest first), without the inputs and
+        without those the agent may not see (:mod:`flock.visibility`)."""
+        from flock.visibility import visible_artifacts
+
+        kept = await visible_artifacts(
+            ctx.store,
+            ctx.agent,
+            correlation_id=ctx.correlation_id,
+            limit=self.context_limit,
+            exclude={a.id for a in inputs},
         )
-        kept = [a for a in earlier if a.id not in own][-self.context_limit :]
         return [
             {
                 "type": a.type,
@@ -343,6 +426,8 @@ class DSPyEngine(Engine):
             tuple(outputs),
             with_context,
             instructions,
+            tuple(input_names.items()),  # an agent with tools reserves more names
+            tuple(output_names.items()),
         )
         signature = self._signatures.get(key)
         if signature is None:
@@ -427,3 +512,91 @@ class DSPyEngine(Engine):
                 ),
             }
         )
+
+
+@functools.cache
+def _react_classes() -> tuple[Any, Any]:
+    """The ``dspy.Tool`` and ``dspy.ReAct`` subclasses for agents with tools (defined on
+    first use: DSPy is imported lazily)."""
+    dspy = _import_dspy()
+    from dspy.utils.exceptions import AdapterParseError, ContextWindowExceededError
+
+    from flock.tools import call_tool, is_async_tool
+
+    tool_base: Any = dspy.Tool
+    react_base: Any = dspy.ReAct
+
+    class FlockTool(tool_base):  # type: ignore[misc]
+        """A ``dspy.Tool`` whose every call is a ``Tool.<name>`` span of the current run,
+        DSPy's checks of the model's arguments included (a bad argument is a failed call
+        too), and whose plain functions run in a worker thread (``dspy.Tool.acall`` would
+        call them on the loop)."""
+
+        _flock_function: Callable[..., Any] | None = None
+
+        @classmethod
+        def of(cls, fn: Callable[..., Any]) -> Any:
+            if is_async_tool(fn):
+                func = fn
+            else:
+
+                @functools.wraps(fn)  # DSPy reads the name, docstring and signature from it
+                async def func(**arguments: Any) -> Any:
+                    return await call_tool(fn, arguments)
+
+            tool = cls(func, desc=inspect.getdoc(fn))
+            tool._flock_function = fn
+            return tool
+
+        async def acall(self, **kwargs: Any) -> Any:
+            assert self._flock_function is not None
+            return await _TOOL_RUN.get().call(
+                self._flock_function, kwargs, lambda: dspy.Tool.acall(self, **kwargs)
+            )
+
+    class FlockReAct(react_base):  # type: ignore[misc]
+        """``dspy.ReAct`` that survives a step it cannot parse (e.g. a tool name the model
+        made up, after DSPy's JSON retry): DSPy 3 raises ``AdapterParseError`` there, which
+        its loop does not catch, so the run would fail. Here it ends the tool loop as DSPy
+        does for a ``ValueError`` ("failed to select a valid tool"): the outputs are
+        extracted from what the tools gave so far. It is logged and recorded on the
+        ``DSPyEngine.evaluate`` span (an exception event, ``flock.tool.stop_reason =
+        "invalid_step"``)."""
+
+        async def _async_call_with_potential_trajectory_truncation(
+            self, module: Any, trajectory: dict[str, Any], **input_args: Any
+        ) -> Any:
+            try:
+                return await super()._async_call_with_potential_trajectory_truncation(
+                    module, trajectory, **input_args
+                )
+            except AdapterParseError as error:
+                if module is not self.react:
+                    raise  # the extract step: the run fails, as without tools
+                run = _TOOL_RUN.get()
+                run.stop_reason = "invalid_step"
+                log.warning(
+                    "agent %r: the model's next tool step could not be parsed (an unknown "
+                    "tool or malformed arguments); the tool loop ends after %d tool calls "
+                    "and the outputs are extracted: %s",
+                    run.ctx.agent.name,
+                    run.calls,
+                    error,
+                )
+                if run.engine_span.is_recording():
+                    run.engine_span.record_exception(error, {"flock.tool.invalid_step": True})
+                raise ValueError(f"invalid tool step: {error}") from error
+            except ContextWindowExceededError:
+                if module is self.react:
+                    _TOOL_RUN.get().stop_reason = "context_window"  # DSPy ends the loop
+                raise
+
+    return FlockTool, FlockReAct
+
+
+def _stop_reason(prediction: Any) -> str:
+    """Why a ReAct tool loop that DSPy did not cut short ended: the model said ``finish``,
+    or it used up ``max_tool_calls``."""
+    trajectory = prediction.get("trajectory") or {}
+    names = [v for k, v in trajectory.items() if k.startswith("tool_name_")]
+    return "finish" if names and names[-1] == "finish" else "max_tool_calls"

@@ -1,10 +1,11 @@
 """A blackboard on PostgreSQL, shared by many worker processes (psycopg 3, async).
 
 ``PostgresStore(dsn)`` implements :class:`~flock.store.base.Store` (artifacts as JSONB with
-their type, producer, correlation id, tags, W3C ``traceparent`` and creation time; consumption
-records) and :class:`~flock.store.queue.WorkQueue`: a ``runs`` table from which workers claim
-agent runs with ``FOR UPDATE SKIP LOCKED`` under a lease. ``LISTEN/NOTIFY`` wakes idle workers;
-a run whose worker stopped renewing its lease is claimed again (``attempt`` + 1).
+their type, producer, correlation id, tags, W3C ``traceparent``, creation time and
+visibility; consumption records) and :class:`~flock.store.queue.WorkQueue`: a ``runs`` table
+from which workers claim agent runs with ``FOR UPDATE SKIP LOCKED`` under a lease.
+``LISTEN/NOTIFY`` wakes idle workers; a run whose worker stopped renewing its lease is claimed
+again (``attempt`` + 1).
 
 The tables live in their own PostgreSQL schema (default ``flock``), created and migrated by
 the store on first use (the ``schema_version`` table records the applied migrations; a
@@ -53,6 +54,7 @@ from flock.exceptions import ConfigurationError, PayloadValidationError, Registr
 from flock.registry import registry
 from flock.store.base import Store
 from flock.store.queue import ClaimedRun, FailedRun, LeaseLost, RunRequest, WorkQueue
+from flock.visibility import Visibility
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore", "parse_traceparent"]
 
@@ -63,7 +65,8 @@ T = TypeVar("T")
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,50}$")
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _ARTIFACT_COLUMNS = (
-    "id, type, payload::text, produced_by, correlation_id, tags, traceparent, created_at"
+    "id, type, payload::text, produced_by, correlation_id, tags, traceparent, created_at,"
+    " visibility::text"
 )
 _MIGRATION_LOCK = 0x666C6F636B  # "flock": the advisory lock key of schema migrations
 
@@ -130,13 +133,19 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD CONSTRAINT runs_state_check
         CHECK (state IN ('queued', 'leased', 'finishing', 'done', 'failed'));
     """,
+    # 4: which agents may see an artifact (flock.visibility); existing rows are public.
+    """
+    ALTER TABLE artifacts ADD COLUMN IF NOT EXISTS visibility jsonb NOT NULL
+        DEFAULT '{"kind": "Public"}'::jsonb;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 """The schema version this code migrates to."""
 
 _INSERT_ARTIFACT = (
     "INSERT INTO artifacts (id, type, payload, produced_by, correlation_id, tags, traceparent,"
-    " created_at) VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
+    " created_at, visibility) VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s::jsonb)"
+    " ON CONFLICT (id) DO NOTHING"
 )
 _INSERT_RUN = (
     "INSERT INTO runs (agent, artifact_ids, workflow) VALUES (%s, %s, %s)"
@@ -215,12 +224,13 @@ WITH done AS (
     RETURNING id
 ), outputs AS (
     INSERT INTO artifacts (id, type, payload, produced_by, correlation_id, tags, traceparent,
-        created_at)
+        created_at, visibility)
     SELECT a.id, a.type, a.payload, a.produced_by, a.correlation_id,
-        ARRAY(SELECT jsonb_array_elements_text(a.tags)), a.traceparent, a.created_at
+        ARRAY(SELECT jsonb_array_elements_text(a.tags)), a.traceparent, a.created_at,
+        a.visibility
     FROM jsonb_to_recordset(%(artifacts)s::jsonb) AS a(id text, type text, payload jsonb,
         produced_by text, correlation_id text, tags jsonb, traceparent text,
-        created_at timestamptz)
+        created_at timestamptz, visibility jsonb)
     WHERE EXISTS (SELECT 1 FROM done)
     ON CONFLICT (id) DO NOTHING
 ), """
@@ -296,6 +306,7 @@ def _artifact_params(a: Artifact) -> tuple[Any, ...]:
         sorted(a.tags),
         a.traceparent,
         a.created_at,
+        orjson.dumps(a.visibility.to_json()).decode(),
     )
 
 
@@ -309,6 +320,7 @@ def _artifact_json(a: Artifact) -> dict[str, Any]:
         "tags": sorted(a.tags),
         "traceparent": a.traceparent,
         "created_at": a.created_at.isoformat(),
+        "visibility": a.visibility.to_json(),
     }
 
 
@@ -343,7 +355,14 @@ def _inputs_for_report(rows: dict[str, Sequence[Any]], ids: Sequence[str]) -> tu
 
 def _load_artifact(row: Sequence[Any]) -> Artifact:
     """An artifact from a row of ``_ARTIFACT_COLUMNS``, its payload re-validated."""
-    artifact_id, type_name, payload, produced_by, correlation_id, tags, traceparent, created = row
+    *fields, stored_visibility = row
+    artifact_id, type_name, payload, produced_by, correlation_id, tags, traceparent, created = (
+        fields
+    )
+    try:
+        visibility = Visibility.from_json(stored_visibility)
+    except ValueError as exc:  # not guessed at: a run on it fails, a query says why
+        raise PayloadValidationError(f"stored artifact {artifact_id}: {exc}") from exc
     try:
         model = registry.resolve(type_name)
     except RegistryError as exc:
@@ -370,6 +389,7 @@ def _load_artifact(row: Sequence[Any]) -> Artifact:
         id=artifact_id,
         created_at=created,
         span_context=parse_traceparent(traceparent),
+        visibility=visibility,
     )
 
 

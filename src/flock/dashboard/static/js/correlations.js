@@ -50,6 +50,8 @@ export function artifactCard(a) {
     h("div", { class: "artifact-head" },
       h("span", { class: "chip type" }, a.type),
       h("span", { class: "muted small" }, "from "), h("b", { class: "small" }, a.produced_by),
+      a.visibility && a.visibility.kind !== "Public"
+        ? h("span", { class: "chip", title: `visibility: ${JSON.stringify(a.visibility)}` }, a.visibility.kind) : null,
       h("span", { class: "spacer" }),
       h("a", { class: "mono small", href: `#/correlation/${encodeURIComponent(a.correlation_id)}`, title: "correlation id" }, a.correlation_id.slice(0, 8)),
       h("span", { class: "muted small", title: a.created_at }, new Date(a.created_at).toLocaleTimeString())),
