@@ -52,12 +52,12 @@ from flock.exceptions import (
 )
 from flock.fanin import FanInBuffers, invoke_plan
 from flock.registry import registry
+from flock.store import store_from_env
 from flock.store.base import Store
-from flock.store.memory import MemoryStore
 from flock.store.queue import WorkQueue
 from flock.subscription import matches
 from flock.tracing._instrument import Instrument
-from flock.visibility import Visibility, annotate, output_visibility, publish_visibility
+from flock.visibility import PUBLIC, Visibility, annotate, output_visibility, publish_visibility
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -71,22 +71,6 @@ log = logging.getLogger("flock")
 
 PublishInput = BaseModel | dict[str, Any]
 Extra = dict[str, Any] | None  # span attributes of a fan-in run (see flock.fanin)
-
-
-def _store_from_env() -> Store:
-    """``FLOCK_STORE_URL=postgresql://…`` gives a :class:`PostgresStore`, else a MemoryStore."""
-    import os
-
-    url = os.environ.get("FLOCK_STORE_URL", "").strip()
-    if not url:
-        return MemoryStore()
-    if url.startswith(("postgresql://", "postgres://")):
-        from flock.store.postgres import PostgresStore
-
-        return PostgresStore.from_url(url)
-    raise ConfigurationError(
-        f"FLOCK_STORE_URL={url!r} is not supported; use postgresql://user@host:port/database"
-    )
 
 
 def _revalidated(obj: BaseModel) -> BaseModel:
@@ -143,7 +127,7 @@ class Flock:
         if not isinstance(max_agent_runs, int) or max_agent_runs < 1:
             raise ConfigurationError(f"max_agent_runs must be an int ≥ 1, got {max_agent_runs!r}")
         self.model = model
-        self.store: Store = store if store is not None else _store_from_env()
+        self.store: Store = store if store is not None else store_from_env()
         self.max_agent_runs = max_agent_runs
         self._tracer_provider = tracer_provider
         self._instrument: Instrument | None = None
@@ -326,7 +310,8 @@ class Flock:
             if instrument.enabled:
                 span.set_attribute("flock.artifact.ids", [a.id for a in artifacts])
                 span.set_attribute("flock.artifact.types", sorted({a.type for a in artifacts}))
-                annotate(span, (shown,))
+                if shown is not PUBLIC:
+                    annotate(span, (shown,))
             if self._distributed is not None:
                 await self._distributed.publish(artifacts)
             else:
@@ -556,6 +541,7 @@ class Flock:
 
         current = trace.get_current_span().get_span_context()
         span_context = shared_flags(current) if current.is_valid else None
+        hidden = bool(ctx.agent.output_visibility)  # else every output is public
         artifacts = [
             Artifact(
                 type=registry.name_of(type(o)),
@@ -563,11 +549,12 @@ class Flock:
                 produced_by=ctx.agent.name,
                 correlation_id=ctx.correlation_id,
                 span_context=span_context,
-                visibility=output_visibility(ctx.agent, type(o)),
+                visibility=output_visibility(ctx.agent, type(o)) if hidden else PUBLIC,
             )
             for o in outputs
         ]
-        annotate(trace.get_current_span(), (a.visibility for a in artifacts))
+        if hidden:
+            annotate(trace.get_current_span(), (a.visibility for a in artifacts))
         return artifacts
 
     async def _emit(self, ctx: RunContext, outputs: list[BaseModel]) -> list[Artifact]:
