@@ -15,6 +15,7 @@ import duckdb
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
+from flock import Flock
 from flock.tracing import setup
 from flock.tracing.processor import DuckDBSpanProcessor
 from flock.tracing.store import Appender, connect
@@ -22,17 +23,21 @@ from flock.tracing.store import Appender, connect
 DAY_NS = 86_400 * 10**9
 
 
-def add_trace(db: Path, trace_id: str, *ended_days_ago: float) -> None:
-    """A trace with one span per value, each ending that many days ago (started 1 s before)."""
+def add_trace(db: Path, trace_id: str, *ended_days_ago: float, root: bool = True) -> None:
+    """A trace with one span per value, each ending that many days ago (started 1 s before):
+    the first its root, the others its children (without ``root``: all children of a root
+    that is not written, as while the trace runs)."""
     now = time.time_ns()
     conn = connect(db)
     try:
         for i, days in enumerate(ended_days_ago):
             end = now - int(days * DAY_NS)
+            parent = None if root and i == 0 else "f" * 16
             conn.execute(
-                "INSERT INTO spans (trace_id, span_id, name, start_time, end_time, duration_ms,"
-                " status_code) VALUES (?, ?, 'Flock.publish', ?, ?, 1000.0, 'OK')",
-                [trace_id, f"{i:016x}", end - 10**9, end],
+                "INSERT INTO spans (trace_id, span_id, parent_id, name, start_time, end_time,"
+                " duration_ms, status_code) VALUES (?, ?, ?, 'Flock.publish', ?, ?, 1000.0,"
+                " 'OK')",
+                [trace_id, f"{i:016x}", parent, end - 10**9, end],
             )
     finally:
         conn.close()
@@ -202,3 +207,29 @@ def test_an_application_with_flock_trace_retention_deletes_old_traces(tmp_path: 
     by_trace = dict(rows)
     assert "old" not in by_trace and "kept" in by_trace
     assert any("retention_demo" in names for t, names in by_trace.items() if t != "kept")
+
+
+def test_a_trace_without_its_root_is_kept_until_its_last_span_is_an_hour_old(
+    tmp_path: Path,
+) -> None:
+    """The root span of a running trace is written last: until then the trace only looks
+    ended. Retention and clear_traces(older_than=) used to delete such a trace's spans."""
+    db = tmp_path / "traces.duckdb"
+    hour = 1 / 24
+    add_trace(db, "running", 3 / 86_400, root=False)  # a span ended 3 s ago, no root yet
+    add_trace(db, "abandoned", 2 * hour, root=False)  # nothing for 2 hours: a crash
+    add_trace(db, "ended", 3 / 86_400)  # with its root: really ended 3 s ago
+    writer = DuckDBSpanProcessor(db, flush_interval=0.05, retention=timedelta(seconds=2))
+    try:
+        wait_for(lambda: writer.pruned > 0)
+        assert trace_ids(db) == {"running": 1}
+    finally:
+        writer.shutdown()
+    add_trace(db, "abandoned", 2 * hour, root=False)
+    add_trace(db, "ended", 3 / 86_400)
+    assert Flock.clear_traces(str(db), older_than="2s") == {
+        "success": True,
+        "deleted_count": 2,
+        "error": None,
+    }
+    assert trace_ids(db) == {"running": 1}

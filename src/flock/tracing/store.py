@@ -255,12 +255,11 @@ class Appender:
         conn = self._conn if self._conn is not None else self._open()
         self._attach(conn)
         try:
-            row = conn.execute(delete_older_sql(f"{self.ALIAS}.spans"), [cutoff_ns]).fetchone()
+            deleted = delete_older(conn, f"{self.ALIAS}.spans", cutoff_ns)
         except duckdb.CatalogException:  # no spans table yet: nothing to delete
             return 0
         finally:
             self._detach(conn)
-        deleted = int(row[0]) if row else 0
         self._unmerged = self._unmerged or deleted > 0
         return deleted
 
@@ -689,26 +688,39 @@ def _clear(path: Path, cutoff_ns: int | None) -> dict[str, Any]:
             # Recreating the table frees its blocks; CHECKPOINT truncates the file.
             conn.execute("DROP TABLE spans")
             conn.execute(SCHEMA)
+            deleted = int(row[0]) if row else 0
         else:
             # The space of the deleted rows is reused by later spans (DuckDB reclaims a row
             # group once all its rows are deleted); the file does not shrink.
-            row = conn.execute(delete_older_sql("spans"), [cutoff_ns]).fetchone()
+            deleted = delete_older(conn, "spans", cutoff_ns)
         conn.execute("CHECKPOINT")
     finally:
         conn.close()
-    deleted = int(row[0]) if row else 0
     if cutoff_ns is None:
         deleted += _clear_pending(path)
     return {"success": True, "deleted_count": deleted, "error": None}
 
 
-def delete_older_sql(table: str) -> str:
-    """The DELETE of every span of ``table`` whose trace ended before ``?`` (ns): whole
-    traces only, so a trace still going on, or ended later, keeps all its spans."""
-    return (
-        f"DELETE FROM {table} WHERE trace_id IN "
-        f"(SELECT trace_id FROM {table} GROUP BY trace_id HAVING max(end_time) < ?)"
-    )
+ROOTLESS_GRACE_NS = 3600 * 10**9
+"""A trace whose root span is not in the file is still running (the root ends last) or was
+cut off by a crash: retention and ``clear_traces(older_than=)`` keep it until its last span
+is this old too (1 hour), whatever the cutoff."""
+
+
+def delete_older(conn: duckdb.DuckDBPyConnection, table: str, cutoff_ns: int) -> int:
+    """Delete every span of ``table`` whose trace ended before ``cutoff_ns`` and return how
+    many: whole traces only, so a trace ended later keeps all its spans, and a trace still
+    running (no root span yet) is kept (see :data:`ROOTLESS_GRACE_NS`)."""
+    import time
+
+    rootless_cutoff = min(cutoff_ns, time.time_ns() - ROOTLESS_GRACE_NS)
+    row = conn.execute(
+        f"DELETE FROM {table} WHERE trace_id IN (SELECT trace_id FROM {table} "
+        "GROUP BY trace_id HAVING max(end_time) < ? "
+        "AND (bool_or(parent_id IS NULL) OR max(end_time) < ?))",
+        [cutoff_ns, rootless_cutoff],
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _read_spilled(spilled: Path) -> pa.Table:
