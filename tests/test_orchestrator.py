@@ -221,6 +221,22 @@ async def test_failing_agent_is_reported_and_others_keep_running() -> None:
     await flock.run_until_idle()  # reported once, then cleared
 
 
+async def test_a_plain_function_raising_stop_iteration_fails_its_run_instead_of_hanging() -> None:
+    """asyncio cannot put StopIteration into a future: run_until_idle used to wait for ever."""
+    flock = Flock()
+
+    def first_vegan(idea: Idea) -> Pizza:
+        return next(p for p in () if p)  # StopIteration
+
+    flock.agent("picky").consumes(Idea).publishes(Pizza).with_engines(first_vegan)
+    await flock.publish(Idea(topic="x"))
+    with pytest.raises(AgentFailures) as info:
+        await asyncio.wait_for(flock.run_until_idle(), 30)
+    (failure,) = info.value.failures
+    assert isinstance(failure.__cause__, RuntimeError)
+    assert "first_vegan raised StopIteration" in str(failure)
+
+
 async def test_wrong_output_type_is_a_failure() -> None:
     flock = Flock()
     flock.agent("liar").consumes(Idea).publishes(Pizza).with_engines(lambda i: Review(score=1))

@@ -413,7 +413,7 @@ async def test_the_check_runs_again_once_the_named_agent_is_declared() -> None:
     [
         (lambda b: b.publishes(Note, visibility="private"), "takes a visibility such as"),
         (lambda b: b.publishes(visibility=only_for("x")), "needs the types it applies to"),
-        (lambda b: b.labels(), "at least one name"),
+        (lambda b: b.labels(), "at least one label"),
         (lambda b: b.labels("ok", 5), "non-empty string, got 5"),
         (lambda b: b.labels(["a", "b"]), r"separate arguments.*\.labels\('a', 'b'\)"),
         (lambda b: b.labels(""), "non-empty string"),
@@ -603,3 +603,14 @@ async def test_mixed_output_kinds_are_listed_sorted(capture: SpanCapture) -> Non
         if s.attributes["gen_ai.agent.name"] == "multi"  # type: ignore[index]
     ]
     assert visibility_attribute(execute) == "Private,Tenant"
+
+
+def test_allows_takes_the_builder_flock_agent_returns() -> None:
+    """Its .labels is the builder method and it had no tenant_id: allows() crashed."""
+    flock = Flock()
+    legal = flock.agent("legal").labels("legal").tenant("acme")
+    other = flock.agent("other")
+    for visibility in (LabelledVisibility({"legal"}), TenantVisibility("acme"), only_for("legal")):
+        assert visibility.allows(legal)
+        assert not visibility.allows(other)
+

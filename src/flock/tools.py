@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 from pydantic import BaseModel, TypeAdapter
 
+from flock._threads import run_sync
 from flock.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -120,13 +121,14 @@ def _check_tool(agent: str, fn: Any) -> str:
             f"{prefix} takes functions, got {fn!r:.80} ({type(fn).__name__}); pass the "
             "function itself, e.g. .with_tools(get_weather), not .with_tools(get_weather())"
         )
-    name = getattr(fn, "__name__", None)
-    if not isinstance(name, str):
+    if not (inspect.isfunction(fn) or inspect.ismethod(fn)):
         raise ConfigurationError(
-            f"{prefix}: {fn!r:.80} has no __name__ (a functools.partial or a callable "
-            "object); the model calls a tool by its function's name: wrap it in a def with "
-            "a docstring"
+            f"{prefix} takes functions or bound methods, got {fn!r:.80} (a functools.partial, "
+            "a callable object or a builtin); the model calls a tool by its function's name "
+            "and is told its typed parameters and docstring: wrap it in a def with a "
+            "docstring"
         )
+    name = fn.__name__
     if name == "<lambda>":
         raise ConfigurationError(
             f"{prefix}: a lambda has no name for the model to call it by and no docstring "
@@ -167,9 +169,8 @@ def _check_parameters(prefix: str, name: str, fn: Any) -> None:
             f"{prefix}: the signature of {name} cannot be read ({exc}); wrap it in a def "
             "with typed parameters"
         ) from exc
-    annotated = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else fn.__call__
     try:
-        hints = typing.get_type_hints(annotated)
+        hints = typing.get_type_hints(fn)
     except Exception as exc:  # NameError and friends: reported, with the cause chained
         raise ConfigurationError(
             f"{prefix}: the type annotations of {name} cannot be resolved "
@@ -190,13 +191,47 @@ def _check_parameters(prefix: str, name: str, fn: Any) -> None:
                 f"annotate it (e.g. {parameter.name}: str)"
             )
         try:
-            TypeAdapter(hints[parameter.name]).json_schema()
+            schema = TypeAdapter(hints[parameter.name]).json_schema()
         except Exception as exc:  # pydantic's errors for types without a schema
             raise ConfigurationError(
                 f"{where}: its type {hints[parameter.name]!r} has no JSON schema "
                 f"({type(exc).__name__}); use str, int, float, bool, lists, dicts or "
                 "Pydantic models"
             ) from exc
+        if _recursive(schema):
+            raise ConfigurationError(
+                f"{where}: its type {hints[parameter.name]!r} refers to itself, and DSPy's "
+                "tool schemas cannot describe a recursive type (every run would fail); give "
+                "the tool a model without the cycle"
+            )
+
+
+def _recursive(schema: dict[str, Any]) -> bool:
+    """Whether a JSON schema's ``$defs`` refer to themselves, directly or not."""
+    defs = schema.get("$defs", {})
+
+    def refs(node: Any) -> set[str]:
+        if isinstance(node, dict):
+            found = (
+                {node["$ref"].rsplit("/", 1)[-1]} if isinstance(node.get("$ref"), str) else set()
+            )
+            return found.union(*(refs(v) for v in node.values()))
+        if isinstance(node, list):
+            return set().union(*(refs(v) for v in node))
+        return set()
+
+    graph = {name: refs(body) for name, body in defs.items()}
+    done: set[str] = set()
+
+    def cyclic(name: str, path: frozenset[str]) -> bool:
+        if name in path:
+            return True
+        if name in done:
+            return False
+        done.add(name)
+        return any(cyclic(n, path | {name}) for n in graph.get(name, ()))
+
+    return any(cyclic(name, frozenset()) for name in graph)
 
 
 def _where(fn: Callable[..., Any]) -> str:
@@ -230,9 +265,7 @@ def check_tool_engines(agent: Agent) -> None:
 
 
 def is_async_tool(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
-    )
+    return inspect.iscoroutinefunction(fn)
 
 
 async def call_tool(fn: Callable[..., Any], arguments: Mapping[str, Any]) -> Any:
@@ -241,7 +274,7 @@ async def call_tool(fn: Callable[..., Any], arguments: Mapping[str, Any]) -> Any
     nest under the tool's span)."""
     if is_async_tool(fn):
         return await fn(**arguments)
-    result = await asyncio.to_thread(fn, **arguments)
+    result = await run_sync(fn, **arguments)
     if inspect.isawaitable(result):  # a plain function that returned an awaitable
         result = await result
     return result
@@ -306,6 +339,17 @@ class ToolRun:
                     error,
                 )
                 raise
+            except asyncio.CancelledError:  # the run timed out or was stopped
+                self.errors += 1
+                span.set_attribute("flock.tool.cancelled", True)
+                span.set_status(
+                    trace.Status(
+                        trace.StatusCode.ERROR,
+                        "cancelled: its run timed out or was stopped (a plain-function tool "
+                        "goes on in its thread until it returns)",
+                    )
+                )
+                raise
             if span.is_recording():
                 span.set_attribute("gen_ai.tool.call.result", _text(result))
         return result
@@ -324,12 +368,21 @@ class ToolRun:
 
 
 def _text(value: Any) -> str:
-    """A tool's arguments or result as span text: strings as they are, the rest as JSON."""
+    """A tool's arguments or result as span text: strings as they are, the rest as JSON
+    (Pydantic models inside too), else its ``repr``: what cannot be shown never fails the
+    tool call."""
     if isinstance(value, str):
         return value
-    if isinstance(value, BaseModel):
-        return value.model_dump_json()
     try:
-        return json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):  # e.g. a circular structure: no JSON, but shown
-        return repr(value)
+        return json.dumps(value, ensure_ascii=False, default=_jsonable)
+    except Exception:  # e.g. a circular structure, a field without a JSON form
+        try:
+            return repr(value)
+        except Exception as exc:
+            return f"<{type(value).__name__}: repr failed: {type(exc).__name__}>"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return str(value)

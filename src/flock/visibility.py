@@ -184,7 +184,7 @@ class LabelledVisibility(Visibility):
         object.__setattr__(self, "required_labels", labels)
 
     def allows(self, agent: Identity) -> bool:
-        return self.required_labels.issubset(agent.labels)
+        return self.required_labels.issubset(_identity(agent).labels)
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": "Labelled", "required_labels": sorted(self.required_labels)}
@@ -207,10 +207,17 @@ class TenantVisibility(Visibility):
         object.__setattr__(self, "tenant_id", tenant_id)
 
     def allows(self, agent: Identity) -> bool:
-        return self.tenant_id is not None and agent.tenant_id == self.tenant_id
+        return self.tenant_id is not None and _identity(agent).tenant_id == self.tenant_id
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": "Tenant", "tenant_id": self.tenant_id}
+
+
+def _identity(agent: Identity) -> Identity:
+    """The agent behind an ``AgentBuilder`` (what ``flock.agent()`` returns: its
+    ``.labels`` is the builder method), else ``agent`` itself."""
+    inner = getattr(agent, "agent", None)
+    return inner if inner is not None else agent
 
 
 def only_for(*agent_names: str) -> PrivateVisibility:
@@ -260,6 +267,10 @@ def tenant_name(value: object, where: str) -> str:
 
 def label_set(labels: Sequence[object], agent: str) -> frozenset[str]:
     """The labels given to ``.labels(...)``, or a :class:`ConfigurationError`."""
+    if not labels:
+        raise ConfigurationError(
+            f"agent {agent!r}: labels() needs at least one label, e.g. .labels('legal')"
+        )
     if len(labels) == 1 and not isinstance(labels[0], str):
         raise ConfigurationError(
             f"agent {agent!r}: labels() takes labels as separate arguments, got {labels[0]!r}; "

@@ -442,6 +442,19 @@ async def test_ports_out_of_range_are_value_errors(tmp_path: Path, port: int) ->
         await serve(tmp_path / "x.duckdb", port=0, otlp_grpc_port=port)
 
 
+async def test_the_dashboards_own_port_is_refused_in_one_line(tmp_path: Path) -> None:
+    """It used to bind too (SO_REUSEADDR) and uvicorn failed with a traceback."""
+    from flock.dashboard import serve
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ValueError, match=f"port {port} is the dashboard's own port"):
+        await serve(tmp_path / "x.duckdb", port=port, otlp_grpc_port=port)
+    with socket.socket() as again:  # and the dashboard's port is free again
+        again.bind(("127.0.0.1", port))
+
+
 # The command line ----------------------------------------------------------------------
 
 APP = """

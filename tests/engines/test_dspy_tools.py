@@ -3,6 +3,7 @@ call a ``Tool.<name>`` span. Offline: a scripted local OpenAI-compatible server 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -14,7 +15,7 @@ import pytest
 from opentelemetry.trace import StatusCode, Tracer
 from pydantic import BaseModel
 
-from flock import ConfigurationError, Flock, flock_type
+from flock import AgentRunError, ConfigurationError, Flock, flock_type
 from flock.agent import AgentBuilder
 from flock.artifacts import Artifact
 from flock.components import RunContext
@@ -530,6 +531,25 @@ def coroutine_object() -> Any:
     return fetch("Paris")
 
 
+class CallableTool:
+    """A callable object: DSPy read its wrapper's annotations and every run failed."""
+
+    __name__ = "ship"
+
+    def __call__(self, city: str) -> str:
+        """Ship to a city."""
+        return city
+
+
+class Node(BaseModel):
+    children: list[Node] = []
+
+
+def count_nodes(tree: Node) -> int:
+    """Count a tree's nodes (DSPy's tool schema recursed for ever on this type)."""
+    return 1 + sum(count_nodes(c) for c in tree.children)
+
+
 MISUSES: list[tuple[str, Callable[[], tuple[Any, ...]], str]] = [
     ("nothing", lambda: (), "needs at least one function, e.g. .with_tools(get_weather)"),
     ("a number", lambda: (42,), "pass the function itself"),
@@ -547,6 +567,8 @@ MISUSES: list[tuple[str, Callable[[], tuple[Any, ...]], str]] = [
     ("finish", lambda: (finish,), "'finish' is the engine's own tool"),
     ("an unknown annotation", lambda: (unresolvable,), "define the types they name"),
     ("a type without schema", lambda: (no_schema,), "use str, int, float, bool"),
+    ("a callable object", lambda: (CallableTool(),), "takes functions or bound methods"),
+    ("a recursive model", lambda: (count_nodes,), "refers to itself"),
     ("the same function twice", lambda: (get_weather, get_weather), "give each tool once"),
     ("two of one name", lambda: (get_weather, named_get_weather()), "rename one of them"),
 ]
@@ -621,3 +643,92 @@ def test_agents_with_an_engine_that_calls_tools_pass_the_check(engines: list[Any
     if engines:
         builder.with_engines(*engines)
     builder.agent.check()
+
+
+# -- found by a review: failures that used to hang, fail or hide a tool call -------------
+
+
+def find_city(prefix: str) -> str:
+    """The first known city with a prefix."""
+    return next(c for c in ("Paris", "Rome") if c.startswith(prefix))  # StopIteration
+
+
+class Handle:
+    """Not JSON: no span can show it as JSON."""
+
+
+class Fetched(BaseModel):
+    model_config = {"arbitrary_types_allowed": True}
+    count: int
+    handle: Handle
+
+
+def fetch_handle(city: str) -> Fetched:
+    """Fetch a client handle for a city."""
+    return Fetched(count=3, handle=Handle())
+
+
+def addresses(city: str) -> list[Reasoning]:
+    """Addresses in a city, as models."""
+    return [Reasoning(text=city)]
+
+
+async def test_a_plain_tool_raising_stop_iteration_is_an_error_not_a_hang(
+    scripted: Callable[..., FakeOpenAIServer], capture: SpanCapture
+) -> None:
+    """asyncio cannot put StopIteration into a future: the run used to hang for ever."""
+    server = scripted(step("find_city", prefix="X"), FINISH)
+    flock = Flock("openai/m", tracer_provider=capture.provider)
+    chef(flock, server, find_city)
+    (pizza,) = await asyncio.wait_for(flock.invoke("chef", Idea(topic="x")), 30)
+    assert pizza.payload == Pizza(**PIZZA)
+    (span,) = capture.named("Tool.find_city")
+    assert span.status.status_code is StatusCode.ERROR
+    assert "find_city raised StopIteration" in (span.status.description or "")
+
+
+async def test_a_result_no_span_can_show_as_json_still_reaches_the_model(
+    scripted: Callable[..., FakeOpenAIServer], capture: SpanCapture
+) -> None:
+    """Encoding the result for the span used to fail the tool call (tracing on only)."""
+    server = scripted(step("fetch_handle", city="Oslo"), step("addresses", city="Rome"), FINISH)
+    flock = Flock("openai/m", tracer_provider=capture.provider)
+    chef(flock, server, fetch_handle, addresses)
+    await flock.invoke("chef", Idea(topic="x"))
+    (fetched,) = capture.named("Tool.fetch_handle")
+    assert fetched.status.status_code is StatusCode.UNSET
+    assert "Handle" in str((fetched.attributes or {})["gen_ai.tool.call.result"])
+    steps = [r for r in server.requests if is_step(r)]
+    assert "Execution error" not in user_text(steps[1])
+    (listed,) = capture.named("Tool.addresses")  # models inside a list: JSON, not str()
+    assert (listed.attributes or {})["gen_ai.tool.call.result"] == '[{"text": "Rome"}]'
+
+
+async def test_a_tool_call_cut_off_by_the_timeout_is_an_error_span(
+    scripted: Callable[..., FakeOpenAIServer], capture: SpanCapture
+) -> None:
+    release = threading.Event()
+
+    def slow(minutes: int) -> str:
+        """Bake slowly."""
+        release.wait(5)
+        return "done"
+
+    warm = scripted(step("get_weather", city="Oslo"), FINISH)  # DSPy and litellm imported
+    warm_flock = Flock("openai/m")
+    chef(warm_flock, warm, get_weather)
+    await warm_flock.invoke("chef", Idea(topic="x"))
+    server = scripted(step("slow", minutes=1), FINISH)
+    flock = Flock("openai/m", tracer_provider=capture.provider)
+    chef(flock, server, slow).timeout(0.5)
+    try:
+        with pytest.raises(AgentRunError, match=r"TimeoutError"):
+            await flock.invoke("chef", Idea(topic="x"))
+    finally:
+        release.set()
+    (span,) = capture.named("Tool.slow")
+    assert span.status.status_code is StatusCode.ERROR
+    assert "cancelled" in (span.status.description or "")
+    assert (span.attributes or {})["flock.tool.cancelled"] is True
+    (evaluate,) = capture.named("DSPyEngine.evaluate")
+    assert (evaluate.attributes or {})["flock.tool.errors"] == 1

@@ -139,3 +139,28 @@ def test_nan_and_infinities_are_stored_as_their_otlp_json_strings(tmp_path: Path
     assert json.loads(stored(db, "events")["ours"])[0]["attributes"] == {"ratio": "-Infinity"}
     assert json.loads(stored(db, "links")["plain"])[0]["attributes"] == {"weight": "NaN"}
     assert json.loads(stored(db, "resource")["plain"])["host.load"] == "Infinity"
+
+
+def test_a_redact_hook_runs_once_per_attribute_and_a_null_in_text_is_text(
+    tmp_path: Path,
+) -> None:
+    """A span whose JSON holds "null" (a payload with a None field) was encoded twice, calling
+    the hook twice per attribute."""
+    db = tmp_path / "traces.duckdb"
+    calls: list[str] = []
+
+    def redact(key: str, value: object) -> object:
+        calls.append(key)
+        return value
+
+    writer = DuckDBSpanProcessor(db, flush_interval=60, redact=redact)
+    provider = TracerProvider(resource=Resource({}))
+    provider.add_span_processor(writer)
+    try:
+        with provider.get_tracer("t").start_as_current_span("ours") as span:
+            span.set_attributes({"input.value": '{"topic": null}', "n": float("nan")})
+        assert writer.force_flush(10_000)
+    finally:
+        writer.shutdown()
+    assert sorted(k for k in calls if k in ("input.value", "n")) == ["input.value", "n"]
+    assert json.loads(stored(db)["ours"]) == {"input": {"value": '{"topic": null}'}, "n": "NaN"}

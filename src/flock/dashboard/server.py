@@ -88,6 +88,12 @@ async def serve(
     server = _Server(config)
     sock = _listen(host.strip("[]"), port)  # a taken port fails here, as a plain OSError
     bound = int(sock.getsockname()[1])
+    if receiver is not None and receiver.port == bound:
+        sock.close()
+        raise ValueError(
+            f"the OTLP/gRPC port {bound} is the dashboard's own port; give the receiver "
+            "another one (4317 usually)"
+        )
     if receiver is not None:
         try:
             await receiver.start()  # so does a taken gRPC port

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+from flock._threads import run_sync
 from flock.artifacts import Artifact
 from flock.components import RunContext
 from flock.engines.base import Engine, EngineOutput
@@ -49,7 +49,7 @@ class FunctionEngine(Engine):
         arg: Any = [a.payload for a in inputs] if self.batch else inputs[0].payload
         if self.is_async:
             return await cast("Callable[[Any], Awaitable[EngineOutput]]", self.fn)(arg)
-        return await asyncio.to_thread(cast("Callable[[Any], EngineOutput]", self.fn), arg)
+        return await run_sync(cast("Callable[[Any], EngineOutput]", self.fn), arg)
 
     def __repr__(self) -> str:
         return f"FunctionEngine({self.name})"

@@ -10,10 +10,18 @@ cannot collide with a nested one (``json_extract(attributes, '$."a."')`` finds i
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["Redactor", "attributes_json", "cap", "flatten", "nest", "nested_json"]
+__all__ = [
+    "Redactor",
+    "attributes_json",
+    "cap",
+    "flatten",
+    "has_non_finite",
+    "nest",
+    "nested_json",
+]
 
 Redactor = Callable[[str, Any], Any]
 """``redact(key, value)`` returns the value to store, or ``None`` to drop the attribute."""
@@ -157,6 +165,20 @@ def attributes_json(
             if len(data) <= max_chars:
                 return data.decode()
     return nested_json(attributes, max_chars=max_chars, redact=redact)
+
+
+def has_non_finite(values: Iterable[Any]) -> bool:
+    """Whether any attribute value is (or holds) a NaN or an infinity."""
+    for value in values:
+        cls = value.__class__
+        if cls is float:
+            if not math.isfinite(value):
+                return True
+        elif (cls is tuple or cls is list) and any(
+            v.__class__ is float and not math.isfinite(v) for v in value
+        ):
+            return True
+    return False
 
 
 def nested_json(

@@ -461,7 +461,7 @@ def spans_to_arrow(
     """
     import pyarrow as pa
 
-    from flock.tracing._attributes import attributes_json, nested_json
+    from flock.tracing._attributes import attributes_json, has_non_finite, nested_json
 
     n = len(spans)
     trace_ids: list[str] = [""] * n
@@ -531,12 +531,14 @@ def spans_to_arrow(
                 links[i] = _links_json(span._links, max_chars, redact)
             except Exception as exc:
                 links[i] = "[" + _unencodable(span._name, "links", exc) + "]"
-    # The fast path writes NaN and infinities as null: redo the (rare) spans whose JSON has
-    # a null with nested_json, which keeps them. One search per batch, not one per span.
-    if "null" in "\n".join(attributes):
+    # The fast path writes NaN and infinities as null: redo the (rare) spans that have one
+    # with nested_json, which keeps them. One search per batch, not one per span; "null" in
+    # a string value (a JSON payload) is told apart by the values. (With a redact hook every
+    # span went through nested_json already.)
+    if redact is None and "null" in "\n".join(attributes):
         for i, text in enumerate(attributes):
             raw = spans[i]._attributes
-            if "null" in text and raw:
+            if "null" in text and raw and has_non_finite(getattr(raw, "_dict", raw).values()):
                 try:
                     attributes[i] = nested_json(
                         getattr(raw, "_dict", raw), max_chars=max_chars, redact=redact
