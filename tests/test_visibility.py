@@ -613,4 +613,3 @@ def test_allows_takes_the_builder_flock_agent_returns() -> None:
     for visibility in (LabelledVisibility({"legal"}), TenantVisibility("acme"), only_for("legal")):
         assert visibility.allows(legal)
         assert not visibility.allows(other)
-
