@@ -52,6 +52,8 @@ from pydantic import ValidationError
 from flock.artifacts import Artifact
 from flock.exceptions import ConfigurationError, PayloadValidationError, RegistryError
 from flock.registry import registry
+from flock.store import _postgres_sql as q
+from flock.store._postgres_sql import MIGRATIONS, SCHEMA_VERSION
 from flock.store.base import Store
 from flock.store.queue import ClaimedRun, FailedRun, LeaseLost, RunRequest, WorkQueue
 from flock.visibility import Visibility
@@ -64,198 +66,6 @@ T = TypeVar("T")
 
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,50}$")
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-_ARTIFACT_COLUMNS = (
-    "id, type, payload::text, produced_by, correlation_id, tags, traceparent, created_at,"
-    " visibility::text"
-)
-_MIGRATION_LOCK = 0x666C6F636B  # "flock": the advisory lock key of schema migrations
-
-MIGRATIONS: tuple[str, ...] = (
-    # 1: artifacts, consumption records, the work queue.
-    """
-    CREATE TABLE artifacts (
-        seq bigserial NOT NULL UNIQUE,
-        id text PRIMARY KEY,
-        type text NOT NULL,
-        payload jsonb NOT NULL,
-        produced_by text NOT NULL,
-        correlation_id text NOT NULL,
-        tags text[] NOT NULL DEFAULT '{}',
-        traceparent text,
-        created_at timestamptz NOT NULL
-    );
-    CREATE INDEX artifacts_type ON artifacts (type, seq);
-    CREATE INDEX artifacts_correlation ON artifacts (correlation_id, seq);
-    CREATE INDEX artifacts_producer ON artifacts (produced_by, seq);
-    CREATE TABLE consumptions (
-        seq bigserial PRIMARY KEY,
-        artifact_id text NOT NULL,
-        agent text NOT NULL,
-        run_id bigint,
-        consumed_at timestamptz NOT NULL DEFAULT now()
-    );
-    CREATE INDEX consumptions_artifact ON consumptions (artifact_id, seq);
-    CREATE TABLE runs (
-        id bigserial PRIMARY KEY,
-        agent text NOT NULL,
-        artifact_ids text[] NOT NULL,
-        workflow text,
-        state text NOT NULL DEFAULT 'queued'
-            CHECK (state IN ('queued', 'leased', 'done', 'failed')),
-        attempt integer NOT NULL DEFAULT 0,
-        worker_id text,
-        claimed_at timestamptz,
-        lease_until timestamptz,
-        previous_worker text,
-        previous_claimed_at timestamptz,
-        error text,
-        enqueued_at timestamptz NOT NULL DEFAULT now(),
-        finished_at timestamptz,
-        UNIQUE (agent, artifact_ids)
-    );
-    CREATE INDEX runs_pending ON runs (agent, id) WHERE state IN ('queued', 'leased');
-    """,
-    # 2: runs know their workflow (failures reported to its publisher); runaway-loop counts.
-    """
-    ALTER TABLE runs ADD COLUMN correlation_id text;
-    ALTER TABLE runs ADD COLUMN runaway boolean NOT NULL DEFAULT false;
-    CREATE INDEX runs_failed ON runs (correlation_id, finished_at) WHERE state = 'failed';
-    CREATE TABLE run_counts (
-        correlation_id text NOT NULL,
-        agent text NOT NULL,
-        runs bigint NOT NULL,
-        PRIMARY KEY (correlation_id, agent)
-    );
-    """,
-    # 3: 'finishing': published, the agent's hooks after publishing still running.
-    """
-    ALTER TABLE runs DROP CONSTRAINT runs_state_check;
-    ALTER TABLE runs ADD CONSTRAINT runs_state_check
-        CHECK (state IN ('queued', 'leased', 'finishing', 'done', 'failed'));
-    """,
-    # 4: which agents may see an artifact (flock.visibility); existing rows are public.
-    """
-    ALTER TABLE artifacts ADD COLUMN IF NOT EXISTS visibility jsonb NOT NULL
-        DEFAULT '{"kind": "Public"}'::jsonb;
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
-"""The schema version this code migrates to."""
-
-_INSERT_ARTIFACT = (
-    "INSERT INTO artifacts (id, type, payload, produced_by, correlation_id, tags, traceparent,"
-    " created_at, visibility) VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s::jsonb)"
-    " ON CONFLICT (id) DO NOTHING"
-)
-_INSERT_RUN = (
-    "INSERT INTO runs (agent, artifact_ids, workflow) VALUES (%s, %s, %s)"
-    " ON CONFLICT (agent, artifact_ids) DO NOTHING"
-)
-_ENQUEUE = """
-req AS (
-    SELECT r.agent, ARRAY(SELECT jsonb_array_elements_text(r.ids)) AS ids, r.workflow,
-        r.cid, r.max_runs, r.error, r.ord
-    FROM jsonb_to_recordset(%(runs)s::jsonb)
-        AS r(agent text, ids jsonb, workflow text, cid text, max_runs integer, error text,
-            ord integer)
-    WHERE {guard}
-), counted AS (
-    -- Runs per (workflow, agent) across all workers; the row lock serializes publishers.
-    INSERT INTO run_counts (correlation_id, agent, runs)
-    SELECT cid, agent, count(*) FROM req WHERE cid IS NOT NULL
-    GROUP BY cid, agent ORDER BY cid, agent
-    ON CONFLICT (correlation_id, agent) DO UPDATE SET runs = run_counts.runs + excluded.runs
-    RETURNING correlation_id, agent, runs
-), ranked AS (
-    SELECT req.*, c.runs - count(*) OVER w + row_number() OVER (w ORDER BY req.ord) AS n
-    FROM req LEFT JOIN counted AS c ON c.correlation_id = req.cid AND c.agent = req.agent
-    WINDOW w AS (PARTITION BY req.cid, req.agent)
-), triggered AS (
-    INSERT INTO runs (agent, artifact_ids, workflow, correlation_id, state, runaway, error,
-        finished_at)
-    SELECT agent, ids, workflow, cid,
-        CASE WHEN error IS NOT NULL OR n > max_runs THEN 'failed' ELSE 'queued' END,
-        error IS NULL AND coalesce(n > max_runs, false),
-        coalesce(error, CASE WHEN n > max_runs THEN format('agent %%L ran %%s times in'
-            ' workflow %%L and was stopped as a runaway loop; fix the loop or raise'
-            ' Flock(max_agent_runs=...)', agent, max_runs, cid) END),
-        CASE WHEN error IS NOT NULL OR n > max_runs THEN now() END
-    FROM ranked ORDER BY ord
-    ON CONFLICT (agent, artifact_ids) DO NOTHING
-    RETURNING state
-)"""
-_PUBLISH_RUNS = (
-    "WITH "
-    + _ENQUEUE.format(guard="true")
-    + " SELECT pg_notify(%(channel)s, 'q') FROM (SELECT count(*) FROM triggered) AS t"
-)
-_CLAIM = """
-WITH candidates AS (
-    SELECT id FROM runs
-    WHERE state IN ('queued', 'leased') AND agent = ANY(%(agents)s)
-      AND (state = 'queued' OR lease_until < now())
-      AND attempt < %(max_attempts)s
-    ORDER BY id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE runs AS r SET
-    state = 'leased',
-    attempt = r.attempt + 1,
-    worker_id = %(worker)s,
-    claimed_at = now(),
-    lease_until = now() + make_interval(secs => %(lease)s),
-    previous_worker = r.worker_id,
-    previous_claimed_at = r.claimed_at
-FROM candidates
-WHERE r.id = candidates.id
-RETURNING r.id, r.agent, r.artifact_ids, r.attempt, r.workflow, r.previous_worker,
-    r.previous_claimed_at
-"""
-_COMPLETE = (
-    """
-WITH done AS (
-    -- 'finishing' while the agent's hooks after publishing still run (see finish()).
-    UPDATE runs SET state = CASE WHEN %(finishing)s THEN 'finishing' ELSE 'done' END,
-        lease_until = CASE WHEN %(finishing)s THEN lease_until END,
-        finished_at = CASE WHEN %(finishing)s THEN NULL ELSE now() END
-    WHERE id = %(run)s AND worker_id = %(worker)s AND attempt = %(attempt)s
-      AND state = 'leased'
-    RETURNING id
-), outputs AS (
-    INSERT INTO artifacts (id, type, payload, produced_by, correlation_id, tags, traceparent,
-        created_at, visibility)
-    SELECT a.id, a.type, a.payload, a.produced_by, a.correlation_id,
-        ARRAY(SELECT jsonb_array_elements_text(a.tags)), a.traceparent, a.created_at,
-        a.visibility
-    FROM jsonb_to_recordset(%(artifacts)s::jsonb) AS a(id text, type text, payload jsonb,
-        produced_by text, correlation_id text, tags jsonb, traceparent text,
-        created_at timestamptz, visibility jsonb)
-    WHERE EXISTS (SELECT 1 FROM done)
-    ON CONFLICT (id) DO NOTHING
-), """
-    + _ENQUEUE.format(guard="EXISTS (SELECT 1 FROM done)")
-    + """, consumed AS (
-    INSERT INTO consumptions (artifact_id, agent, run_id)
-    SELECT input, %(agent)s, done.id FROM done, unnest(%(inputs)s::text[]) AS input
-), notified AS (
-    SELECT pg_notify(%(channel)s, %(kind)s) FROM done
-)
-SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM notified)
-"""
-)
-_GIVE_UP = """
-UPDATE runs SET state = 'failed', lease_until = NULL, finished_at = now(),
-    error = format('abandoned %%s times: worker %%s stopped renewing its lease',
-                   attempt, worker_id)
-WHERE state = 'leased' AND lease_until < now() AND attempt >= %s
-"""
-_ABANDONED_FINISHING = """
-UPDATE runs SET state = 'failed', lease_until = NULL, finished_at = now(),
-    error = format('worker %%s stopped during the hooks that run after publishing'
-                   ' (the outputs are published)', worker_id)
-WHERE state = 'finishing' AND lease_until < now()
-"""
 
 
 def parse_traceparent(value: str | None) -> SpanContext | None:
@@ -354,7 +164,7 @@ def _inputs_for_report(rows: dict[str, Sequence[Any]], ids: Sequence[str]) -> tu
 
 
 def _load_artifact(row: Sequence[Any]) -> Artifact:
-    """An artifact from a row of ``_ARTIFACT_COLUMNS``, its payload re-validated."""
+    """An artifact from a row of ``q.ARTIFACT_COLUMNS``, its payload re-validated."""
     *fields, stored_visibility = row
     artifact_id, type_name, payload, produced_by, correlation_id, tags, traceparent, created = (
         fields
@@ -493,7 +303,7 @@ class PostgresStore(Store, WorkQueue):
         """Create the schema and apply missing migrations (one process at a time)."""
         connect = psycopg.AsyncConnection.connect
         async with await connect(self.dsn, **self._kwargs) as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", [_MIGRATION_LOCK])
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", [q.MIGRATION_LOCK])
             await conn.execute(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
             )
@@ -571,7 +381,7 @@ class PostgresStore(Store, WorkQueue):
     async def get(self, artifact_id: str) -> Artifact | None:
         async def op(conn: psycopg.AsyncConnection[Any]) -> Artifact | None:
             cur = await conn.execute(
-                f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE id = %s", [artifact_id]
+                f"SELECT {q.ARTIFACT_COLUMNS} FROM artifacts WHERE id = %s", [artifact_id]
             )
             row = await cur.fetchone()
             return _load_artifact(row) if row is not None else None
@@ -598,7 +408,7 @@ class PostgresStore(Store, WorkQueue):
                 params.append(value)
         if limit is not None and limit <= 0:
             return []
-        text = f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts"
+        text = f"SELECT {q.ARTIFACT_COLUMNS} FROM artifacts"
         if where:
             text += " WHERE " + " AND ".join(where)
         if limit is not None:
@@ -647,9 +457,9 @@ class PostgresStore(Store, WorkQueue):
         async def op(conn: psycopg.AsyncConnection[Any]) -> None:
             async with conn.transaction(), conn.cursor() as cur:
                 if artifact_rows:
-                    await cur.executemany(_INSERT_ARTIFACT, artifact_rows)
+                    await cur.executemany(q.INSERT_ARTIFACT, artifact_rows)
                 if runs:
-                    await cur.execute(_PUBLISH_RUNS, run_params)
+                    await cur.execute(q.PUBLISH_RUNS, run_params)
 
         await self._run("publish", op)
 
@@ -659,7 +469,7 @@ class PostgresStore(Store, WorkQueue):
         async def op(conn: psycopg.AsyncConnection[Any]) -> bool:
             async with conn.transaction():
                 cur = await conn.execute(
-                    _INSERT_RUN + " RETURNING id", [agent, list(artifact_ids), workflow]
+                    q.INSERT_RUN + " RETURNING id", [agent, list(artifact_ids), workflow]
                 )
                 inserted = await cur.fetchone() is not None
                 if inserted:
@@ -682,17 +492,17 @@ class PostgresStore(Store, WorkQueue):
         }
 
         async def op(conn: psycopg.AsyncConnection[Any]) -> list[ClaimedRun]:
-            cur = await conn.execute(_CLAIM, params)
+            cur = await conn.execute(q.CLAIM, params)
             claimed = await cur.fetchall()
             if not claimed:
-                given_up = await conn.execute(_GIVE_UP, [self.max_attempts])
-                abandoned = await conn.execute(_ABANDONED_FINISHING)
+                given_up = await conn.execute(q.GIVE_UP, [self.max_attempts])
+                abandoned = await conn.execute(q.ABANDONED_FINISHING)
                 if given_up.rowcount or abandoned.rowcount:
                     await conn.execute("SELECT pg_notify(%s, 'd')", [self.channel])
                 return []
             ids = sorted({i for row in claimed for i in row[2]})
             cur = await conn.execute(
-                f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE id = ANY(%s)", [ids]
+                f"SELECT {q.ARTIFACT_COLUMNS} FROM artifacts WHERE id = ANY(%s)", [ids]
             )
             rows = await cur.fetchall()
             by_id = {row[0]: row for row in rows}
@@ -769,7 +579,7 @@ class PostgresStore(Store, WorkQueue):
 
         async def op(conn: psycopg.AsyncConnection[Any]) -> None:
             async with conn.cursor() as cur:
-                await cur.execute(_COMPLETE, params)
+                await cur.execute(q.COMPLETE, params)
                 row = await cur.fetchone()
                 if not row or row[0] != 1:
                     await self._check_owner(cur, run)  # ok if a retried commit did it
@@ -860,7 +670,7 @@ class PostgresStore(Store, WorkQueue):
                 rows = await cur.fetchall()
                 ids = sorted({i for row in rows for i in row[2]})
                 await cur.execute(
-                    f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE id = ANY(%s)", [ids]
+                    f"SELECT {q.ARTIFACT_COLUMNS} FROM artifacts WHERE id = ANY(%s)", [ids]
                 )
                 by_id = {row[0]: row for row in await cur.fetchall()}
             failed: list[FailedRun] = []
