@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import Span
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import Link, Span, StatusCode
 from pydantic import BaseModel, Field
 
 from flock import Flock
@@ -185,3 +187,41 @@ def add_child(t: Traced, root: Span, name: str, *, count: int = 1, at: int | Non
         if workflow:
             child.set_attribute("workflow.name", str(workflow))
         child.end(end_time=begin + 500)
+
+
+def sdk_trace(*exporters: SpanExporter, service: str) -> tuple[int, dict[str, int]]:
+    """A small nested trace made by a real SDK provider — parent and children, attributes,
+    events, a link, an error, a resource with ``service.name`` — sent by ``exporters`` (as a
+    worker does);
+    returns the trace id and the span ids by name."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    tracer = provider.get_tracer("tests.otlp")
+    with tracer.start_as_current_span(
+        "remote_workflow", attributes={"workflow.name": "remote"}
+    ) as root:
+        with tracer.start_as_current_span("Flock.publish") as publish:
+            publish.set_attribute("flock.artifact.count", 3)
+            publish.set_attribute("flock.artifact.types", ["Job", "Step"])
+        with tracer.start_as_current_span(
+            "Agent.execute",
+            links=[Link(publish.get_span_context(), {"link.kind": "consumed"})],
+        ) as run:
+            run.set_attribute("gen_ai.agent.name", "first")
+            run.set_attribute("flock.attempt", 1)
+            run.set_attribute("flock.ratio", 0.5)
+            run.set_attribute("flock.abandoned", False)
+            run.add_event("retrying", {"delay_s": 1.5})
+            try:
+                raise RuntimeError("the oven is on fire")
+            except RuntimeError as exc:
+                run.record_exception(exc)
+                run.set_status(StatusCode.ERROR, "RuntimeError: the oven is on fire")
+    ids = {
+        "remote_workflow": root.get_span_context().span_id,
+        "Flock.publish": publish.get_span_context().span_id,
+        "Agent.execute": run.get_span_context().span_id,
+    }
+    provider.shutdown()  # exports what is left, like a worker at exit
+    return run.get_span_context().trace_id, ids

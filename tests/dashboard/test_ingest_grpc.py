@@ -38,17 +38,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
     add_TraceServiceServicer_to_server,
 )
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import Link, StatusCode
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
 
 from flock.cli import main
 from flock.dashboard._ingest import SpanSink
 from flock.dashboard._ingest_grpc import SERVICE, OtlpGrpcReceiver, TraceExportService
 from flock.tracing.export import encode_request
 from flock.tracing.processor import DuckDBSpanProcessor, active_writers
-from tests.dashboard._support import ServerThread, server
+from tests.dashboard._support import ServerThread, sdk_trace, server
 from tests.tracing.stored import seed_trace, write_spans
 
 TOKEN = "grpc-s3cret"
@@ -104,43 +102,6 @@ def file_rows(db: Path) -> list[dict[str, Any]]:
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def sdk_trace(*exporters: SpanExporter) -> tuple[int, dict[str, int]]:
-    """A small nested trace made by a real SDK provider — parent and children, attributes,
-    events, a link, an error, a resource with ``service.name`` — sent by ``exporters``;
-    returns the trace id and the span ids by name."""
-    provider = TracerProvider(resource=Resource.create({"service.name": "grpc-worker"}))
-    for exporter in exporters:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-    tracer = provider.get_tracer("tests.otlp.grpc")
-    with tracer.start_as_current_span(
-        "remote_workflow", attributes={"workflow.name": "remote"}
-    ) as root:
-        with tracer.start_as_current_span("Flock.publish") as publish:
-            publish.set_attribute("flock.artifact.count", 3)
-            publish.set_attribute("flock.artifact.types", ["Job", "Step"])
-        with tracer.start_as_current_span(
-            "Agent.execute",
-            links=[Link(publish.get_span_context(), {"link.kind": "consumed"})],
-        ) as run:
-            run.set_attribute("gen_ai.agent.name", "first")
-            run.set_attribute("flock.attempt", 1)
-            run.set_attribute("flock.ratio", 0.5)
-            run.set_attribute("flock.abandoned", False)
-            run.add_event("retrying", {"delay_s": 1.5})
-            try:
-                raise RuntimeError("the oven is on fire")
-            except RuntimeError as exc:
-                run.record_exception(exc)
-                run.set_status(StatusCode.ERROR, "RuntimeError: the oven is on fire")
-    ids = {
-        "remote_workflow": root.get_span_context().span_id,
-        "Flock.publish": publish.get_span_context().span_id,
-        "Agent.execute": run.get_span_context().span_id,
-    }
-    provider.shutdown()  # exports what is left, like a worker at exit
-    return run.get_span_context().trace_id, ids
-
-
 def free_port() -> int:
     with closing(socket.socket()) as s:
         s.bind(("127.0.0.1", 0))
@@ -174,6 +135,7 @@ def test_the_real_grpc_exporter_stores_what_the_http_route_stores(tmp_path: Path
         trace_id, ids = sdk_trace(
             HttpSpanExporter(endpoint=f"{over_http.url}v1/traces", timeout=10),
             GrpcSpanExporter(endpoint=address, insecure=True, timeout=10),
+            service="grpc-worker",
         )
         # Answered only once written: the dashboard shows the trace right away.
         page = httpx.get(f"{over_grpc.url}api/traces", timeout=10).json()

@@ -20,16 +20,15 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
-from opentelemetry.trace import Link, StatusCode
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.trace import StatusCode
 
 from flock.dashboard import create_app
 from flock.testing import SpanCapture
 from flock.tracing.export import encode_request, request_to_json
 from flock.tracing.processor import DuckDBSpanProcessor, active_writers
-from tests.dashboard._support import Traced, server
+from tests.dashboard._support import Traced, sdk_trace, server
 from tests.dashboard.conftest import client_for
 from tests.tracing.stored import hex_ids, seed_trace, write_spans
 
@@ -76,36 +75,10 @@ async def collector(ingest_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def traced_spans(endpoint: str, **exporter: Any) -> tuple[int, dict[str, int]]:
-    """A small nested trace made by a real SDK provider and sent by the real OTLP/HTTP
-    exporter (as a worker does); returns the trace id and the span ids by name."""
-    provider = TracerProvider(resource=Resource.create({"service.name": "otlp-worker"}))
-    provider.add_span_processor(
-        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=10, **exporter))
+    """:func:`sdk_trace` sent by the real OTLP/HTTP exporter."""
+    return sdk_trace(
+        OTLPSpanExporter(endpoint=endpoint, timeout=10, **exporter), service="otlp-worker"
     )
-    tracer = provider.get_tracer("tests.otlp")
-    with tracer.start_as_current_span("remote_workflow", attributes={"workflow.name": "remote"}):
-        with tracer.start_as_current_span("Flock.publish") as publish:
-            publish.set_attribute("flock.artifact.count", 3)
-            publish.set_attribute("flock.artifact.types", ["Job", "Step"])
-        with tracer.start_as_current_span(
-            "Agent.execute",
-            links=[Link(publish.get_span_context(), {"link.kind": "consumed"})],
-        ) as run:
-            run.set_attribute("gen_ai.agent.name", "first")
-            run.set_attribute("flock.attempt", 1)
-            run.set_attribute("flock.ratio", 0.5)
-            run.set_attribute("flock.abandoned", False)
-            run.add_event("retrying", {"delay_s": 1.5})
-            try:
-                raise RuntimeError("the oven is on fire")
-            except RuntimeError as exc:
-                run.record_exception(exc)
-                run.set_status(StatusCode.ERROR, "RuntimeError: the oven is on fire")
-    ids = {"Flock.publish": publish.get_span_context().span_id}
-    ids["Agent.execute"] = run.get_span_context().span_id
-    trace_id = run.get_span_context().trace_id
-    provider.shutdown()  # exports what is left, like a worker at exit
-    return trace_id, ids
 
 
 def test_spans_from_the_real_exporter_land_in_the_file(tmp_path: Path) -> None:
