@@ -17,6 +17,7 @@ def _hygiene(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     for key in list(os.environ):
         if key.startswith(("FLOCK_", "OTEL_")):
             monkeypatch.delenv(key)
+    monkeypatch.delenv("DEFAULT_MODEL", raising=False)  # flock-core's, read as a fallback
     monkeypatch.setenv("FLOCK_AUTO_TRACE", "false")
     monkeypatch.setenv("FLOCK_OUTPUT", "off")
     monkeypatch.chdir(tmp_path)

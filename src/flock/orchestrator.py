@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
@@ -103,7 +104,8 @@ class Flock:
 
     Args:
         model: default LLM model of agents that use the default :class:`DSPyEngine`
-            (a LiteLLM name such as ``"openai/gpt-4o"``).
+            (a LiteLLM name such as ``"openai/gpt-4o"``); default ``FLOCK_MODEL``, else
+            ``DEFAULT_MODEL`` (the variable flock-core reads).
         store: where artifacts live (default: a new :class:`MemoryStore`).
         max_agent_runs: how often one agent may run within one workflow (one correlation
             id) before the orchestrator stops it as a runaway loop. Without a distributed
@@ -126,7 +128,7 @@ class Flock:
             raise ConfigurationError(f"store must be a flock.store.Store, got {store!r}")
         if not isinstance(max_agent_runs, int) or max_agent_runs < 1:
             raise ConfigurationError(f"max_agent_runs must be an int ≥ 1, got {max_agent_runs!r}")
-        self.model = model
+        self.model = model or os.environ.get("FLOCK_MODEL") or os.environ.get("DEFAULT_MODEL")
         self.store: Store = store if store is not None else store_from_env()
         self.max_agent_runs = max_agent_runs
         self._tracer_provider = tracer_provider

@@ -211,6 +211,29 @@ async def test_no_model_anywhere_says_where_to_put_one() -> None:
     with pytest.raises(AgentRunError, match=r"Flock\('openai/gpt-4o'\)") as info:
         await flock.invoke("chef", Idea(topic="x"))
     assert isinstance(info.value.__cause__, ConfigurationError)
+    assert "FLOCK_MODEL" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "model"),
+    [
+        ({"FLOCK_MODEL": "openai/from-flock"}, "from-flock"),
+        ({"DEFAULT_MODEL": "openai/from-peer"}, "from-peer"),  # flock-core's variable
+        ({"FLOCK_MODEL": "openai/first", "DEFAULT_MODEL": "openai/second"}, "first"),
+    ],
+)
+async def test_the_model_can_come_from_the_environment(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], model: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    flock = Flock()
+    assert Flock("openai/explicit").model == "openai/explicit"  # an argument wins
+    flock.agent("chef").consumes(Idea).publishes(Pizza).with_engines(
+        DSPyEngine(api_base=server.base_url)
+    )
+    await flock.invoke("chef", Idea(topic="x"))
+    assert server.requests[0]["model"] == model
 
 
 async def test_agent_model_overrides_the_flock_model(server: FakeOpenAIServer) -> None:

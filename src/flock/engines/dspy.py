@@ -240,8 +240,9 @@ class DSPyEngine(Engine):
         model = self.model or default_model
         if not model:
             raise ConfigurationError(
-                "DSPyEngine has no model: pass one to Flock('openai/gpt-4o'), to "
-                "flock.agent(...).model('openai/gpt-4o'), or to DSPyEngine(model=...); or give "
+                "DSPyEngine has no model: pass one to Flock('openai/gpt-4o') (or set "
+                "FLOCK_MODEL), to flock.agent(...).model('openai/gpt-4o'), or to "
+                "DSPyEngine(model=...); or give "
                 "the agent another engine with .with_engines(...)"
             )
         lm = self._lms.get(model)
