@@ -34,6 +34,7 @@ from opentelemetry.trace import Link, StatusCode
 from pydantic import BaseModel, ValidationError
 
 from flock.artifacts import Artifact, payload_json
+from flock.best_of import BestOf, ScoreFunction, best_of_spec, evaluate_best_of
 from flock.components import HOOKS, AgentComponent, OutputUtilityComponent, RunContext, overrides
 from flock.engines.base import Engine
 from flock.engines.function import FunctionEngine
@@ -83,6 +84,8 @@ class Agent:
         self.tenant_id: str | None = None
         self.output_visibility: dict[type[BaseModel], Visibility] = {}
         """Who may see its outputs, by type (``publishes(..., visibility=)``; else public)."""
+        self.best_of: BestOf | None = None
+        """Candidates per run and how they are scored (``best_of()``, :mod:`flock.best_of`)."""
         self._semaphore: asyncio.Semaphore | None = None
         self._semaphore_loop: asyncio.AbstractEventLoop | None = None
         self._hooks: dict[str, tuple[AgentComponent, ...]] | None = None
@@ -138,6 +141,19 @@ class Agent:
             components = self.components
             self._hooks = {h: tuple(c for c in components if overrides(c, h)) for h in HOOKS}
         return self._hooks[hook]
+
+    async def evaluate_engines(
+        self, ctx: RunContext, inputs: list[Artifact], instrument: Instrument
+    ) -> list[BaseModel]:
+        """The engine phase of a run: every engine in order, each in its ``<Engine>.evaluate``
+        span; their outputs together."""
+        outputs: list[BaseModel] = []
+        for engine in self.resolved_engines():
+            with instrument.span(
+                f"{type(engine).__name__}.evaluate", {"gen_ai.agent.name": self.name}
+            ):
+                outputs.extend(self.coerce_outputs(await engine.evaluate(ctx, inputs)))
+        return outputs
 
     def coerce_outputs(self, result: Any) -> list[BaseModel]:
         """Turn an engine's return value into a list of declared output models."""
@@ -310,12 +326,10 @@ class Agent:
                 inputs = _returned(
                     component, "on_pre_evaluate", await component.on_pre_evaluate(ctx, inputs)
                 )
-        outputs: list[BaseModel] = []
-        for engine in self.resolved_engines():
-            with instrument.span(
-                f"{type(engine).__name__}.evaluate", {"gen_ai.agent.name": self.name}
-            ):
-                outputs.extend(self.coerce_outputs(await engine.evaluate(ctx, inputs)))
+        if self.best_of is not None:  # n candidates at once; the best one goes on from here
+            outputs = await evaluate_best_of(self.best_of, self, ctx, inputs, instrument)
+        else:
+            outputs = await self.evaluate_engines(ctx, inputs, instrument)
         for component in self.hooks("on_post_evaluate"):
             with instrument.span(f"{type(component).__name__}.on_post_evaluate"):
                 outputs = self.coerce_outputs(
@@ -611,6 +625,19 @@ class AgentBuilder:
             )
         self.agent.retries = n
         self.agent.retry_backoff = backoff
+        return self
+
+    def best_of(self, n: int, score: ScoreFunction | None = None) -> AgentBuilder:
+        """Evaluate ``n`` candidates per run, concurrently, and publish the best one.
+
+        Each run's engine phase (all engines, on the inputs after ``on_pre_evaluate``) runs
+        ``n`` times at once; ``score(outputs)`` gets one candidate's outputs (the list of its
+        output models) and returns a number, higher is better (``async def`` works too). The
+        best candidate (the first of equals) goes on through ``on_post_evaluate`` and is
+        published; the others are dropped. Failing candidates are logged and skipped; when
+        all fail, so does the run. ``n=1`` turns it off. See :mod:`flock.best_of`.
+        """
+        self.agent.best_of = best_of_spec(self.agent.name, n, score)
         return self
 
     def timeout(self, seconds: float | None) -> AgentBuilder:
