@@ -7,6 +7,8 @@ import logging
 import math
 import threading
 from collections.abc import Callable
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -307,8 +309,8 @@ async def test_when_every_candidate_fails_the_run_fails_with_the_first_error(
     [
         (lambda outputs: 1 / 0, RuntimeError, "raised on candidate 0: ZeroDivisionError"),
         (lambda outputs: math.nan, ValueError, "returned NaN for candidate 0"),
-        (lambda outputs: "high", TypeError, "returned str ('high') for candidate 0"),
-        (lambda outputs: None, TypeError, "returned NoneType (None) for candidate 0"),
+        (lambda outputs: "high", ConfigurationError, "returned str ('high') for candidate 0"),
+        (lambda outputs: None, ConfigurationError, "returned NoneType (None) for candidate 0"),
     ],
     ids=["raises", "nan", "string", "none"],
 )
@@ -535,3 +537,83 @@ async def test_postgres_workers_run_the_candidates_too(pg_store: PostgresStore) 
     await flock.run_until_idle(timeout=30)
     assert calls == [0, 1, 2]
     assert await pg_store.payloads(Pizza) == [Pizza(name="t 1", toppings=["x"] * 3)]
+
+
+# Found by a review ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("score", "best"),
+    [
+        (lambda outputs: 10 ** (400 + len(outputs[0].toppings)), 1),  # beyond float range
+        (lambda outputs: Decimal(len(outputs[0].toppings)) / 3, 1),
+        (lambda outputs: Fraction(len(outputs[0].toppings), 3), 1),
+    ],
+    ids=["huge int", "Decimal", "Fraction"],
+)
+async def test_any_real_number_is_a_score(score: Any, best: int, capture: SpanCapture) -> None:
+    """A huge int failed with a bare OverflowError, a Decimal was refused as no number."""
+    engine, _ = numbered(1, 3, 2)
+    flock = Flock(tracer_provider=capture.provider)
+    chef(flock, engine, score=score)
+    await flock.publish(Idea(topic="t"))
+    await flock.run_until_idle()
+    assert [p.name for p in await pizzas(flock)] == [f"t {best}"]
+    assert isinstance(attrs(candidate_spans(capture)[1])["flock.best_of.score"], float)
+
+
+async def test_a_score_that_is_no_number_is_not_retried() -> None:
+    engine, calls = numbered(1, 2, 3, 4, 5, 6, 7, 8, 9)
+    flock = Flock()
+    chef(flock, engine, score=lambda outputs: "high").retries(2, backoff=0)
+    await flock.publish(Idea(topic="t"))
+    with pytest.raises(AgentFailures):
+        await flock.run_until_idle()
+    assert len(calls) == 3  # one attempt: a configuration error fails the same way each time
+
+
+async def test_an_engine_failure_beside_a_score_failure_is_reported_too(
+    capture: SpanCapture,
+) -> None:
+    """The score function's error used to hide the other candidate's engine error."""
+    calls: list[int] = []
+
+    async def engine(idea: Idea) -> Pizza:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise ValueError("database credentials rejected")
+        return Pizza(name="p", toppings=[])
+
+    def score(outputs: list[Any]) -> float:
+        raise KeyError("toppings_count")
+
+    flock = Flock(tracer_provider=capture.provider)
+    chef(flock, engine, n=2, score=score)
+    await flock.publish(Idea(topic="t"))
+    with pytest.raises(AgentFailures) as info:
+        await flock.run_until_idle()
+    cause = info.value.failures[0].__cause__
+    assert isinstance(cause, RuntimeError) and "raised on candidate 1: KeyError" in str(cause)
+    assert "database credentials rejected" in " ".join(getattr(cause, "__notes__", []))
+    (execute,) = capture.named("Agent.execute")
+    assert attrs(execute)["flock.best_of.failed"] == 2
+
+
+async def test_an_error_raised_while_candidates_are_cancelled_is_the_runs_error() -> None:
+    """It came out as an ExceptionGroup from the candidates' task group."""
+
+    async def engine(idea: Idea) -> Pizza:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise ConnectionError("could not close the connection cleanly") from None
+        raise AssertionError("unreachable")
+
+    flock = Flock()
+    chef(flock, engine).timeout(0.1)
+    await flock.publish(Idea(topic="t"))
+    with pytest.raises(AgentFailures) as info:
+        await flock.run_until_idle()
+    cause = info.value.failures[0].__cause__
+    assert not isinstance(cause, BaseExceptionGroup)
+    assert isinstance(cause, ConnectionError | TimeoutError)

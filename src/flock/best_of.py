@@ -7,7 +7,8 @@ output models, possibly empty), and the highest-scoring candidate goes on throug
 ``on_post_evaluate`` and publishing like the outputs of any run. A tie goes to the first
 candidate. A candidate whose engines fail is logged and recorded on its span, and the others
 compete without it; when every candidate fails, the run fails with the first one's error.
-A score function that raises or returns something other than a number (or NaN) fails the run.
+A score function that raises fails the run; one that returns something other than a real
+number (or NaN) fails it with :class:`ConfigurationError` (not retried).
 
 Each candidate gets its own shallow copy of ``ctx.state``; the chosen one's becomes the run's.
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import decimal
 import inspect
 import logging
 import math
@@ -108,7 +110,8 @@ class _Candidate:
     end_ns: int | None = None
     outputs: list[BaseModel] = dataclasses.field(default_factory=list)
     state: dict[str, Any] = dataclasses.field(default_factory=dict)
-    score: float | None = None
+    score: Any = None
+    """Its score (any real number), once scored."""
     error: BaseException | None = None
     """What its engines raised (the others compete without it)."""
     score_error: BaseException | None = None
@@ -126,9 +129,15 @@ async def evaluate_best_of(
         execute.set_attribute("flock.best_of.n", spec.n)
     chosen_index = -1
     try:
-        async with asyncio.TaskGroup() as group:
-            for candidate in candidates:
-                group.create_task(_candidate(spec, agent, ctx, inputs, instrument, candidate))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for candidate in candidates:
+                    group.create_task(_candidate(spec, agent, ctx, inputs, instrument, candidate))
+        except BaseExceptionGroup as group:  # raised by candidates while being cancelled
+            first, *others = group.exceptions
+            for other in others:
+                first.add_note(f"another best_of candidate raised {type(other).__name__}: {other}")
+            raise first from None  # as the run would raise it without best_of
         chosen = _choose(agent, candidates)
         chosen_index = chosen.index
     finally:  # also when the run is cancelled (its timeout): every candidate span ends
@@ -139,7 +148,7 @@ async def evaluate_best_of(
                 )
                 candidate.span.end(end_time=candidate.end_ns)
         if execute is not None:
-            failed = sum(c.error is not None for c in candidates)
+            failed = sum(c.error is not None or c.score_error is not None for c in candidates)
             execute.set_attribute("flock.best_of.failed", failed)
     if execute is not None:
         execute.set_attribute("flock.best_of.chosen_index", chosen.index)
@@ -174,7 +183,7 @@ async def _candidate(
         scoring = True
         candidate.score = await _score(spec, agent, candidate)
         if span is not None:
-            span.set_attribute("flock.best_of.score", candidate.score)
+            span.set_attribute("flock.best_of.score", _as_float(candidate.score))
     except BaseException as error:
         task = asyncio.current_task()
         interrupted = not isinstance(error, Exception | asyncio.CancelledError) or bool(
@@ -197,7 +206,10 @@ async def _candidate(
             context_api.detach(token)
 
 
-async def _score(spec: BestOf, agent: Agent, candidate: _Candidate) -> float:
+async def _score(spec: BestOf, agent: Agent, candidate: _Candidate) -> Any:
+    """The candidate's score: any real number (``int``, ``float``, ``Decimal``, ``Fraction``,
+    ``bool``), compared as it is (a huge ``int`` too). A score function that returns something
+    else is a configuration error (not retried)."""
     where = f"agent {agent.name!r}: its best_of score function"
     try:
         value: Any = spec.score(candidate.outputs)
@@ -207,28 +219,40 @@ async def _score(spec: BestOf, agent: Agent, candidate: _Candidate) -> float:
         raise RuntimeError(
             f"{where} raised on candidate {candidate.index}: {type(error).__name__}: {error}"
         ) from error
-    if not isinstance(value, numbers.Real):
-        raise TypeError(
+    if not isinstance(value, numbers.Real | decimal.Decimal):
+        raise ConfigurationError(
             f"{where} returned {type(value).__name__} ({value!r:.100}) for candidate "
-            f"{candidate.index}; it must return a number (int or float, higher is better)"
+            f"{candidate.index}; it must return a number (higher is better)"
         )
-    score = float(value)
-    if math.isnan(score):
-        raise ValueError(
+    if value != value:  # NaN (float or Decimal)
+        raise ConfigurationError(
             f"{where} returned NaN for candidate {candidate.index}; it must return a number "
             "that compares (higher is better)"
         )
-    return score
+    return value
+
+
+def _as_float(score: Any) -> float:
+    """A score as a span attribute (an ``int`` beyond float range: ±inf)."""
+    try:
+        return float(score)
+    except OverflowError:
+        return math.inf if score > 0 else -math.inf
 
 
 def _choose(agent: Agent, candidates: list[_Candidate]) -> _Candidate:
     """The highest-scoring candidate (the first of equals); raise when scoring failed or
     every candidate failed."""
-    for candidate in candidates:
-        if candidate.score_error is not None:
-            raise candidate.score_error
     scored = [(c.score, c) for c in candidates if c.score is not None]
     failed = [(c.index, c.error) for c in candidates if c.error is not None]
+    score_errors = [c.score_error for c in candidates if c.score_error is not None]
+    if score_errors:
+        for index, error in failed:  # reported, not hidden behind the scoring error
+            score_errors[0].add_note(
+                f"best_of candidate {index} of agent {agent.name!r} failed too: "
+                f"{type(error).__name__}: {error}"
+            )
+        raise score_errors[0]
     if not scored:
         (_, first), *others = failed
         for index, error in others:
