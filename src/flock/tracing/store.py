@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -172,16 +172,12 @@ class Appender:
     def append(self, table: pa.Table) -> None:
         """Insert ``table`` (from :func:`spans_to_arrow`) into the file's ``spans`` table,
         and the spans other processes left in :func:`pending_dir` (if any)."""
-        conn = self._conn if self._conn is not None else self._open()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._attach(conn)
-        try:
+        with self._attached() as conn:
             self._insert(conn, table)
             self._unmerged = True
             if self._pending.is_dir():
                 self._recover(conn)
-        finally:
-            self._detach(conn)
 
     def _insert(self, conn: duckdb.DuckDBPyConnection, table: pa.Table, where: str = "") -> None:
         import duckdb
@@ -252,39 +248,38 @@ class Appender:
 
         if not self.path.is_file():
             return 0
-        conn = self._conn if self._conn is not None else self._open()
-        self._attach(conn)
-        try:
-            deleted = delete_older(conn, f"{self.ALIAS}.spans", cutoff_ns)
-        except duckdb.CatalogException:  # no spans table yet: nothing to delete
-            return 0
-        finally:
-            self._detach(conn)
+        with self._attached() as conn:
+            try:
+                deleted = delete_older(conn, f"{self.ALIAS}.spans", cutoff_ns)
+            except duckdb.CatalogException:  # no spans table yet: nothing to delete
+                return 0
         self._unmerged = self._unmerged or deleted > 0
         return deleted
 
-    def _attach(self, conn: duckdb.DuckDBPyConnection) -> None:
+    @contextlib.contextmanager
+    def _attached(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The in-memory instance with the file attached as :attr:`ALIAS`, detached after
+        (every use of the file goes through here, so it is held only meanwhile)."""
+        conn = self._conn if self._conn is not None else self._open()
         quoted = str(self.path).replace("'", "''")
         conn.execute(f"ATTACH '{quoted}' AS {self.ALIAS}")  # raises while another process holds it
-
-    def _detach(self, conn: duckdb.DuckDBPyConnection) -> None:
         try:
-            conn.execute(f"DETACH {self.ALIAS}")
-        except Exception:
-            self._drop_instance()  # a fresh instance next time releases whatever is left
-            raise
+            yield conn
+        finally:
+            try:
+                conn.execute(f"DETACH {self.ALIAS}")
+            except Exception:
+                self._drop_instance()  # a fresh instance next time releases whatever is left
+                raise
 
     def checkpoint(self) -> None:
         """Merge the write-ahead log into the file, so that the file alone holds every span
         (done when the writer shuts down; readers replay the log in the meantime)."""
         if not self._unmerged or self._conn is None:
             return
-        self._attach(self._conn)
-        try:
-            self._conn.execute(f"CHECKPOINT {self.ALIAS}")
+        with self._attached() as conn:
+            conn.execute(f"CHECKPOINT {self.ALIAS}")
             self._unmerged = False
-        finally:
-            self._detach(self._conn)
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         import duckdb
