@@ -37,7 +37,6 @@ from __future__ import annotations
 import errno
 import functools
 import hmac
-import socket
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -237,16 +236,11 @@ class OtlpGrpcReceiver:
     def _probe(self) -> None:
         """Bind the address with a plain socket, as gRPC will, and raise why it cannot be
         (gRPC itself only says that it failed)."""
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        try:
-            with socket.socket(family, socket.SOCK_STREAM) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                probe.bind((self.host, self.port))
-        except OSError as exc:
-            raise OSError(
-                exc.errno,
-                f"the OTLP/gRPC receiver cannot listen on {self.address}: {exc.strerror or exc}",
-            ) from None
+        from flock.dashboard.server import bind_socket
+
+        bind_socket(
+            self.host, self.port, who="the OTLP/gRPC receiver", address=self.address
+        ).close()
 
     async def stop(self, grace: float | None = GRACE_S) -> None:
         """Stop accepting exports; those in flight get ``grace`` seconds to finish."""

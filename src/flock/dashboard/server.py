@@ -86,7 +86,7 @@ async def serve(
         ws="websockets-sansio",
     )
     server = _Server(config)
-    sock = _listen(host.strip("[]"), port)  # a taken port fails here, as a plain OSError
+    sock = bind_socket(host.strip("[]"), port)  # a taken port fails here, as a plain OSError
     bound = int(sock.getsockname()[1])
     if receiver is not None and receiver.port == bound:
         sock.close()
@@ -170,7 +170,12 @@ async def _stop_receiver(receiver: OtlpGrpcReceiver, app: FastAPI) -> None:
         await asyncio.to_thread(app.state.dashboard.sink.close)
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def bind_socket(
+    host: str, port: int, *, who: str = "the dashboard", address: str | None = None
+) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (not listening yet); a taken or unusable address is
+    a plain ``OSError`` saying that ``who`` cannot listen on ``address`` (default
+    ``host:port``)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -178,9 +183,8 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise OSError(
-            exc.errno, f"the dashboard cannot listen on {host}:{port}: {exc.strerror or exc}"
-        ) from None
+        where = address or f"{host}:{port}"
+        raise OSError(exc.errno, f"{who} cannot listen on {where}: {exc.strerror or exc}") from None
     return sock
 
 
