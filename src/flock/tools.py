@@ -51,7 +51,6 @@ __all__ = [
     "call_tool",
     "check_tool_engines",
     "check_tools",
-    "is_async_tool",
     "tool_description",
 ]
 
@@ -264,15 +263,11 @@ def check_tool_engines(agent: Agent) -> None:
 # -- calls ---------------------------------------------------------------------------------
 
 
-def is_async_tool(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(fn)
-
-
 async def call_tool(fn: Callable[..., Any], arguments: Mapping[str, Any]) -> Any:
     """``fn(**arguments)`` without blocking the event loop: an ``async def`` tool is awaited,
     a plain function runs in a worker thread (with the context copied, so its own spans
     nest under the tool's span)."""
-    if is_async_tool(fn):
+    if inspect.iscoroutinefunction(fn):
         return await fn(**arguments)
     result = await run_sync(fn, **arguments)
     if inspect.isawaitable(result):  # a plain function that returned an awaitable

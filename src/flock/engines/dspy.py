@@ -522,7 +522,7 @@ def _react_classes() -> tuple[Any, Any]:
     dspy = _import_dspy()
     from dspy.utils.exceptions import AdapterParseError, ContextWindowExceededError
 
-    from flock.tools import call_tool, is_async_tool
+    from flock.tools import call_tool
 
     tool_base: Any = dspy.Tool
     react_base: Any = dspy.ReAct
@@ -537,7 +537,7 @@ def _react_classes() -> tuple[Any, Any]:
 
         @classmethod
         def of(cls, fn: Callable[..., Any]) -> Any:
-            if is_async_tool(fn):
+            if inspect.iscoroutinefunction(fn):
                 func = fn
             else:
 

@@ -533,11 +533,10 @@ def spans_to_arrow(
     if redact is None and "null" in "\n".join(attributes):
         for i, text in enumerate(attributes):
             raw = spans[i]._attributes
-            if "null" in text and raw and has_non_finite(getattr(raw, "_dict", raw).values()):
+            values = getattr(raw, "_dict", raw)
+            if "null" in text and values and has_non_finite(values.values()):
                 try:
-                    attributes[i] = nested_json(
-                        getattr(raw, "_dict", raw), max_chars=max_chars, redact=redact
-                    )
+                    attributes[i] = nested_json(values, max_chars=max_chars, redact=redact)
                 except Exception as exc:
                     attributes[i] = _unencodable(spans[i]._name, "attributes", exc)
     columns = [
