@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from flock import Flock
 from flock.tracing import configure
 from flock.tracing._attributes import flatten, nest
 from flock.tracing.processor import ENCODE_CHUNK, DuckDBSpanProcessor
+from flock.tracing.store import Appender
 from tests.models import Idea, Pizza
 
 # The seed's queries, as printed in the docs (the first with the GROUP BY fix).
@@ -422,6 +424,42 @@ async def test_flush_async_waits_for_the_write_and_times_out_without_hanging(
         assert conn.execute("SELECT name FROM spans").fetchall() == [("first",)]
     finally:
         conn.close()
+
+
+async def test_workflows_ending_together_share_one_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Sixteen traced_run exits at once (a server's concurrent requests): one append for all
+    # (at most two, if the writer wakes between them), not sixteen in a row, each exit
+    # waiting for the appends of every workflow that ended before it.
+    appends: list[int] = []
+    append = Appender.append
+
+    def counting(self: Appender, table: Any) -> None:
+        appends.append(table.num_rows)
+        append(self, table)
+
+    monkeypatch.setattr(Appender, "append", counting)
+    processor = DuckDBSpanProcessor(tmp_path / "t.duckdb", flush_interval=3600)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+
+    async def workflow(k: int) -> bool:
+        for i in range(11):
+            tracer.start_span(f"w{k}.{i}").end()
+        return await processor.flush_async(30)
+
+    try:
+        with processor.pause():  # all sixteen end while the file is busy
+            waiting = asyncio.gather(*(workflow(k) for k in range(16)))
+            await asyncio.sleep(0.05)
+        assert await waiting == [True] * 16
+        assert sum(appends) == 176 and len(appends) <= 2, appends
+    finally:
+        processor.shutdown()
+    with duckdb.connect(str(tmp_path / "t.duckdb"), read_only=True) as conn:
+        assert conn.execute("SELECT count(DISTINCT name) FROM spans").fetchone() == (176,)
 
 
 def test_written_batches_are_freed_as_soon_as_they_are_in_the_file(

@@ -386,9 +386,12 @@ class DuckDBSpanProcessor(SpanProcessor):
             while queue and len(batch) < ENCODE_CHUNK:
                 item = queue.popleft()
                 if isinstance(item, _Marker):
+                    # Spans queued after the marker join its write (the chunk ends anyway):
+                    # workflows ending together share one append, a group commit, instead
+                    # of each waiting for the appends of all those that ended before it.
                     markers.append(item)
-                    break  # write what precedes the marker, then release its waiter
-                batch.append(item)
+                else:
+                    batch.append(item)
             if batch:
                 try:
                     table = self._encode(batch)
