@@ -95,6 +95,17 @@ def trace_file_stats(path: Path) -> dict[str, Any]:
     }
 
 
+async def run_inputs(one: Callable[[str], Any], n: int, clients: int = 1) -> None:
+    """Await ``one(topic)`` for ``n`` inputs, by ``clients`` callers at once (as a server's
+    concurrent requests; each takes every ``clients``-th input), or one after another."""
+
+    async def client(k: int) -> None:
+        for i in range(k, n, clients):
+            await one(f"spicy pineapple {i}")
+
+    await asyncio.gather(*(client(k) for k in range(clients)))
+
+
 def run(workloads: dict[str, Callable[[dict[str, Any]], Any]], **extra: Any) -> None:
     """Run ``argv[1]`` with the JSON params ``argv[2]``; write its result to ``argv[3]``."""
     name, params, out = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3])

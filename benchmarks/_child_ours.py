@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _child_common import LagProbe, file_bytes, run, trace_file_stats
+from _child_common import LagProbe, file_bytes, run, run_inputs, trace_file_stats
 from pydantic import BaseModel
 
 
@@ -376,7 +376,8 @@ async def dspy_pizza(p: dict[str, Any]) -> dict[str, Any]:
     ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` point it at the server the parent started) and the
     default ``max_concurrency``. Shape ``run`` (the seed's): one ``traced_run`` per input
     (publish + run_until_idle inside; spans are in the file when it exits). Shape ``batch``:
-    one ``traced_run`` around N publishes and one run_until_idle. ``warmup`` runs first
+    one ``traced_run`` around N publishes and one run_until_idle. Shape ``clients``: ``clients``
+    callers at once, each one ``traced_run`` per input as in ``run`` (a server's requests). ``warmup`` runs first
     (DSPy import, LM creation, first connection) and is not timed.
     """
     from flock._demo import PizzaIdea, build_flock
@@ -405,8 +406,7 @@ async def dspy_pizza(p: dict[str, Any]) -> dict[str, Any]:
                 await flock.publish(PizzaIdea(topic=f"spicy pineapple {i}"))
             await flock.run_until_idle()
     else:
-        for i in range(n):
-            await one(f"spicy pineapple {i}")
+        await run_inputs(one, n, int(p.get("clients", 1)) if shape == "clients" else 1)
     elapsed = time.perf_counter() - t0
     spans_written = None
     if settings is not None and settings.file is not None:
@@ -418,6 +418,7 @@ async def dspy_pizza(p: dict[str, Any]) -> dict[str, Any]:
     return {
         "n": n,
         "shape": shape,
+        "clients": int(p.get("clients", 1)) if shape == "clients" else 1,
         "warmup": warmup,
         "warmup_s": warmup_s,
         "pizzas": made,

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _child_common import LagProbe, run, trace_file_stats
+from _child_common import LagProbe, run, run_inputs, trace_file_stats
 from pydantic import BaseModel, create_model
 
 
@@ -206,7 +206,7 @@ async def dspy_pizza(p: dict[str, Any]) -> dict[str, Any]:
     ``Pizza``, no ``with_engines`` (the peer builds its DSPyEngine: streaming, a new dspy.LM per
     call) and its default ``max_concurrency``; ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` point
     litellm at the server. Same shapes as ours: ``run`` = one traced_run per input (the seed's),
-    ``batch`` = one traced_run around all N. ``warmup`` runs are not timed.
+    ``batch`` = one traced_run around all N, ``clients`` = ``run`` by several callers at once. ``warmup`` runs are not timed.
     """
     from pydantic import Field
 
@@ -250,14 +250,14 @@ async def dspy_pizza(p: dict[str, Any]) -> dict[str, Any]:
                 await flock.publish(PizzaIdea(topic=f"spicy pineapple {i}"))
             await flock.run_until_idle()
     else:
-        for i in range(n):
-            await one(f"spicy pineapple {i}")
+        await run_inputs(one, n, int(p.get("clients", 1)) if shape == "clients" else 1)
     elapsed = time.perf_counter() - t0
     pizzas = await flock.store.list_by_type("Pizza")
     made = len(pizzas) - pizzas_before
     result: dict[str, Any] = {
         "n": n,
         "shape": shape,
+        "clients": int(p.get("clients", 1)) if shape == "clients" else 1,
         "warmup": warmup,
         "warmup_s": warmup_s,
         "pizzas": made,

@@ -32,7 +32,8 @@ Sections (each workload is a fresh process in its own temporary directory):
                 (``python -m flock.fake_llm``, started here in its own process; answers after
                 --dspy-delay seconds, streams SSE when asked, as the peer's engine does). The
                 seed's shape: one traced_run per input (publish + run_until_idle inside);
-                --dspy-shape batch puts all N in one traced_run. Inputs/s untraced
+                --dspy-shape batch puts all N in one traced_run; --dspy-shape clients runs
+                the seed's shape from --dspy-clients callers at once. Inputs/s untraced
                 (FLOCK_AUTO_TRACE=false) vs traced into DuckDB (FLOCK_AUTO_TRACE=true,
                 FLOCK_TRACE_FILE=true), each a fresh process after untimed warm-up runs.
                 Target: tracing costs < 10 % of the untraced throughput.
@@ -157,9 +158,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--dspy-shape",
-        choices=("run", "batch"),
+        choices=("run", "batch", "clients"),
         default="run",
-        help="run: one traced_run per input (the seed's); batch: one around all N",
+        help="run: one traced_run per input (the seed's); batch: one around all N; clients: "
+        "run, from --dspy-clients callers at once",
+    )
+    parser.add_argument(
+        "--dspy-clients", type=int, default=8, help="concurrent callers of --dspy-shape clients"
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per workload; best shown")
     add_common_args(parser)
@@ -467,7 +472,11 @@ def main() -> None:
                 "OPENAI_API_KEY": "local-key",
                 "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no price-list download offline
             }
-            base = {"warmup": args.dspy_warmup, "shape": args.dspy_shape}
+            base = {
+                "warmup": args.dspy_warmup,
+                "shape": args.dspy_shape,
+                "clients": args.dspy_clients,
+            }
             for tracing, env in (("untraced", UNTRACED), ("traced", TRACED)):
                 R[f"dspy_ours_{tracing}"] = ours_run(
                     "dspy_pizza", {**base, "n": args.dspy_n}, "per_s", {**env, **llm}
@@ -517,7 +526,11 @@ def main() -> None:
                     fmt(get(t, "peak_rss_mb"), 1),
                 ]
             )
-        shape = "one traced_run per input" if args.dspy_shape == "run" else "one traced_run"
+        shape = {
+            "run": "one traced_run per input",
+            "batch": "one traced_run",
+            "clients": f"one traced_run per input, {args.dspy_clients} callers at once",
+        }[args.dspy_shape]
         print_table(
             "(vi) the seed's workflow, default DSPy engine, stand-in OpenAI server in its own "
             f"process (delay {args.dspy_delay:g} s, {shape}): inputs/s (higher is better)",
