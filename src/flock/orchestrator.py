@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, overload
 from opentelemetry.trace import Span, TracerProvider
 from pydantic import BaseModel, ValidationError
 
+from flock._validation import checked
 from flock.agent import Agent, AgentBuilder, FailedAfterPublish
 from flock.artifacts import EXTERNAL, Artifact, new_id, shared_flags
 from flock.components import RunContext
@@ -72,20 +73,6 @@ log = logging.getLogger("flock")
 
 PublishInput = BaseModel | dict[str, Any]
 Extra = dict[str, Any] | None  # span attributes of a fan-in run (see flock.fanin)
-
-
-def _revalidated(obj: BaseModel) -> BaseModel:
-    """``obj`` validated again (it may have been mutated, or built with ``model_construct``)
-    from its field values as they are — not from a dump, which would drop excluded fields
-    and the fields of nested subclasses, add computed ones, and apply serializers. Private
-    attributes are kept. Field names are accepted whatever the aliases."""
-    values = dict(obj.__dict__)
-    if obj.__pydantic_extra__:
-        values.update(obj.__pydantic_extra__)
-    payload = type(obj).model_validate(values, strict=False, by_name=True)
-    if obj.__pydantic_private__:
-        object.__setattr__(payload, "__pydantic_private__", dict(obj.__pydantic_private__))
-    return payload
 
 
 class _ClassOrInstanceMethod:
@@ -335,7 +322,7 @@ class Flock:
                     "@flock_type or declare it in an agent's consumes()/publishes()"
                 )
             try:
-                payload = _revalidated(obj)
+                payload = checked(obj)
             except ValidationError as exc:
                 raise PayloadValidationError(
                     f"{model_cls.__qualname__} payload is invalid; nothing was stored:\n{exc}"
@@ -352,6 +339,14 @@ class Flock:
                 raise PayloadValidationError(f"'type' must be a string, got {type_name!r}")
             model_cls = registry.resolve(type_name)
             data = obj.get("payload", {k: v for k, v in obj.items() if k != "type"})
+            if isinstance(data, BaseModel):  # validated as an instance: its type, checked
+                if type(data) is not model_cls:
+                    raise PayloadValidationError(
+                        f"the payload of a {type_name!r} dict is a {type(data).__name__} "
+                        f"instance; pass an instance of {model_cls.__name__} or a dict of its "
+                        "fields"
+                    )
+                return self._validate(data)
             try:
                 return registry.name_of(model_cls), model_cls.model_validate(data)
             except ValidationError as exc:
@@ -544,6 +539,7 @@ class Flock:
         current = trace.get_current_span().get_span_context()
         span_context = shared_flags(current) if current.is_valid else None
         hidden = bool(ctx.agent.output_visibility)  # else every output is public
+        outputs = [self._checked_output(ctx, o) for o in outputs]
         artifacts = [
             Artifact(
                 type=registry.name_of(type(o)),
@@ -558,6 +554,17 @@ class Flock:
         if hidden:
             annotate(trace.get_current_span(), (a.visibility for a in artifacts))
         return artifacts
+
+    @staticmethod
+    def _checked_output(ctx: RunContext, output: BaseModel) -> BaseModel:
+        try:
+            return checked(output)
+        except ValidationError as exc:
+            raise PayloadValidationError(
+                f"agent {ctx.agent.name!r} returned an invalid {type(output).__qualname__} "
+                f"(changed after it was validated, or built with model_construct); nothing "
+                f"was published:\n{exc}"
+            ) from exc
 
     async def _emit(self, ctx: RunContext, outputs: list[BaseModel]) -> list[Artifact]:
         """Publish an agent's outputs (inside its Agent.execute span) and schedule them."""
