@@ -64,9 +64,7 @@ def _check_model(cls: type[BaseModel]) -> type[BaseModel]:
             info = copy.copy(info)
             info.metadata = [m for m in info.metadata if not isinstance(m, _VALIDATORS)]
             fields[name] = (info.annotation, info)
-        config = ConfigDict(**{**cls.model_config, "title": cls.__name__})  # type: ignore[typeddict-item]
-        check = create_model(  # type: ignore[call-overload]
-            cls.__name__, __config__=config, __module__=cls.__module__, **fields
-        )
+        config = ConfigDict(**{**cls.model_config, "title": cls.__name__})
+        check = create_model(cls.__name__, __config__=config, __module__=cls.__module__, **fields)
         _CHECK_MODELS[cls] = check
     return check
