@@ -413,6 +413,32 @@ async def test_max_agent_runs_counts_batch_runs_not_artifacts() -> None:
     assert seen == [["0", "1"], ["2", "3"]]
 
 
+@pytest.mark.parametrize("timeout", [None, 0.01])
+async def test_a_batch_agent_that_feeds_itself_is_stopped_as_a_runaway_loop(
+    timeout: float | None,
+) -> None:
+    # Its next input waits in a batch (run when the flock is idle, or at the timeout), so
+    # between runs none is live: the workflow's run count must survive that (it was reset,
+    # and run_until_idle never returned).
+    flock = Flock(max_agent_runs=5)
+    runs: list[int] = []
+
+    def again(notes: list[Note]) -> Note:
+        runs.append(len(notes))
+        return Note(text=notes[0].text + "!")
+
+    flock.agent("echo").consumes(Note, batch=3, batch_timeout=timeout).publishes(Note).with_engines(
+        again
+    ).prevent_self_trigger(False)
+    await flock.publish(Note(text="x"))
+    with pytest.raises(AgentFailures) as info:
+        await flock.run_until_idle(timeout=10)
+    (failure,) = info.value.failures
+    assert isinstance(failure, RunawayLoopError)
+    assert runs == [1] * 5
+    assert flock._runs == {}  # and forgotten once the workflow has nothing left
+
+
 async def test_a_raising_batch_by_is_reported_and_the_others_still_batch() -> None:
     flock = Flock()
     seen: list[list[str]] = []

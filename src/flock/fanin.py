@@ -406,6 +406,12 @@ class FanInBuffers:
             self._run(slot, "idle")
         return True
 
+    def holds(self, workflow: str) -> bool:
+        """Whether an artifact of ``workflow`` waits in a batch (it runs at idle or timeout)."""
+        return any(
+            a.correlation_id == workflow for b in self.batches.values() for a in b.artifacts
+        )
+
     def waiting(self) -> int:
         """How many artifacts wait in joins for their partners."""
         return sum(join.waiting() for join in self.joins.values())

@@ -412,6 +412,8 @@ class Flock:
                 )
                 log.error("%s", error)
                 self._failures.append(error)
+            if workflow not in self._live and not self._fanin.holds(workflow):
+                del self._runs[workflow]  # the loop ends here: nothing of it is left
             return
         self._spawn(agent, artifacts, extra)
 
@@ -434,7 +436,7 @@ class Flock:
         live = self._live.pop(workflow) - 1
         if live:
             self._live[workflow] = live
-        else:  # a loop always has its next run pending while one runs
+        elif not self._fanin.holds(workflow):  # a loop has its next run pending or batched
             self._runs.pop(workflow, None)
         if not task.cancelled() and task.exception() is not None:  # a bug in flock itself
             log.error("flock internal error", exc_info=task.exception())
