@@ -1,4 +1,5 @@
-"""Checking a model instance before it is stored (published, or returned by an agent).
+"""Checking what is stored: what publish() takes (a model instance or a ``{"type",
+"payload"}`` dict, :func:`publishable`) and an agent's outputs (:func:`checked_output`).
 
 A Pydantic instance was validated when it was built, but it may have been changed since (no
 ``validate_assignment``) or built with ``model_construct``; storing it as it is would keep a
@@ -17,7 +18,7 @@ import copy
 import weakref
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic.functional_validators import (
     AfterValidator,
     BeforeValidator,
@@ -25,7 +26,10 @@ from pydantic.functional_validators import (
     WrapValidator,
 )
 
-__all__ = ["checked"]
+from flock.exceptions import PayloadValidationError, RegistryError
+from flock.registry import registry
+
+__all__ = ["checked", "checked_output", "publishable"]
 
 _VALIDATORS = (AfterValidator, BeforeValidator, PlainValidator, WrapValidator)
 _CHECK_MODELS: weakref.WeakKeyDictionary[type[BaseModel], type[BaseModel]] = (
@@ -54,6 +58,65 @@ def checked(obj: BaseModel) -> BaseModel:
     object.__setattr__(payload, "__pydantic_extra__", None if extra is None else dict(extra))
     object.__setattr__(payload, "__pydantic_private__", None if private is None else dict(private))
     return payload
+
+
+def publishable(obj: Any) -> tuple[str, BaseModel]:
+    """(type name, validated model) for a publishable object, or a clear error."""
+    if isinstance(obj, BaseModel):
+        model_cls = type(obj)
+        if not registry.is_registered(model_cls):
+            raise RegistryError(
+                f"{model_cls.__qualname__} is not a registered flock type; decorate it with "
+                "@flock_type or declare it in an agent's consumes()/publishes()"
+            )
+        try:
+            payload = checked(obj)
+        except ValidationError as exc:
+            raise PayloadValidationError(
+                f"{model_cls.__qualname__} payload is invalid; nothing was stored:\n{exc}"
+            ) from exc
+        return registry.name_of(model_cls), payload
+    if isinstance(obj, dict):
+        if "type" not in obj:
+            raise PayloadValidationError(
+                f"a dict needs a 'type' key naming a registered type, got keys {sorted(obj)!r}; "
+                "publish {'type': 'Idea', 'payload': {...}} or a model instance"
+            )
+        type_name = obj["type"]
+        if not isinstance(type_name, str):
+            raise PayloadValidationError(f"'type' must be a string, got {type_name!r}")
+        model_cls = registry.resolve(type_name)
+        data = obj.get("payload", {k: v for k, v in obj.items() if k != "type"})
+        if isinstance(data, BaseModel):  # validated as an instance: its type, checked
+            if type(data) is not model_cls:
+                raise PayloadValidationError(
+                    f"the payload of a {type_name!r} dict is a {type(data).__name__} "
+                    f"instance; pass an instance of {model_cls.__name__} or a dict of its "
+                    "fields"
+                )
+            return publishable(data)
+        try:
+            return registry.name_of(model_cls), model_cls.model_validate(data)
+        except ValidationError as exc:
+            raise PayloadValidationError(
+                f"{type_name} payload is invalid; nothing was stored:\n{exc}"
+            ) from exc
+    raise PayloadValidationError(
+        f"publish() takes a registered Pydantic model instance or a {{'type', 'payload'}} "
+        f"dict, got {type(obj).__name__}: {obj!r:.200}"
+    )
+
+
+def checked_output(agent: str, output: BaseModel) -> BaseModel:
+    """:func:`checked` for an agent's output: a :class:`PayloadValidationError` naming it."""
+    try:
+        return checked(output)
+    except ValidationError as exc:
+        raise PayloadValidationError(
+            f"agent {agent!r} returned an invalid {type(output).__qualname__} "
+            f"(changed after it was validated, or built with model_construct); nothing "
+            f"was published:\n{exc}"
+        ) from exc
 
 
 def _check_model(cls: type[BaseModel]) -> type[BaseModel]:

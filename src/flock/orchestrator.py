@@ -37,9 +37,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, overload
 
 from opentelemetry.trace import Span, TracerProvider
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from flock._validation import checked
+from flock._validation import checked_output, publishable
 from flock.agent import Agent, AgentBuilder, FailedAfterPublish
 from flock.artifacts import EXTERNAL, Artifact, new_id, shared_flags
 from flock.components import RunContext
@@ -47,8 +47,6 @@ from flock.exceptions import (
     AgentFailures,
     AgentRunError,
     ConfigurationError,
-    PayloadValidationError,
-    RegistryError,
     RunawayLoopError,
     retryable,
 )
@@ -279,7 +277,7 @@ class Flock:
                 f"tags takes a list of strings, not a string: write [{tags!r}]"
             )
         tag_set = frozenset(tags) if tags else frozenset()
-        payloads = [self._validate(obj) for obj in objs]
+        payloads = [publishable(obj) for obj in objs]
         workflows = self._workflows
         if workflows is not None:
             workflows.auto_begin()
@@ -311,52 +309,6 @@ class Flock:
         # starving the runs it schedules, a dashboard in the same process, everything else.
         await asyncio.sleep(0)
         return artifacts
-
-    def _validate(self, obj: Any) -> tuple[str, BaseModel]:
-        """(type name, validated model) for a publishable object, or a clear error."""
-        if isinstance(obj, BaseModel):
-            model_cls = type(obj)
-            if not registry.is_registered(model_cls):
-                raise RegistryError(
-                    f"{model_cls.__qualname__} is not a registered flock type; decorate it with "
-                    "@flock_type or declare it in an agent's consumes()/publishes()"
-                )
-            try:
-                payload = checked(obj)
-            except ValidationError as exc:
-                raise PayloadValidationError(
-                    f"{model_cls.__qualname__} payload is invalid; nothing was stored:\n{exc}"
-                ) from exc
-            return registry.name_of(model_cls), payload
-        if isinstance(obj, dict):
-            if "type" not in obj:
-                raise PayloadValidationError(
-                    f"a dict needs a 'type' key naming a registered type, got keys {sorted(obj)!r}; "
-                    "publish {'type': 'Idea', 'payload': {...}} or a model instance"
-                )
-            type_name = obj["type"]
-            if not isinstance(type_name, str):
-                raise PayloadValidationError(f"'type' must be a string, got {type_name!r}")
-            model_cls = registry.resolve(type_name)
-            data = obj.get("payload", {k: v for k, v in obj.items() if k != "type"})
-            if isinstance(data, BaseModel):  # validated as an instance: its type, checked
-                if type(data) is not model_cls:
-                    raise PayloadValidationError(
-                        f"the payload of a {type_name!r} dict is a {type(data).__name__} "
-                        f"instance; pass an instance of {model_cls.__name__} or a dict of its "
-                        "fields"
-                    )
-                return self._validate(data)
-            try:
-                return registry.name_of(model_cls), model_cls.model_validate(data)
-            except ValidationError as exc:
-                raise PayloadValidationError(
-                    f"{type_name} payload is invalid; nothing was stored:\n{exc}"
-                ) from exc
-        raise PayloadValidationError(
-            f"publish() takes a registered Pydantic model instance or a {{'type', 'payload'}} "
-            f"dict, got {type(obj).__name__}: {obj!r:.200}"
-        )
 
     # Scheduling -----------------------------------------------------------
 
@@ -541,7 +493,7 @@ class Flock:
         current = trace.get_current_span().get_span_context()
         span_context = shared_flags(current) if current.is_valid else None
         hidden = bool(ctx.agent.output_visibility)  # else every output is public
-        outputs = [self._checked_output(ctx, o) for o in outputs]
+        outputs = [checked_output(ctx.agent.name, o) for o in outputs]
         artifacts = [
             Artifact(
                 type=registry.name_of(type(o)),
@@ -556,17 +508,6 @@ class Flock:
         if hidden:
             annotate(trace.get_current_span(), (a.visibility for a in artifacts))
         return artifacts
-
-    @staticmethod
-    def _checked_output(ctx: RunContext, output: BaseModel) -> BaseModel:
-        try:
-            return checked(output)
-        except ValidationError as exc:
-            raise PayloadValidationError(
-                f"agent {ctx.agent.name!r} returned an invalid {type(output).__qualname__} "
-                f"(changed after it was validated, or built with model_construct); nothing "
-                f"was published:\n{exc}"
-            ) from exc
 
     async def _emit(self, ctx: RunContext, outputs: list[BaseModel]) -> list[Artifact]:
         """Publish an agent's outputs (inside its Agent.execute span) and schedule them."""
@@ -657,7 +598,7 @@ class Flock:
         """
         target = self._resolve_agent(agent)
         instrument = self._prepare()
-        items = [self._validate(o) for o in (obj if isinstance(obj, list | tuple) else [obj])]
+        items = [publishable(o) for o in (obj if isinstance(obj, list | tuple) else [obj])]
         order, extra = invoke_plan(target, [type_name for type_name, _ in items])
         with instrument.span("Flock.invoke", {"gen_ai.agent.name": target.name}) as span:
             span_context = shared_flags(span.get_span_context()) if instrument.enabled else None
