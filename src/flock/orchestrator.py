@@ -71,6 +71,7 @@ log = logging.getLogger("flock")
 
 PublishInput = BaseModel | dict[str, Any]
 Extra = dict[str, Any] | None  # span attributes of a fan-in run (see flock.fanin)
+_Run = tuple[Agent, tuple[Artifact, ...], Extra, list[Artifact]]  # ..., what it published
 
 
 class _ClassOrInstanceMethod:
@@ -129,7 +130,8 @@ class Flock:
         self._live: dict[str, int] = {}
         self._failures: list[AgentRunError] = []
         self._fanin = FanInBuffers(self)  # artifacts waiting for a batch= or join= run
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: dict[asyncio.Task[Any], _Run] = {}
+        self._interrupted: list[_Run] = []  # runs whose event loop ended before they did
         self._idle: asyncio.Event | None = None
         self._idle_loop: asyncio.AbstractEventLoop | None = None
         # A distributed store (one with a work queue): runs are enqueued, not spawned;
@@ -317,6 +319,8 @@ class Flock:
         if self._idle is None or self._idle_loop is not loop:
             self._idle = asyncio.Event()
             self._idle_loop = loop
+            for task in [t for t in self._tasks if t.get_loop().is_closed()]:
+                self._task_done(task)  # a loop closed by hand: its runs never end
             if not self._tasks:
                 self._idle.set()
         return self._idle
@@ -375,29 +379,48 @@ class Flock:
             return
         idle = self._idle_event()
         idle.clear()
+        published: list[Artifact] = []
         task = asyncio.get_running_loop().create_task(
-            self._run(agent, artifacts, extra), name=f"flock:{agent.name}"
+            self._run(agent, artifacts, extra, published), name=f"flock:{agent.name}"
         )
-        self._tasks.add(task)
+        self._tasks[task] = (agent, artifacts, extra, published)
         workflow = artifacts[0].correlation_id
         self._live[workflow] = self._live.get(workflow, 0) + 1
-        task.add_done_callback(partial(self._task_done, workflow))
+        task.add_done_callback(self._task_done)
 
-    def _task_done(self, workflow: str, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        run = self._tasks.pop(task, None)
+        if run is None:  # its loop was closed and the run given up already
+            return
+        agent, artifacts, _, published = run
+        if not task.done() or task.cancelled():
+            # Its event loop ended first (asyncio.run cancels what is left; a loop closed by
+            # hand leaves it pending): run again by the next run_until_idle, unless it had
+            # published (then reported: running it again would publish twice).
+            if published:
+                error = self._error(
+                    agent, artifacts, asyncio.CancelledError("its event loop ended"),
+                    attempts=1, published=published, why="interrupted after publishing",
+                )  # fmt: skip
+                self._failures.append(error)
+            else:
+                self._interrupted.append(run)
+        workflow = artifacts[0].correlation_id
         live = self._live.pop(workflow) - 1
         if live:
             self._live[workflow] = live
         elif not self._fanin.holds(workflow):  # a loop has its next run pending or batched
             self._runs.pop(workflow, None)
-        if not task.cancelled() and task.exception() is not None:  # a bug in flock itself
+        if task.done() and not task.cancelled() and task.exception() is not None:  # a flock bug
             log.error("flock internal error", exc_info=task.exception())
         if not self._tasks and self._idle is not None:
             self._idle.set()
 
-    async def _run(self, agent: Agent, artifacts: tuple[Artifact, ...], extra: Extra) -> None:
+    async def _run(
+        self, agent: Agent, artifacts: tuple[Artifact, ...], extra: Extra, published: list[Artifact]
+    ) -> None:
         try:
-            await self._attempts(agent, artifacts, publish=True, extra=extra)
+            await self._attempts(agent, artifacts, publish=True, extra=extra, into=published)
         except AgentRunError as error:
             self._failures.append(error)
         except Exception as exc:  # e.g. the store failed while recording the run
@@ -410,12 +433,14 @@ class Flock:
         *,
         publish: bool,
         extra: Extra = None,
+        into: list[Artifact] | None = None,
     ) -> list[Artifact]:
-        """Run ``agent`` with retries; raise :class:`AgentRunError` when every attempt failed."""
+        """Run ``agent`` with retries; raise :class:`AgentRunError` when every attempt failed.
+        ``into``: a list to add the published outputs to."""
         instrument = self._prepare()
         run_id = new_id()
         correlation_id = artifacts[0].correlation_id
-        emit = self._emit if publish else self._wrap_outputs
+        emit = partial(self._emit, into=into) if publish else self._wrap_outputs
         async with agent.semaphore():
             for attempt in range(1, agent.retries + 2):
                 ctx = RunContext(
@@ -509,8 +534,11 @@ class Flock:
             annotate(trace.get_current_span(), (a.visibility for a in artifacts))
         return artifacts
 
-    async def _emit(self, ctx: RunContext, outputs: list[BaseModel]) -> list[Artifact]:
-        """Publish an agent's outputs (inside its Agent.execute span) and schedule them."""
+    async def _emit(
+        self, ctx: RunContext, outputs: list[BaseModel], into: list[Artifact] | None = None
+    ) -> list[Artifact]:
+        """Publish an agent's outputs (inside its Agent.execute span) and schedule them;
+        ``into``: a list of the run's published artifacts to add them to."""
         artifacts = await self._wrap_outputs(ctx, outputs)
         if artifacts and self._distributed is not None:
             await self._distributed.publish(artifacts)
@@ -518,6 +546,8 @@ class Flock:
             await self.store.put(artifacts)
             for artifact in artifacts:
                 self._schedule(artifact)
+        if into is not None:
+            into.extend(artifacts)
         return artifacts
 
     # Running --------------------------------------------------------------
@@ -568,6 +598,10 @@ class Flock:
         """Wait until no run is left, then start any partial batches and wait for them."""
         try:
             async with asyncio.timeout(timeout):
+                self._idle_event()  # first: it gives up the runs of a loop closed by hand
+                interrupted, self._interrupted = self._interrupted, []
+                for agent, artifacts, extra, _ in interrupted:
+                    self._spawn(agent, artifacts, extra)
                 await self._idle_event().wait()
                 while self._fanin.flush_idle():
                     await self._idle_event().wait()
