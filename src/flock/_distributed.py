@@ -70,6 +70,9 @@ class Distributed:
         """The workflows (correlation ids) this process published since the last report."""
         self.errors: dict[int, AgentRunError] = {}
         """Runs that failed in this process (with the original exception), by run id."""
+        self.routing_errors: dict[tuple[str, tuple[str, ...]], AgentRunError] = {}
+        """Runs stored as failed because their ``where=`` predicate raised here, by (agent,
+        input ids) — unique in the queue; they have no run id until stored."""
         self.since: datetime | None = None
         """The store's clock at the last report: failures before it were reported."""
 
@@ -86,17 +89,24 @@ class Distributed:
         finally:
             flock._outbox = None
         workflow = current_workflow()
-        return [
-            RunRequest(
-                agent.name,
-                tuple(a.id for a in inputs),
-                workflow,
-                correlation_id=inputs[0].correlation_id,
-                max_runs=flock.max_agent_runs,  # counted in the store, across all workers
-                error=str(error) if error is not None else None,
+        requests = []
+        for agent, inputs, error in collected:
+            ids = tuple(a.id for a in inputs)
+            if error is not None and self.collect_failures:  # reported with its exception
+                self.routing_errors[(agent.name, ids)] = error
+                while len(self.routing_errors) > MAX_TRACKED_WORKFLOWS:
+                    del self.routing_errors[next(iter(self.routing_errors))]
+            requests.append(
+                RunRequest(
+                    agent.name,
+                    ids,
+                    workflow,
+                    correlation_id=inputs[0].correlation_id,
+                    max_runs=flock.max_agent_runs,  # counted in the store, across all workers
+                    error=str(error) if error is not None else None,
+                )
             )
-            for agent, inputs, error in collected
-        ]
+        return requests
 
     async def publish(self, artifacts: list[Artifact]) -> None:
         """Store the artifacts and enqueue the runs they trigger, in one transaction."""
@@ -111,15 +121,21 @@ class Distributed:
         """The runs of this process's workflows that failed, in any worker, since the last
         call (call it once the store is idle); forgets those workflows afterwards.
 
-        Runs that failed here keep their original exception as ``__cause__``; the others
-        carry the error text their worker stored.
+        Runs that failed here (or whose ``where=`` predicate raised here) keep their original
+        exception as ``__cause__``; the others carry the error text their worker stored.
         """
         workflows, self.published = list(self.published), {}
         local, self.errors = self.errors, {}
+        routed, self.routing_errors = self.routing_errors, {}
         if not workflows:
             return []
         failed, self.since = await self.queue.failed_runs(workflows, since=self.since)
-        return [local.get(run.id) or self._remote_error(run) for run in failed]
+        return [
+            local.get(run.id)
+            or (routed.get((run.agent, run.artifact_ids)) if run.worker_id is None else None)
+            or self._remote_error(run)
+            for run in failed
+        ]
 
     @staticmethod
     def _remote_error(run: FailedRun) -> AgentRunError:

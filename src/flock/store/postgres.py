@@ -54,6 +54,7 @@ from flock.exceptions import ConfigurationError, PayloadValidationError, Registr
 from flock.registry import registry
 from flock.store import _postgres_sql as q
 from flock.store._postgres_sql import MIGRATIONS, SCHEMA_VERSION
+from flock.store._stored_json import stored_json
 from flock.store.base import Store
 from flock.store.queue import ClaimedRun, FailedRun, LeaseLost, RunRequest, WorkQueue
 from flock.visibility import Visibility
@@ -87,30 +88,11 @@ def parse_traceparent(value: str | None) -> SpanContext | None:
     return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(match[3], 16)))
 
 
-def _payload_json(a: Artifact) -> str:
-    """The payload as stored (JSON text); refused if it would not load back as it is: JSON
-    has no NaN or infinity (they would come back as null) and PostgreSQL's JSON no NUL."""
-    text = a.payload.model_dump_json()
-    if "\\u0000" in text:
-        raise PayloadValidationError(
-            f"{a.type} payload contains a NUL character (\\u0000), which PostgreSQL cannot "
-            "store; nothing was stored"
-        )
-    try:
-        type(a.payload).model_validate_json(text, by_name=True)
-    except ValidationError as exc:
-        raise PayloadValidationError(
-            f"{a.type} payload would not load back from JSON (NaN and infinity become null "
-            f"there); nothing was stored:\n{exc}"
-        ) from exc
-    return text
-
-
 def _artifact_params(a: Artifact) -> tuple[Any, ...]:
     return (
         a.id,
         a.type,
-        _payload_json(a),
+        stored_json(a),
         a.produced_by,
         a.correlation_id,
         sorted(a.tags),
@@ -124,7 +106,7 @@ def _artifact_json(a: Artifact) -> dict[str, Any]:
     return {
         "id": a.id,
         "type": a.type,
-        "payload": orjson.Fragment(_payload_json(a)),
+        "payload": orjson.Fragment(stored_json(a)),
         "produced_by": a.produced_by,
         "correlation_id": a.correlation_id,
         "tags": sorted(a.tags),
