@@ -33,7 +33,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from functools import partial
+from functools import partial, wraps
 from typing import TYPE_CHECKING, Any, overload
 
 from opentelemetry.trace import Span, TracerProvider
@@ -75,14 +75,15 @@ _Run = tuple[Agent, tuple[Artifact, ...], Extra, list[Artifact]]  # ..., what it
 
 
 class _ClassOrInstanceMethod:
-    """Lets ``Flock.clear_traces(...)`` be called on the class and on an instance alike."""
+    """Lets ``Flock.clear_traces(...)`` be called on the class and on an instance alike (an
+    instance passes itself as ``_flock``)."""
 
     def __init__(self, fn: Any) -> None:
         self.fn = fn
         self.__doc__ = fn.__doc__
 
     def __get__(self, obj: object, owner: type | None = None) -> Any:
-        return self.fn
+        return self.fn if obj is None else wraps(self.fn)(partial(self.fn, _flock=obj))
 
 
 class Flock:
@@ -269,16 +270,18 @@ class Flock:
         instrument = self._prepare()
         shown = publish_visibility(visibility, self._agents)
         if correlation_id is not None and (
-            not isinstance(correlation_id, str) or not correlation_id
+            not isinstance(correlation_id, str) or not correlation_id or "\x00" in correlation_id
         ):
             raise ConfigurationError(
-                f"correlation_id must be a non-empty string, got {correlation_id!r}"
+                f"correlation_id must be a non-empty string without NUL, got {correlation_id!r}"
             )
         if isinstance(tags, str):
             raise ConfigurationError(
                 f"tags takes a list of strings, not a string: write [{tags!r}]"
             )
         tag_set = frozenset(tags) if tags else frozenset()
+        if bad := [t for t in tag_set if not isinstance(t, str) or not t or "\x00" in t]:
+            raise ConfigurationError(f"tags must be non-empty strings without NUL, got {bad!r}")
         payloads = [publishable(obj) for obj in objs]
         workflows = self._workflows
         if workflows is not None:
@@ -758,13 +761,17 @@ class Flock:
 
     @_ClassOrInstanceMethod
     def clear_traces(
-        db_path: str | None = None, *, older_than: str | timedelta | None = None
+        db_path: str | None = None,
+        *,
+        older_than: str | timedelta | None = None,
+        _flock: Flock | None = None,
     ) -> dict[str, Any]:
         """Delete every span in the trace file and reclaim its space.
 
-        ``db_path`` defaults to the file this process traces to: ``FLOCK_TRACE_DB`` or
-        ``.flock/traces.duckdb`` (or the ``db_path`` given to ``flock.tracing.configure``),
-        the same file the CLI and ``serve`` use. With ``older_than`` (``"7d"``, ``"12h"``, an
+        ``db_path`` defaults to the file this process traces to (on an instance: the file
+        that Flock traces to): ``FLOCK_TRACE_DB`` or ``.flock/traces.duckdb`` (or the
+        ``db_path`` given to ``flock.tracing.configure``), the same file the CLI and ``serve``
+        use. With ``older_than`` (``"7d"``, ``"12h"``, an
         ISO time or a ``timedelta``) only whole traces that ended before then are deleted.
 
         Returns ``{"success": bool, "deleted_count": int, "error": str | None}``; a missing or
@@ -775,5 +782,5 @@ class Flock:
         if db_path is None:
             from flock.tracing.setup import trace_file_path
 
-            db_path = trace_file_path()
+            db_path = trace_file_path(_flock._tracer_provider if _flock is not None else None)
         return clear_traces(db_path, older_than=older_than)

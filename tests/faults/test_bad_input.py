@@ -160,13 +160,31 @@ CASES: list[tuple[str, Action, type[Exception], str]] = [
         "empty correlation id",
         publish(Idea(topic="x"), correlation_id=""),
         ConfigurationError,
-        "correlation_id must be a non-empty string, got ''",
+        "correlation_id must be a non-empty string without NUL, got ''",
+    ),
+    (
+        "correlation id with a NUL (PostgreSQL cannot store it)",
+        publish(Idea(topic="x"), correlation_id="a\x00b"),
+        ConfigurationError,
+        "correlation_id must be a non-empty string without NUL, got 'a\\x00b'",
     ),
     (
         "tags as one string",
         publish(Idea(topic="x"), tags="hot"),
         ConfigurationError,
         "tags takes a list of strings, not a string: write ['hot']",
+    ),
+    (
+        "a tag that is no string",
+        publish(Idea(topic="x"), tags=[1]),
+        ConfigurationError,
+        "tags must be non-empty strings without NUL, got [1]",
+    ),
+    (
+        "an empty tag",
+        publish(Idea(topic="x"), tags=["ok", ""]),
+        ConfigurationError,
+        "tags must be non-empty strings without NUL, got ['']",
     ),
     # invoke
     (

@@ -18,7 +18,7 @@ from flock import Flock
 from flock.tracing import configure
 from flock.tracing._attributes import flatten, nest
 from flock.tracing.processor import ENCODE_CHUNK, DuckDBSpanProcessor
-from flock.tracing.store import Appender
+from flock.tracing.store import Appender, connect
 from tests.models import Idea, Pizza
 
 # The seed's queries, as printed in the docs (the first with the GROUP BY fix).
@@ -243,6 +243,23 @@ def test_clear_traces_contract(tmp_path: Path) -> None:
     missing = Flock.clear_traces(str(tmp_path / "nope.duckdb"))
     assert missing["success"] is False and missing["deleted_count"] == 0
     assert "not found" in missing["error"]
+
+
+async def test_clear_traces_on_an_instance_clears_the_file_that_flock_traces_to(
+    traced,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    provider, _, db = traced  # this Flock's own provider writes to db, not the default file
+    other = tmp_path / "default.duckdb"
+    monkeypatch.setenv("FLOCK_TRACE_DB", str(other))
+    connect(other).close()
+    await run_workflow(pizza_flock(provider), "mine")
+    flock = pizza_flock(provider)
+    assert flock.clear_traces()["deleted_count"] > 0
+    with duckdb.connect(str(db), read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM spans").fetchone() == (0,)
+    assert "older_than" in (flock.clear_traces.__doc__ or "")
 
 
 async def test_clear_traces_deletes_and_reclaims_space(traced) -> None:  # type: ignore[no-untyped-def]
