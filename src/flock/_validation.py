@@ -37,8 +37,9 @@ _CHECK_MODELS: weakref.WeakKeyDictionary[type[BaseModel], type[BaseModel]] = (
 )
 
 
-def checked(obj: BaseModel) -> BaseModel:
-    """A copy of ``obj`` whose field values fit their declared types and constraints.
+def checked(obj: BaseModel, *, copy: bool = True) -> BaseModel:
+    """A copy of ``obj`` whose field values fit their declared types and constraints
+    (``copy=False``: ``obj`` itself when the check changed no value).
 
     Raises:
         pydantic.ValidationError: a value does not (the instance was changed after it was
@@ -50,6 +51,9 @@ def checked(obj: BaseModel) -> BaseModel:
         values = {**values, **obj.__pydantic_extra__}
     validator = _check_model(cls).__pydantic_validator__
     validated = validator.validate_python(values, strict=False, by_name=True)
+    unchanged = validated.__dict__ == obj.__dict__
+    if not copy and unchanged and validated.__pydantic_extra__ == obj.__pydantic_extra__:
+        return obj
     # As BaseModel.model_copy builds its copy (model_construct would cost twice the check).
     payload = cls.__new__(cls)
     extra, private = validated.__pydantic_extra__, obj.__pydantic_private__
@@ -108,9 +112,10 @@ def publishable(obj: Any) -> tuple[str, BaseModel]:
 
 
 def checked_output(agent: str, output: BaseModel) -> BaseModel:
-    """:func:`checked` for an agent's output: a :class:`PayloadValidationError` naming it."""
+    """:func:`checked` for an agent's output (not copied: the run made it and lets it go),
+    or a :class:`PayloadValidationError` naming the agent."""
     try:
-        return checked(output)
+        return checked(output, copy=False)
     except ValidationError as exc:
         raise PayloadValidationError(
             f"agent {agent!r} returned an invalid {type(output).__qualname__} "
