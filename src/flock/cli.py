@@ -440,11 +440,17 @@ def export(
         ctx.fail("name one trace (TRACE_ID or 'latest') or pass --all, not both")
     if not all_traces and (name is not None or since is not None):
         ctx.fail("--name and --since select traces for --all")
+    if output == "":
+        ctx.fail("--output wants a file path ('-' for stdout)")
     headers: dict[str, str] = {}
     for item in header or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             ctx.fail(f"--header wants KEY=VALUE, got {item!r}")
+        try:
+            otlp.check_header(key.strip(), value.strip())
+        except ValueError as exc:
+            ctx.fail(f"--header {item!r}: {exc}")
         headers[key.strip()] = value.strip()
     endpoint: str | None = None
     if otlp_endpoint is not None:
@@ -489,7 +495,7 @@ def export(
 
 
 def _export_json(store: TraceStore, trace_ids: list[str], output: str | None, err: Console) -> None:
-    from flock.tracing.export import write_json_lines
+    from flock.tracing.export import write_json_file, write_json_lines
 
     with _progress(err, len(trace_ids)) as bar:
         task = bar.add_task("Exporting", total=len(trace_ids), spans=0)
@@ -501,18 +507,12 @@ def _export_json(store: TraceStore, trace_ids: list[str], output: str | None, er
             traces, spans = write_json_lines(store, trace_ids, sys.stdout, progress=advance)
             sys.stdout.flush()
             where = "stdout"
-        else:
-            path = Path(output)
-            tmp = path.with_name(path.name + ".part")
+        else:  # a regular file is replaced atomically; a FIFO or a symlink's target written
             try:
-                with tmp.open("w", encoding="utf-8") as out:
-                    traces, spans = write_json_lines(store, trace_ids, out, progress=advance)
-                tmp.replace(path)
+                traces, spans = write_json_file(store, trace_ids, output, progress=advance)
             except OSError as exc:
                 raise _fail(f"cannot write {output!r}: {exc.strerror or exc}") from None
-            finally:
-                tmp.unlink(missing_ok=True)
-            where = str(path)
+            where = output
     err.print(f"Exported {traces} trace(s), {spans} spans as OTLP/JSON to {where}")
 
 
@@ -526,9 +526,19 @@ def _load_flock(target: str) -> object:
         raise _fail(
             f"expected module:flock_object (e.g. app:flock or app.py:flock), got {target!r}"
         )
+    if module_name.startswith("."):
+        raise _fail(
+            f"cannot import {module_name!r}: relative module names are not supported (e.g. app:flock)"
+        )
+    is_file = module_name.endswith(".py") or Path(module_name).is_file()
+    if is_file:
+        try:
+            Path(module_name).open("rb").close()
+        except OSError as exc:  # missing, a directory, not readable
+            raise _fail(f"cannot import {module_name!r}: {exc.strerror or exc}") from None
     sys.path.insert(0, os.getcwd())
     try:
-        if module_name.endswith(".py") or Path(module_name).is_file():
+        if is_file:
             spec = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
             if spec is None or spec.loader is None:
                 raise _fail(f"cannot load {module_name!r}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from flock.dashboard._schemas import (
@@ -17,6 +16,7 @@ from flock.dashboard._schemas import (
     TypeOut,
 )
 from flock.dashboard._state import DashboardState, get_state
+from flock.dashboard._text import SafeJSONResponse, find_surrogate
 from flock.exceptions import FlockError, RegistryError
 from flock.registry import registry
 
@@ -72,6 +72,27 @@ async def artifacts(
     )
 
 
+def _surrogate_error(body: PublishRequest) -> dict[str, Any] | None:
+    """The error for the first field of the request holding a lone surrogate (a ``\\ud800``
+    escape in the JSON): UTF-8 cannot encode it, so no one could read the artifact back."""
+    loc = find_surrogate(
+        {
+            "type": body.type,
+            "payload": body.payload,
+            "correlation_id": body.correlation_id,
+            "tags": body.tags,
+        }
+    )
+    if loc is None:
+        return None
+    return {
+        "loc": ["body", *loc],
+        "msg": "Input should be a valid string: it holds a lone surrogate (an unpaired "
+        "\\ud800-\\udfff escape), which is not Unicode text",
+        "type": "string_unicode",
+    }
+
+
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:
     return [
         {"loc": ["body", "payload", *e["loc"]], "msg": e["msg"], "type": e["type"]}
@@ -86,7 +107,10 @@ def _errors(exc: ValidationError) -> list[dict[str, Any]]:
     summary="Publish an artifact",
     responses={
         403: {"description": "read-only dashboard"},
-        422: {"description": "invalid payload: `detail` lists errors with their field (`loc`)"},
+        422: {
+            "description": "invalid payload (or a string holding a lone surrogate): `detail` "
+            "lists errors with their field (`loc`)"
+        },
     },
 )
 async def publish(state: State, body: PublishRequest) -> Any:
@@ -94,17 +118,20 @@ async def publish(state: State, body: PublishRequest) -> Any:
     subscribe to it run. Validation errors name the field (``loc``) they belong to."""
     state.require_writable()
     flock = state.require_flock()
+    surrogate = _surrogate_error(body)
+    if surrogate is not None:
+        return SafeJSONResponse(status_code=422, content={"detail": [surrogate]})
     try:
         model = registry.resolve(body.type)
     except RegistryError as exc:
-        return JSONResponse(
+        return SafeJSONResponse(
             status_code=422,
             content={"detail": [{"loc": ["body", "type"], "msg": str(exc), "type": "unknown"}]},
         )
     try:
         payload = model.model_validate(body.payload)
     except ValidationError as exc:
-        return JSONResponse(status_code=422, content={"detail": _errors(exc)})
+        return SafeJSONResponse(status_code=422, content={"detail": _errors(exc)})
     try:
         artifact = await flock.publish(
             payload, correlation_id=body.correlation_id, tags=body.tags or None

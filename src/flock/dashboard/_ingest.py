@@ -9,7 +9,9 @@ the whole distributed trace. The route follows the OTLP/HTTP specification:
 - ``200`` with an ``ExportTraceServiceResponse`` in the encoding of the request once the spans
   are written (or, while another process holds the file, queued for the writer's retries);
 - ``400`` for a body that does not decode, ``413`` over the size cap (before or after
-  decompression), ``415`` for another content type or encoding, ``403`` on a read-only
+  decompression) or with more spans than the writer's queue takes at once (its
+  ``max_queue``: such a request could never be taken, so it is not worth retrying),
+  ``415`` for another content type or encoding, ``403`` on a read-only
   dashboard, ``503`` with ``Retry-After`` while the writer's queue is full (the exporter
   retries); errors carry a ``google.rpc.Status`` in the request's encoding.
 
@@ -44,6 +46,7 @@ from flock.tracing.otlp_receiver import (
     OtlpBodyTooLargeError,
     OtlpDecodeError,
     OtlpUnsupportedError,
+    count_spans,
     decode_request,
     media_type,
     request_to_spans,
@@ -57,7 +60,14 @@ if TYPE_CHECKING:
 
     from flock.tracing.processor import DuckDBSpanProcessor
 
-__all__ = ["INGEST_PATH", "SpanSink", "WriterBusyError", "is_ingest_path", "router"]
+__all__ = [
+    "INGEST_PATH",
+    "SpanSink",
+    "TooManySpansError",
+    "WriterBusyError",
+    "is_ingest_path",
+    "router",
+]
 
 INGEST_PATH = "/v1/traces"
 FLUSH_WAIT_MS = 2_000
@@ -102,16 +112,33 @@ class SpanSink:
                 self._own = DuckDBSpanProcessor(self.path, flush_interval=0.5)
             return self._own
 
-    def take(self, spans: list[ReadableSpan]) -> None:
-        """Queue ``spans`` on the writer and wait (at most :data:`FLUSH_WAIT_MS`) for them
-        to be written (blocking). :class:`WriterBusyError` when its queue cannot take them."""
-        if not spans:
-            return
+    def admit(self, count: int) -> DuckDBSpanProcessor:
+        """The writer, if its queue can take ``count`` spans now (blocking: it may open one).
+
+        Raises:
+            TooManySpansError: more spans than the queue ever holds; retrying cannot help.
+            WriterBusyError: the queue cannot take them now; it can once it has drained.
+        """
         writer = self.writer()
-        if writer.pending + len(spans) > writer.max_queue:
+        if count > writer.max_queue:
+            raise TooManySpansError(
+                f"the request holds {count} spans, more than the trace writer's queue takes "
+                f"at once ({writer.max_queue}); send them in smaller requests (a smaller "
+                "batch size of the exporter)"
+            )
+        if writer.pending + count > writer.max_queue:
             raise WriterBusyError(
                 f"the trace writer is behind ({writer.pending} spans wait); retry later"
             )
+        return writer
+
+    def take(self, spans: list[ReadableSpan]) -> None:
+        """Queue ``spans`` on the writer and wait (at most :data:`FLUSH_WAIT_MS`) for them
+        to be written (blocking). :class:`TooManySpansError` or :class:`WriterBusyError`
+        when its queue cannot take them (see :meth:`admit`)."""
+        if not spans:
+            return
+        writer = self.admit(len(spans))
         for span in spans:
             writer.on_end(span)
         writer.force_flush(FLUSH_WAIT_MS)
@@ -125,6 +152,12 @@ class SpanSink:
 
 class WriterBusyError(TracingError):
     """The writer's queue cannot take a request's spans now (answer 503 / ``UNAVAILABLE``)."""
+
+
+class TooManySpansError(TracingError):
+    """A request holds more spans than the writer's queue ever takes at once: refused for
+    good (answer 413 / ``INVALID_ARGUMENT`` without ``RetryInfo``, which exporters do not
+    retry)."""
 
 
 class _Refused(Exception):
@@ -154,14 +187,17 @@ def _error(status: int, code: int, message: str, media: str, **headers: str) -> 
 
 def _write(sink: SpanSink, body: bytes, content_type: str, encoding: str | None) -> int:
     """Decode, queue and write (in a worker thread); the number of spans received."""
-    spans = request_to_spans(
-        decode_request(body, content_type, content_encoding=encoding, max_body=sink.max_body)
-    )
+    request = decode_request(body, content_type, content_encoding=encoding, max_body=sink.max_body)
+    count = count_spans(request)
     try:
-        sink.take(spans)
+        if count:
+            sink.admit(count)  # refused before the (costly) spans are built
+        sink.take(request_to_spans(request))
+    except TooManySpansError as exc:
+        raise _Refused(413, RESOURCE_EXHAUSTED, str(exc), {}) from None
     except WriterBusyError as exc:
         raise _Refused(503, UNAVAILABLE, str(exc), {"Retry-After": str(RETRY_AFTER_S)}) from None
-    return len(spans)
+    return count
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -196,7 +232,10 @@ async def _read_body(request: Request, limit: int) -> bytes:
         },
         400: {"description": "the body is not an OTLP trace export"},
         403: {"description": "read-only dashboard (flock dashboard --db)"},
-        413: {"description": "the body is too large"},
+        413: {
+            "description": "the body is too large, or holds more spans than the trace "
+            "writer's queue takes at once (2,000,000 by default): send smaller requests"
+        },
         415: {
             "description": "not application/x-protobuf or application/json, or an "
             "encoding other than gzip/deflate"

@@ -11,7 +11,9 @@ specification:
   another process holds the file, queued for the writer's retries). A request is taken whole
   or refused whole, as over HTTP, so ``partial_success`` is never set;
 - ``INVALID_ARGUMENT`` for a message that is not an ``ExportTraceServiceRequest`` or holds a
-  span the file cannot take (an id of the wrong length, a time past 2262);
+  span the file cannot take (an id of the wrong length, a time past 2262), or more spans
+  than the writer's queue takes at once (``max_queue``: it could never be taken, and
+  OpenTelemetry's exporters retry ``RESOURCE_EXHAUSTED`` even without ``RetryInfo``);
 - ``RESOURCE_EXHAUSTED`` above the size cap (gRPC checks ``grpc.max_receive_message_length``,
   after decompression too);
 - ``UNAVAILABLE`` while the writer's queue is full, with a ``google.rpc.RetryInfo`` (the
@@ -47,12 +49,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceServicer
 
-from flock.dashboard._ingest import RETRY_AFTER_S, WriterBusyError
+from flock.dashboard._ingest import RETRY_AFTER_S, TooManySpansError, WriterBusyError
 from flock.exceptions import TracingError
 from flock.tracing.otlp_receiver import (
     PROTOBUF,
     OtlpBodyTooLargeError,
     OtlpDecodeError,
+    count_spans,
     decode_request,
     request_to_spans,
 )
@@ -81,9 +84,11 @@ def _write(sink: SpanSink, request: ExportTraceServiceRequest | bytes) -> int:
     """Decode, queue and write (in a worker thread); the number of spans received."""
     if isinstance(request, bytes):
         request = decode_request(request, PROTOBUF, max_body=sink.max_body)
-    spans = request_to_spans(request)
-    sink.take(spans)
-    return len(spans)
+    count = count_spans(request)
+    if count:
+        sink.admit(count)  # refused before the (costly) spans are built
+    sink.take(request_to_spans(request))
+    return count
 
 
 def _retry_metadata(message: str) -> tuple[tuple[str, bytes], ...]:
@@ -149,6 +154,8 @@ class TraceExportService(TraceServiceServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, READ_ONLY_MESSAGE)
         try:
             await anyio.to_thread.run_sync(functools.partial(_write, self.sink, request))
+        except TooManySpansError as exc:  # could never fit: not retried (no RetryInfo)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except WriterBusyError as exc:
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE, str(exc), trailing_metadata=_retry_metadata(str(exc))

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketState
 
+from flock.dashboard._text import dumps
 from flock.exceptions import TracingError
 
 if TYPE_CHECKING:
@@ -46,11 +48,22 @@ class LiveHub:
         self._seen: set[str] | None = None
 
     async def broadcast(self, message: dict[str, Any]) -> None:
+        """Send ``message`` to every client. It is encoded once, with strings UTF-8 cannot
+        encode (lone surrogates, which Python code may put into an artifact) replaced, so
+        no message can fail for its content; a client whose connection fails is closed
+        (with a close frame, when it can still take one) and forgotten."""
+        try:
+            text = dumps(message)
+        except (TypeError, ValueError):  # not JSON: a bug, but no reason to drop anyone
+            log.exception("dashboard live message cannot be encoded: %.200r", message)
+            return
         for ws in list(self.clients):
             try:
-                await ws.send_json(message)
+                await ws.send_text(text)
             except Exception:  # a client that went away mid-send
                 self.clients.discard(ws)
+                with contextlib.suppress(Exception):
+                    await ws.close(1011)
 
     async def serve(self, ws: WebSocket) -> None:
         await ws.accept()
@@ -61,7 +74,7 @@ class LiveHub:
             self._task = asyncio.get_running_loop().create_task(self._poll(), name="flock-live")
         try:
             await ws.send_json({"type": "hello", "interval": self.interval})
-            while True:
+            while ws.application_state is WebSocketState.CONNECTED:  # until broadcast closes it
                 await ws.receive_text()  # clients say nothing; this notices them leave
         except WebSocketDisconnect:
             pass

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+
+from flock.dashboard._text import scrub
 
 __all__ = [
     "AgentOut",
@@ -29,6 +31,17 @@ __all__ = [
     "TracePageOut",
     "TypeOut",
 ]
+
+
+class _Scrubbed(BaseModel):
+    """A model of data from the live blackboard (artifacts, agents, types), which Python code
+    may have filled with strings UTF-8 cannot encode: lone surrogates are replaced by U+FFFD
+    as it is built, so the response (and a live message) always serializes."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scrub(cls, data: Any) -> Any:
+        return scrub(data)
 
 
 class InfoOut(BaseModel):
@@ -159,7 +172,7 @@ class StatsOut(BaseModel):
     rows: list[StatsRow]
 
 
-class ArtifactOut(BaseModel):
+class ArtifactOut(_Scrubbed):
     id: str
     type: str
     payload: dict[str, Any]
@@ -205,19 +218,19 @@ class CorrelationDetail(BaseModel):
     artifacts: list[ArtifactOut]
 
 
-class AgentOut(BaseModel):
+class AgentOut(_Scrubbed):
     name: str
     description: str | None
     consumes: list[str]
     publishes: list[str]
 
 
-class TypeOut(BaseModel):
+class TypeOut(_Scrubbed):
     name: str
     json_schema: dict[str, Any] = Field(description="the Pydantic JSON schema of the type")
 
 
-class BlackboardOut(BaseModel):
+class BlackboardOut(_Scrubbed):
     agents: list[AgentOut]
     types: list[str]
 

@@ -18,9 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio.to_thread
-from fastapi import Depends, FastAPI, Response
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
 import flock
 from flock.dashboard import _blackboard, _ingest, _live, _traces
@@ -29,6 +33,7 @@ from flock.dashboard._live import LiveHub
 from flock.dashboard._schemas import HealthOut, InfoOut, WriterOut
 from flock.dashboard._security import SecurityMiddleware
 from flock.dashboard._state import DashboardState, get_state
+from flock.dashboard._text import SafeJSONResponse, scrub
 from flock.tracing.otlp_receiver import MAX_BODY
 from flock.tracing.processor import active_writers, is_lock_error
 from flock.tracing.query import TraceStore
@@ -112,6 +117,8 @@ def create_app(
     )
     app.state.dashboard = state
     app.add_middleware(SecurityMiddleware, token=token)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(_traces.router)
     app.include_router(_blackboard.router)
     app.include_router(_live.router)
@@ -167,6 +174,21 @@ def create_app(
             return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
 
     return app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's answer to an ``HTTPException``, whose detail may quote a string UTF-8 cannot
+    encode (a lone surrogate, replaced by U+FFFD)."""
+    assert isinstance(exc, HTTPException)
+    exc.detail = scrub(exc.detail)
+    return await http_exception_handler(request, exc)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422, whose ``input`` may be a string with a lone surrogate (from a
+    ``\\ud800`` escape in the JSON body): replaced by U+FFFD instead of failing with 500."""
+    assert isinstance(exc, RequestValidationError)
+    return SafeJSONResponse(status_code=422, content={"detail": jsonable_encoder(exc.errors())})
 
 
 def flock_version() -> str:

@@ -20,34 +20,76 @@ import bisect
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-__all__ = ["critical_path", "tree_order"]
+__all__ = ["critical_path", "forest", "tree_order"]
 
 Row = TypeVar("Row", bound=Sequence[Any])
 # Every row starts with (span_id, parent_id, start_ns, end_ns); further fields ride along.
 
 
-def _children(rows: Sequence[Row]) -> tuple[list[Row], dict[str, list[Row]]]:
-    """Roots (no parent, or a parent missing from the trace) and children by parent id,
-    each in start order."""
+def forest(rows: Sequence[Row]) -> tuple[list[Row], dict[str, list[Row]]]:
+    """Roots and children by parent id, each in start order.
+
+    Roots are the spans without a parent, with a parent missing from the trace, or that are
+    their own parent. A parent cycle (corrupt data: ``a`` the parent of ``b`` and ``b`` of
+    ``a``) has no way to a root: it is cut at its earliest span, which becomes a root, so
+    every span is in exactly one tree.
+    """
     ids = {r[0] for r in rows}
     roots: list[Row] = []
     children: dict[str, list[Row]] = {}
-    for row in sorted(rows, key=lambda r: (r[2], r[0])):
+    ordered = sorted(rows, key=lambda r: (r[2], r[0]))
+    for row in ordered:
         parent = row[1]
         if parent is None or parent not in ids or parent == row[0]:
             roots.append(row)
         else:
             children.setdefault(parent, []).append(row)
+    reached = _reach([r[0] for r in roots], children, set())
+    if len(reached) < len(ids):
+        parent_of = {r[0]: r[1] for r in rows}
+        first: dict[str, Row] = {}  # span id -> its earliest row (an id twice: once)
+        for row in ordered:
+            first.setdefault(row[0], row)
+        for row in ordered:
+            if row[0] in reached:
+                continue
+            # Up the parents to the cycle this span hangs from; cut it at its earliest span.
+            path: list[str] = []
+            on_path: set[str] = set()
+            span_id: str = row[0]
+            while span_id not in on_path:
+                path.append(span_id)
+                on_path.add(span_id)
+                span_id = parent_of[span_id]
+            cycle = path[path.index(span_id) :]
+            cut = min((first[c] for c in cycle), key=lambda r: (r[2], r[0]))
+            siblings = children[cut[1]]
+            siblings[:] = [r for r in siblings if r[0] != cut[0]]
+            roots.append(cut)
+            _reach([cut[0]], children, reached)
+        roots.sort(key=lambda r: (r[2], r[0]))
     return roots, children
+
+
+def _reach(start: list[str], children: dict[str, list[Row]], reached: set[str]) -> set[str]:
+    """``reached`` plus the spans in the trees below the ``start`` span ids."""
+    stack = list(start)
+    while stack:
+        span_id = stack.pop()
+        if span_id in reached:
+            continue
+        reached.add(span_id)
+        stack.extend(kid[0] for kid in children.get(span_id, ()))
+    return reached
 
 
 def tree_order(rows: Sequence[Row]) -> list[tuple[Row, int, int]]:
     """``(row, depth, number of children)`` in depth-first order, siblings by start time.
 
-    Spans whose parent is not in the trace are shown as roots; spans caught in a parent
-    cycle (corrupt data) are appended at depth 0 rather than lost.
+    Spans whose parent is not in the trace, or that are their own parent, are shown as
+    roots; a parent cycle (corrupt data) is cut at its earliest span, shown as a root.
     """
-    roots, children = _children(rows)
+    roots, children = forest(rows)
     out: list[tuple[Row, int, int]] = []
     seen: set[str] = set()
     stack: list[tuple[Row, int]] = [(r, 0) for r in reversed(roots)]
@@ -59,7 +101,7 @@ def tree_order(rows: Sequence[Row]) -> list[tuple[Row, int, int]]:
         kids = children.get(row[0], [])
         out.append((row, depth, len(kids)))
         stack.extend((kid, depth + 1) for kid in reversed(kids))
-    if len(out) < len(rows):
+    if len(out) < len(rows):  # defensive: no span is lost
         out.extend((r, 0, 0) for r in rows if r[0] not in seen)
     return out
 
@@ -106,10 +148,13 @@ def critical_path(rows: Sequence[Row]) -> set[str]:
     """
     if not rows:
         return set()
-    roots, children = _children(rows)
+    roots, children = forest(rows)
     parent_of = {r[0]: r[1] for r in rows}
+    parent_of.update((r[0], None) for r in roots)  # a parent cycle is cut at its root
     end_of = {r[0]: max(r[3], r[2]) for r in rows}
-    detached = [r for r in rows if r[1] in end_of and max(r[3], r[2]) > end_of[r[1]]]
+    detached = [
+        r for r in rows if parent_of[r[0]] in end_of and max(r[3], r[2]) > end_of[parent_of[r[0]]]
+    ]
     detached_ids = {r[0] for r in detached}
     by_end = sorted(detached, key=lambda r: max(r[3], r[2]))
     ends = [max(r[3], r[2]) for r in by_end]

@@ -26,8 +26,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
+import http.client
 import io
+import os
+import re
+import stat
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, Literal
@@ -48,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OtlpProtocol",
+    "check_header",
     "encode_request",
     "export_json",
     "iter_trace_spans",
@@ -59,6 +66,7 @@ __all__ = [
     "to_otlp_json",
     "trace_ids_for_export",
     "traces_endpoint",
+    "write_json_file",
     "write_json_lines",
 ]
 
@@ -264,12 +272,100 @@ def export_json(store: TraceStore, trace_ids: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
+def write_json_file(
+    store: TraceStore,
+    trace_ids: Sequence[str],
+    path: str | os.PathLike[str],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[int, int]:
+    """:func:`write_json_lines` into the file at ``path``; returns ``(traces, spans)``.
+
+    A regular file (or a new one) is replaced whole: written beside it (``NAME.part``) and
+    renamed over it once complete, so no reader sees half an export and a failed export
+    leaves the old file as it was (its permissions are kept). Anything else that can be
+    opened for writing — a FIFO, a terminal, a character device — is written to as it is.
+    A symlink is followed: its target is written (or replaced), the link stays.
+
+    Raises:
+        OSError: the path cannot be written (a directory, a missing folder, no permission).
+    """
+    name = os.fspath(path)
+    try:
+        info: os.stat_result | None = os.stat(name)  # through symlinks
+    except FileNotFoundError:  # a new file, or a symlink to one
+        info = None
+    if info is not None and stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        with open(name, "w", encoding="utf-8") as out:
+            return write_json_lines(store, trace_ids, out, progress=progress)
+    target = os.path.realpath(name)  # the file itself, not a symlink to it
+    tmp = target + ".part"
+    try:
+        with open(tmp, "w", encoding="utf-8") as out:
+            if info is not None:
+                os.chmod(tmp, stat.S_IMODE(info.st_mode))
+            result = write_json_lines(store, trace_ids, out, progress=progress)
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return result
+
+
 def traces_endpoint(url: str) -> str:
-    """``http://host:4318`` -> ``http://host:4318/v1/traces`` (left alone if it has that)."""
+    """``http://host:4318`` -> ``http://host:4318/v1/traces`` (left alone if it has that, so
+    applying it twice changes nothing).
+
+    Raises:
+        ValueError: not an ``http(s)://host[:port]`` URL (no host, a port that is not a
+            number from 0 to 65535, an unclosed ``[`` of an IPv6 address, spaces).
+
+    Example:
+        >>> traces_endpoint("http://127.0.0.1:6006/")
+        'http://127.0.0.1:6006/v1/traces'
+        >>> traces_endpoint(traces_endpoint("https://[::1]:4318?project=x"))
+        'https://[::1]:4318/v1/traces?project=x'
+    """
     url = url.strip()
-    if not url.startswith(("http://", "https://")):
-        raise ValueError(f"not an http(s) URL: {url!r} (e.g. http://127.0.0.1:6006)")
-    return url if url.rstrip("/").endswith("/v1/traces") else url.rstrip("/") + "/v1/traces"
+    example = "(e.g. http://127.0.0.1:6006)"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ValueError(f"not a URL: {url!r} holds spaces or control characters {example}")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {url!r}: {exc} {example}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL with a host: {url!r} {example}")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/v1/traces"):
+        path += "/v1/traces"
+    return urllib.parse.urlunsplit(parts._replace(path=path))
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""An HTTP header name (RFC 9110 token)."""
+
+
+def check_header(name: str, value: str) -> None:
+    """Raise ``ValueError`` saying why ``name: value`` cannot be sent as an HTTP header.
+
+    Example:
+        >>> check_header("x-project-name", "pizza")
+        >>> check_header("X", "a\\nb")
+        Traceback (most recent call last):
+        ...
+        ValueError: the value of header 'X' holds a character other than printable ASCII: '\\n'
+    """
+    if not _TOKEN.fullmatch(name):
+        raise ValueError(f"{name!r} is not an HTTP header name (letters, digits, -_.!#$%&'*+^`|~)")
+    for c in value:
+        if not (" " <= c <= "~" or c == "\t"):
+            raise ValueError(
+                f"the value of header {name!r} holds a character other than printable ASCII: {c!r}"
+            )
 
 
 def post_request(
@@ -280,17 +376,24 @@ def post_request(
     headers: Mapping[str, str] | None = None,
     timeout: float = 10.0,
 ) -> None:
-    """POST one request to an OTLP/HTTP traces endpoint; raises :class:`TracingError` with a
-    readable message when the receiver is unreachable or refuses it."""
+    """POST one request to an OTLP/HTTP traces endpoint (the full URL); raises
+    :class:`TracingError` with a readable message when the receiver is unreachable, does not
+    speak HTTP or refuses it, or the URL or a header (see :func:`check_header`) cannot be
+    sent."""
     if protocol == "http/json":
         body, content_type = orjson.dumps(request_to_json(request)), "application/json"
     elif protocol == "http/protobuf":
         body, content_type = request.SerializeToString(), "application/x-protobuf"
     else:
         raise ValueError(f"protocol must be 'http/protobuf' or 'http/json', not {protocol!r}")
-    req = urllib.request.Request(
-        url, data=body, method="POST", headers={**(headers or {}), "Content-Type": content_type}
-    )
+    try:
+        for name, value in (headers or {}).items():
+            check_header(name, value)
+        req = urllib.request.Request(
+            url, data=body, method="POST", headers={**(headers or {}), "Content-Type": content_type}
+        )
+    except ValueError as exc:  # a header that cannot be sent, a URL that is not one
+        raise TracingError(f"cannot send to {url!r}: {exc}") from None
     try:
         with urllib.request.urlopen(req, timeout=timeout) as response:
             response.read()
@@ -303,6 +406,8 @@ def post_request(
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise TracingError(f"cannot reach {url}: {reason}") from None
+    except (http.client.HTTPException, ValueError) as exc:  # not HTTP, a bad URL or header
+        raise TracingError(f"cannot send to {url!r}: {type(exc).__name__}: {exc}") from None
 
 
 def _refusal_message(body: bytes, content_type: str) -> str:

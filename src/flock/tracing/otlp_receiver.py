@@ -43,6 +43,7 @@ __all__ = [
     "OtlpBodyTooLargeError",
     "OtlpDecodeError",
     "OtlpUnsupportedError",
+    "count_spans",
     "decode_request",
     "media_type",
     "receive",
@@ -192,6 +193,16 @@ def _dict(values: Sequence[KeyValue]) -> dict[str, Any]:
         if v is not None:
             result[kv.key] = v
     return result
+
+
+def count_spans(request: ExportTraceServiceRequest) -> int:
+    """The number of spans in a request, without building them (cheap: a few ms for a
+    million spans)."""
+    return sum(
+        len(scope_spans.spans)
+        for resource_spans in request.resource_spans
+        for scope_spans in resource_spans.scope_spans
+    )
 
 
 def request_to_spans(request: ExportTraceServiceRequest) -> list[ReadableSpan]:

@@ -314,7 +314,11 @@ class TraceStore:
         return traces[0].trace_id if traces else None
 
     def tree(self, trace_id: str) -> list[SpanNode]:
-        """The spans of one trace as trees (roots in start order)."""
+        """The spans of one trace as trees (roots and children in start order).
+
+        Roots are the spans without a parent, with a parent not in the trace, or that are
+        their own parent; a parent cycle (corrupt data) is cut at its earliest span, which
+        becomes a root. Every span is in exactly one tree, once."""
         with self.connect() as conn:
             rows = conn.execute(
                 "SELECT span_id, parent_id, name, start_time, duration_ms, status_code, attributes "
@@ -323,15 +327,20 @@ class TraceStore:
             ).fetchall()
         if not rows:
             raise TracingError(f"no trace {trace_id!r} in {str(self.path)!r}")
+        from flock.tracing._waterfall import forest
+
         nodes = {
             r[0]: SpanNode(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]) if r[6] else {})
             for r in rows
         }
-        roots: list[SpanNode] = []
-        for node in nodes.values():
-            parent = nodes.get(node.parent_id) if node.parent_id else None
-            (parent.children if parent is not None else roots).append(node)
-        return roots
+        # The timeline's rule: a span whose parent is missing, or is itself, is a root, and
+        # a parent cycle (corrupt data) is cut at its earliest span — every span is shown once.
+        roots, children = forest(
+            [(n.span_id, n.parent_id, n.start_time, 0, n) for n in nodes.values()]
+        )
+        for parent_id, kids in children.items():
+            nodes[parent_id].children = [kid[4] for kid in kids]
+        return [root[4] for root in roots]
 
     def search_traces(
         self,

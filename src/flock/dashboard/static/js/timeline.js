@@ -215,7 +215,8 @@ export async function timelineView(root, traceId, params) {
     const i = byId.get(spanId);
     if (i === undefined) return;
     let p = spans[i].parent_id;
-    while (p && byId.has(p)) { collapsed.delete(p); p = spans[byId.get(p)].parent_id; }
+    const up = new Set([spanId]);  // corrupt traces may have parent cycles: stop at one
+    while (p && byId.has(p) && !up.has(p)) { up.add(p); collapsed.delete(p); p = spans[byId.get(p)].parent_id; }
     refresh();
     const vi = visibleIndex.get(spanId) ?? -1;
     if (scroll && vi >= 0) { body.scrollTop = Math.max(0, vi * ROW_H - body.clientHeight / 3); render(true); }
