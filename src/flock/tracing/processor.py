@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import ctypes
 import logging
 import os
 import queue
@@ -41,7 +42,6 @@ from flock.tracing.store import (
     MAX_ATTRIBUTE_CHARS,
     Appender,
     FinishedSpan,
-    connect,
     spans_to_arrow,
 )
 
@@ -59,6 +59,8 @@ _FORKED_APPENDERS: list[Appender] = []  # the parent's DuckDB instances, never u
 ENCODE_CHUNK = 256  # spans encoded between GIL releases (~1 ms), to keep the loop responsive
 ENCODE_BATCH = 256  # queued spans that wake the writer: encoded before the GC promotes them
 RELEASE_CHUNK = 32  # written Arrow tables freed between GIL releases (~1 ms)
+FORK_WAIT = 10.0  # the longest a fork waits for the writer to finish loading its libraries
+EXIT_PRIORITY = 10  # of the shutdown among multiprocessing's exit finalizers (higher: earlier)
 
 
 def active_writers(path: str | Path) -> Iterator[DuckDBSpanProcessor]:
@@ -116,14 +118,20 @@ class DuckDBSpanProcessor(SpanProcessor):
         self._stopping = False
         self._closed = False
         self._warned_lock = False
+        self._exit_finalizer: Any = None  # multiprocessing's exit hook (see _exit_with_mp)
         self._new_pipeline()
         self._check_file()
         self._thread.start()
         _WRITERS.add(self)
         atexit.register(self.shutdown)
+        self._exit_with_mp()
         if hasattr(os, "register_at_fork"):  # weakly: a processor may be garbage-collected
+            before = weakref.WeakMethod(self._before_fork)
             after_fork = weakref.WeakMethod(self._after_fork_in_child)
-            os.register_at_fork(after_in_child=lambda: (method := after_fork()) and method())
+            os.register_at_fork(
+                before=lambda: _call_if_alive(before),
+                after_in_child=lambda: _call_if_alive(after_fork),
+            )
 
     def _new_pipeline(self) -> None:
         """An empty queue, the writer's threads (not started yet), their locks and a DuckDB
@@ -136,8 +144,26 @@ class DuckDBSpanProcessor(SpanProcessor):
         self._inserter: threading.Thread | None = None
         self._appender = Appender(self.path)
         self._wake = threading.Event()
+        self._ready = threading.Event()  # set once the writer thread has loaded its libraries
         self._file_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="flock-trace-writer", daemon=True)
+
+    def _before_fork(self) -> None:
+        """Before this process forks: let the writer thread finish loading its libraries. A
+        fork while another thread imports a module leaves that module's import lock held in
+        the child by a thread the child does not have, so the child's writer would hang for
+        good at its first use of the module (and its exit wait for it). Only the first
+        moments after the writer starts are affected; later this is one check."""
+        ready, thread = self._ready, self._thread
+        if ready.is_set() or not thread.is_alive() or thread is threading.current_thread():
+            return
+        if not ready.wait(FORK_WAIT):
+            log.warning(
+                "flock trace writer: still loading its libraries after %.0f s; forking anyway "
+                "(the child's spans may not reach %s)",
+                FORK_WAIT,
+                self.path,
+            )
 
     def _after_fork_in_child(self) -> None:
         """In a forked child (``multiprocessing``'s default on Linux) the writer's threads
@@ -146,16 +172,39 @@ class DuckDBSpanProcessor(SpanProcessor):
         child's spans reach the file too, as OpenTelemetry's batch processor does."""
         if self._closed:
             return
-        _FORKED_APPENDERS.append(self._appender)
+        _keep_forever(self._appender)
         self._new_pipeline()
         self._thread.start()
+        mp_util = sys.modules.get("multiprocessing.util")
+        if mp_util is not None:
+            # A multiprocessing child clears the finalizers it inherited, then runs these
+            # after-fork hooks (Process._bootstrap): register the child's exit hook there.
+            mp_util.register_after_fork(self, DuckDBSpanProcessor._exit_with_mp)
+
+    def _exit_with_mp(self) -> None:
+        """Shut down (write what is left) when this process ends as a ``multiprocessing``
+        child: fork and forkserver children end with ``os._exit``, which skips ``atexit``,
+        but first run multiprocessing's finalizers. Without ``multiprocessing`` loaded, this
+        process is no such child (a later forked one registers from the fork hooks)."""
+        mp_util = sys.modules.get("multiprocessing.util")
+        if mp_util is None or self._closed:
+            return
+        if self._exit_finalizer is not None:
+            self._exit_finalizer.cancel()  # an inherited one (a no-op once cleared)
+        self._exit_finalizer = mp_util.Finalize(None, self.shutdown, exitpriority=EXIT_PRIORITY)
 
     def _check_file(self) -> None:
+        """Make sure the file can be used (creating it and its table if needed), the way the
+        writer opens it: ATTACHed to the appender's in-memory DuckDB instance. (A
+        ``duckdb.connect`` of the file would clash with a read-only connection to it open in
+        this process, which is merely busy, like another process's.)"""
         try:
-            connect(self.path).close()
+            self._appender.check()
         except Exception as exc:
             if is_lock_error(exc):
-                return  # another process reads it right now; the writer will retry
+                return  # another connection reads it right now; the writer will retry
+            with contextlib.suppress(Exception):
+                self._appender.close()
             raise TracingError(
                 f"cannot use trace file {str(self.path)!r}: {type(exc).__name__}: {exc}. "
                 "Move or delete the file (or set FLOCK_TRACE_DB to another path, or "
@@ -243,6 +292,9 @@ class DuckDBSpanProcessor(SpanProcessor):
             return
         self._closed = True
         self._stopping = True
+        if self._exit_finalizer is not None:  # done now: no second run at exit
+            self._exit_finalizer.cancel()
+            self._exit_finalizer = None
         self._wake.set()
         self._thread.join(self.exit_timeout + 5)
         self._inserts.put(None)  # the insert thread is idle: the last write was synchronous
@@ -316,19 +368,25 @@ class DuckDBSpanProcessor(SpanProcessor):
     def _loop(self) -> None:
         # Load the encoder's libraries as the writer starts (with the application), not with
         # the first batch: loading pyarrow holds the GIL for ~10 ms at a time, which stalled
-        # the event loop under the first burst of spans (measured).
+        # the event loop under the first burst of spans (measured). Everything the writer
+        # imports lazily is loaded here, so that a fork waiting for ``_ready`` (see
+        # _before_fork) never happens while this thread holds an import lock.
         try:
             import orjson  # noqa: F401
             import pyarrow  # noqa: F401
+
+            import flock.tracing._attributes  # noqa: F401
         except ImportError:  # the first encode fails the same way, keeps the spans, retries
             log.exception("flock trace writer: cannot load its encoder's libraries")
+        finally:
+            self._ready.set()
         while True:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
             stopping = self._stopping
             try:
                 self._drain(deadline=time.monotonic() + self.exit_timeout if stopping else None)
-            except Exception as exc:  # never let the writer die silently
+            except BaseException as exc:  # never let the writer die silently (SystemExit too)
                 error = f"{type(exc).__name__}: {exc}"
                 if error != self.last_error:
                     log.exception("flock trace writer failed; spans stay queued and are retried")
@@ -350,7 +408,7 @@ class DuckDBSpanProcessor(SpanProcessor):
         try:
             with self._file_lock:
                 deleted = self._appender.prune(cutoff)
-        except Exception as exc:
+        except BaseException as exc:  # never let the writer die (see _loop)
             if is_lock_error(exc):
                 return
             log.warning(
@@ -398,7 +456,7 @@ class DuckDBSpanProcessor(SpanProcessor):
                 except (ImportError, MemoryError):  # the encoder cannot run: keep, retry
                     queue.extendleft(reversed([*batch, *markers]))
                     raise
-                except Exception:
+                except BaseException:  # a hook's SystemExit, say: isolate the span at fault
                     batch, table = self._encode_isolating(batch)
                 if batch:
                     self._encoded.append(table)
@@ -516,7 +574,7 @@ class DuckDBSpanProcessor(SpanProcessor):
         for span in batch:
             try:
                 self._encode([span])
-            except Exception as exc:
+            except BaseException as exc:  # as any exception: this thread must go on
                 error = f"{type(exc).__name__}: {exc}"
                 if error != self.unencodable_error:
                     log.error("flock trace writer: dropping span %r: %s", span._name, error)
@@ -566,6 +624,24 @@ class DuckDBSpanProcessor(SpanProcessor):
     def pause(self) -> _Paused:
         """Hold off writes (e.g. while the file is cleared in this process)."""
         return _Paused(self._file_lock)
+
+
+def _keep_forever(appender: Appender) -> None:
+    """In a forked child, never free the parent's DuckDB instance (the child never uses it):
+    its destructor joins threads the child does not have and aborts the process (at the
+    child's normal exit at the latest, when the modules are cleared)."""
+    _FORKED_APPENDERS.append(appender)
+    conn = appender._conn
+    if conn is not None:
+        with contextlib.suppress(Exception):  # a reference nothing ever releases
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
+
+
+def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
+    """Call a weakly held method, unless its object is gone (a fork hook's target)."""
+    bound = method()
+    if bound is not None:
+        bound()
 
 
 def _release(tables: list[Any]) -> None:

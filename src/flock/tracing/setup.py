@@ -18,7 +18,8 @@ done instead (the default flush interval; no retention; ``http/protobuf`` for ``
 OpenTelemetry SDK cannot send; no OTLP export for an unknown protocol).
 
 A tracer provider the application installed itself is respected: flock adds its processors
-to it instead of replacing it.
+to it instead of replacing it (an OpenTelemetry SDK provider), or starts its spans on it as it
+is (another implementation of the OpenTelemetry API, which takes no span processors).
 """
 
 from __future__ import annotations
@@ -88,6 +89,12 @@ def _sdk_disabled() -> bool:
     return env_flag("OTEL_SDK_DISABLED", False)
 
 
+def _no_global_provider(provider: object) -> bool:
+    """True for OpenTelemetry's stand-in before any provider is set globally (the only one
+    ``FLOCK_AUTO_TRACE`` replaces: a provider the application installed is never replaced)."""
+    return isinstance(provider, trace.ProxyTracerProvider)
+
+
 def _is_sdk_provider(provider: object) -> bool:
     from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 
@@ -106,7 +113,9 @@ def configure(
 
     Args:
         provider: an SDK ``TracerProvider``; default: the global one, or a new one installed
-            globally when ``FLOCK_AUTO_TRACE`` is on and none is set.
+            globally when ``FLOCK_AUTO_TRACE`` is on and none is set. ``None`` is returned
+            for a provider that is not the SDK's (flock's spans go to it as they are, see
+            :func:`instrument_for`).
         trace_file: write to the DuckDB file (default ``FLOCK_TRACE_FILE``, true; only for
             the global provider unless given).
         db_path: the trace file (default ``FLOCK_TRACE_DB`` or ``.flock/traces.duckdb``).
@@ -138,11 +147,13 @@ def configure(
         sdk_provider: SDKTracerProvider
         if provider is None:
             provider = trace.get_tracer_provider()
-            if not _is_sdk_provider(provider):
+            if _no_global_provider(provider):
                 if not env_flag("FLOCK_AUTO_TRACE", True):
                     return None
                 provider = _new_provider()
                 trace.set_tracer_provider(provider)
+            elif not _is_sdk_provider(provider):
+                return None  # the application's own API provider: used as it is
         elif not _is_sdk_provider(provider):
             return None  # a custom API provider: use it as it is
         sdk_provider = cast("SDKTracerProvider", provider)
@@ -371,6 +382,11 @@ def instrument_for(provider: Any | None) -> tuple[Instrument, Workflows]:
     auto = env_flag("FLOCK_AUTO_WORKFLOW_TRACE", False)
     settings = configure(provider)
     if settings is None:
+        if provider is None and not _sdk_disabled():
+            # The application's own global provider (not the SDK's), unless none is set.
+            provider = trace.get_tracer_provider()
+            if _no_global_provider(provider):
+                provider = None
         if provider is not None and not _sdk_disabled():
             tracer = provider.get_tracer("flock")
             return Instrument(tracer), Workflows(tracer, auto=auto)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import logging
     from datetime import timedelta
 
     import duckdb
@@ -121,25 +122,32 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> duckdb.
     return conn
 
 
-def spans_catalog(conn: duckdb.DuckDBPyConnection) -> tuple[bool, list[tuple[str, str]]]:
+def spans_catalog(
+    conn: duckdb.DuckDBPyConnection, database: str | None = None
+) -> tuple[bool, list[tuple[str, str]]]:
     """How the database's ``main.spans`` is defined, from the catalog (nothing of it runs):
-    whether it is a view, and its ``(column, type)`` pairs in order (none: no ``spans``)."""
+    whether it is a view, and its ``(column, type)`` pairs in order (none: no ``spans``).
+    ``database``: an attached database's name (default: the connection's current one)."""
+    name = "current_database()" if database is None else "?"
     row = conn.execute(
-        "SELECT (SELECT count(*) FROM duckdb_views() WHERE database_name = current_database()"
+        f"SELECT (SELECT count(*) FROM duckdb_views() WHERE database_name = {name}"
         "        AND schema_name = 'main' AND view_name = 'spans') > 0, "
         "       (SELECT list([column_name, data_type] ORDER BY column_index)"
-        "        FROM duckdb_columns() WHERE database_name = current_database()"
-        "        AND schema_name = 'main' AND table_name = 'spans')"
+        f"        FROM duckdb_columns() WHERE database_name = {name}"
+        "        AND schema_name = 'main' AND table_name = 'spans')",
+        [] if database is None else [database, database],
     ).fetchone()
     view, columns = row if row is not None else (False, None)
     return bool(view), [(name, sql_type) for name, sql_type in columns or ()]
 
 
-def check_schema(conn: duckdb.DuckDBPyConnection, *, missing_ok: bool = False) -> None:
+def check_schema(
+    conn: duckdb.DuckDBPyConnection, *, missing_ok: bool = False, database: str | None = None
+) -> None:
     """Raise ``ValueError`` unless the database's ``main.spans`` is flock's table (a file
     made by other software, or a view: every write would fail on it); with ``missing_ok``,
-    no ``spans`` at all is fine too."""
-    view, found = spans_catalog(conn)
+    no ``spans`` at all is fine too. ``database`` as for :func:`spans_catalog`."""
+    view, found = spans_catalog(conn, database)
     if view:
         raise ValueError("its 'spans' is a view, not flock's spans table")
     if not found:
@@ -168,16 +176,30 @@ class Appender:
         self._pending = pending_dir(self.path)
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._unmerged = False  # appended since the last full checkpoint
+        self._stuck: set[str] = set()  # spilled files that failed to be added (see _recover)
+        self._recover_errors: set[str] = set()  # other failures of _recover, logged once
+
+    def check(self) -> None:
+        """Open the file as :meth:`append` does, creating it and its ``spans`` table if
+        missing; ``ValueError`` if its ``spans`` is not flock's table, DuckDB's error if it
+        is no DuckDB file, a lock error (see ``is_lock_error``) while another connection,
+        of this process or another, holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._attached() as conn:
+            check_schema(conn, missing_ok=True, database=self.ALIAS)
+            if not spans_catalog(conn, self.ALIAS)[1]:
+                conn.execute(SCHEMA.replace(" spans ", f" {self.ALIAS}.spans ", 1))
+                conn.execute(f"CHECKPOINT {self.ALIAS}")  # the file alone holds the table
 
     def append(self, table: pa.Table) -> None:
         """Insert ``table`` (from :func:`spans_to_arrow`) into the file's ``spans`` table,
-        and the spans other processes left in :func:`pending_dir` (if any)."""
+        and the spans other processes left in :func:`pending_dir` (if any). Once ``table``
+        is in, nothing raises: a spilled file that cannot be added is logged and left."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._attached() as conn:
             self._insert(conn, table)
             self._unmerged = True
-            if self._pending.is_dir():
-                self._recover(conn)
+            self._recover_safely(conn)
 
     def _insert(self, conn: duckdb.DuckDBPyConnection, table: pa.Table, where: str = "") -> None:
         import duckdb
@@ -209,37 +231,98 @@ class Appender:
         os.replace(partial, target)
         return target
 
+    def _recover_safely(self, conn: duckdb.DuckDBPyConnection) -> None:
+        """:meth:`_recover`, after the append's own batch is committed: whatever goes wrong
+        there is logged, never raised, or the writer would append that batch again."""
+        try:
+            if self._pending.is_dir():
+                self._recover(conn)
+        except Exception as exc:  # the directory cannot be listed, say
+            reason = f"{type(exc).__name__}: {exc}"
+            if reason not in self._recover_errors:
+                self._recover_errors.add(reason)
+                _log().warning(
+                    "flock: cannot add the spans left in %s (%s); trying again with the next "
+                    "process that writes to %s",
+                    self._pending,
+                    reason,
+                    self.path.name,
+                )
+
     def _recover(self, conn: duckdb.DuckDBPyConnection) -> None:
         """Insert the spilled spans of :func:`pending_dir` (each file once: a span already in
-        the file, after a crash between an insert and its file's removal, is skipped)."""
-        import logging
-
-        log = logging.getLogger("flock.tracing")
+        the file, after a crash between an insert and its file's removal, is skipped). A
+        file that fails is logged once and left alone by this appender, and the next files
+        are still added: the next process that writes to the file tries it again."""
         for spilled in sorted(self._pending.glob("*.arrow")):
+            if spilled.name in self._stuck:
+                continue
             try:
                 table = _read_spilled(spilled)
                 if table.schema != _arrow_schema():
                     raise ValueError("written by another version of flock")
             except Exception as exc:
-                spilled.rename(spilled.with_suffix(".unreadable"))
-                log.warning(
-                    "flock: cannot add the spans left in %s (%s: %s); renamed it to %s",
+                self._set_aside(spilled, exc)
+                continue
+            try:
+                self._insert(
+                    conn,
+                    table,
+                    f" WHERE NOT EXISTS (SELECT 1 FROM {self.ALIAS}.spans s"
+                    " WHERE s.trace_id = b.trace_id AND s.span_id = printf('%016x', b.span_id))",
+                )
+            except Exception as exc:
+                self._stuck.add(spilled.name)
+                _log().warning(
+                    "flock: cannot add the spans left in %s (%s: %s); leaving it for the next "
+                    "process that writes to %s",
                     spilled,
                     type(exc).__name__,
                     exc,
-                    spilled.with_suffix(".unreadable").name,
+                    self.path.name,
                 )
                 continue
-            self._insert(
-                conn,
-                table,
-                f" WHERE NOT EXISTS (SELECT 1 FROM {self.ALIAS}.spans s"
-                " WHERE s.trace_id = b.trace_id AND s.span_id = printf('%016x', b.span_id))",
-            )
-            spilled.unlink()
-            log.info("flock: added %d span(s) left by an earlier process", table.num_rows)
+            try:
+                spilled.unlink()
+            except OSError as exc:  # added, but cannot be removed (another user's file, say)
+                self._stuck.add(spilled.name)  # not again here; added once anyway (above)
+                _log().warning(
+                    "flock: added the %d span(s) left in %s but cannot remove it (%s: %s); "
+                    "remove it by hand (adding it again would skip its spans anyway)",
+                    table.num_rows,
+                    spilled,
+                    type(exc).__name__,
+                    exc,
+                )
+                continue
+            _log().info("flock: added %d span(s) left by an earlier process", table.num_rows)
         with contextlib.suppress(OSError):
             self._pending.rmdir()  # only when empty
+
+    def _set_aside(self, spilled: Path, exc: Exception) -> None:
+        """Rename a spilled file that cannot be added to ``*.unreadable``, and say so."""
+        target = spilled.with_suffix(".unreadable")
+        why = f"{type(exc).__name__}: {exc}"
+        try:
+            spilled.rename(target)
+        except OSError as error:
+            self._stuck.add(spilled.name)
+            _log().warning(
+                "flock: cannot add the spans left in %s (%s), nor rename it to %s (%s: %s); "
+                "leaving it",
+                spilled,
+                why,
+                target.name,
+                type(error).__name__,
+                error,
+            )
+            return
+        _log().warning(
+            "flock: cannot add the spans left in %s (%s); renamed it to %s",
+            spilled,
+            why,
+            target.name,
+        )
 
     def prune(self, cutoff_ns: int) -> int:
         """Delete the traces that ended before ``cutoff_ns`` (ns since the epoch) from the
@@ -310,6 +393,12 @@ class Appender:
             conn.close()
 
 
+def _log() -> logging.Logger:
+    import logging
+
+    return logging.getLogger("flock.tracing")
+
+
 def _dumps(value: Any) -> bytes:
     import orjson
 
@@ -356,7 +445,7 @@ def _resource_columns(
     service = attributes.get("service.name")
     try:
         text = _dumps(_flat_attributes(attributes, max_chars, redact)).decode()
-    except Exception as exc:  # a redact hook that raises, say
+    except BaseException as exc:  # a redact hook that raises (even SystemExit), say
         text = _unencodable("(resource)", "resource attributes", exc)
     return (str(service) if service is not None else None), text
 
@@ -384,7 +473,7 @@ def _events_json(span_events: Sequence[Any], max_chars: int, redact: Redactor | 
 _UNENCODABLE_REPORTED: set[str] = set()
 
 
-def _unencodable(span_name: str, what: str, exc: Exception) -> str:
+def _unencodable(span_name: str, what: str, exc: BaseException) -> str:
     """The stand-in JSON for a span's attributes (or one event) that could not be encoded,
     e.g. because a redact hook raised or returned a cyclic value. Logged once per cause."""
     import logging
@@ -514,17 +603,19 @@ def spans_to_arrow(
                 attributes[i] = attributes_json(
                     getattr(raw, "_dict", raw), max_chars=max_chars, redact=redact
                 )
-            except Exception as exc:  # e.g. a redact hook that raises: lose these, not the batch
+            # e.g. a redact hook that raises: lose these, not the batch. BaseException: a
+            # hook's SystemExit must not kill the writer thread either (no cost unless raised).
+            except BaseException as exc:
                 attributes[i] = _unencodable(span._name, "attributes", exc)
         if span._events:
             try:
                 events[i] = _events_json(span._events, max_chars * 4, redact)
-            except Exception as exc:
+            except BaseException as exc:
                 events[i] = "[" + _unencodable(span._name, "events", exc) + "]"
         if span._links:
             try:
                 links[i] = _links_json(span._links, max_chars, redact)
-            except Exception as exc:
+            except BaseException as exc:
                 links[i] = "[" + _unencodable(span._name, "links", exc) + "]"
     # The fast path writes NaN and infinities as null: redo the (rare) spans that have one
     # with nested_json, which keeps them. One search per batch, not one per span; "null" in
@@ -537,7 +628,7 @@ def spans_to_arrow(
             if "null" in text and values and has_non_finite(values.values()):
                 try:
                     attributes[i] = nested_json(values, max_chars=max_chars, redact=redact)
-                except Exception as exc:
+                except BaseException as exc:
                     attributes[i] = _unencodable(spans[i]._name, "attributes", exc)
     columns = [
         trace_ids, span_ids, parent_ids, names, services, kinds, starts, ends, status_codes,
