@@ -266,8 +266,9 @@ def writer_parts(spans: list[Any], batch: int = 25_000) -> dict[str, Any]:
     (Python, in the writer thread) and DuckDB appending pre-encoded Arrow batches."""
     import pyarrow as pa
 
+    from flock.tracing._encode import FinishedSpan, spans_to_arrow
     from flock.tracing.processor import ENCODE_CHUNK
-    from flock.tracing.store import Appender, FinishedSpan, spans_to_arrow
+    from flock.tracing.store import Appender
 
     finished = [FinishedSpan(s) for s in spans]
     t0 = time.perf_counter()
@@ -303,7 +304,7 @@ async def lag(p: dict[str, Any]) -> dict[str, Any]:
     if not burst:
         # All queued before the probe starts, so the lag is the export's alone: on_end's
         # work minus its wake-up call, so that the writer starts only with the probe.
-        from flock.tracing.store import FinishedSpan
+        from flock.tracing._encode import FinishedSpan
 
         proc._queue.extend(FinishedSpan(span) for span in spans)
     probe = LagProbe()

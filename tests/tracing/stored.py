@@ -14,7 +14,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from flock import __version__
-from flock.tracing.store import Appender, spans_to_arrow
+from flock.tracing._encode import spans_to_arrow
+from flock.tracing.store import Appender
 
 # The seed's "Trace Hierarchy Example", verbatim.
 SEED_TREE = """\

@@ -37,8 +37,9 @@ from pydantic import BaseModel
 
 from flock.orchestrator import Flock
 from flock.registry import flock_type
+from flock.tracing._encode import spans_to_arrow
 from flock.tracing.processor import DuckDBSpanProcessor
-from flock.tracing.store import Appender, connect, pending_dir, spans_to_arrow
+from flock.tracing.store import Appender, connect, pending_dir
 
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 

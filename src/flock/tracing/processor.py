@@ -38,12 +38,8 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from flock.exceptions import TracingError
-from flock.tracing.store import (
-    MAX_ATTRIBUTE_CHARS,
-    Appender,
-    FinishedSpan,
-    spans_to_arrow,
-)
+from flock.tracing._encode import FinishedSpan, spans_to_arrow
+from flock.tracing.store import MAX_ATTRIBUTE_CHARS, Appender
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

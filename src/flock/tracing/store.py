@@ -1,4 +1,5 @@
-"""The DuckDB trace file: its ``spans`` table, span-to-row encoding, and clearing it.
+"""The DuckDB trace file: its ``spans`` table, appending to it (batches encoded by
+:mod:`flock.tracing._encode`), and clearing it.
 
 One row per span; times are integer nanoseconds since the epoch; ``attributes`` is nested
 JSON (see :mod:`flock.tracing._attributes`) so the queries of the docs work as printed::
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,9 +29,7 @@ if TYPE_CHECKING:
 
     import duckdb
     import pyarrow as pa
-    from opentelemetry.sdk.trace import ReadableSpan
 
-    from flock.tracing._attributes import Redactor
 
 __all__ = [
     "DEFAULT_DB_PATH",
@@ -39,7 +38,6 @@ __all__ = [
     "clear_traces",
     "connect",
     "pending_dir",
-    "spans_to_arrow",
 ]
 
 DEFAULT_DB_PATH = ".flock/traces.duckdb"
@@ -254,12 +252,14 @@ class Appender:
         the file, after a crash between an insert and its file's removal, is skipped). A
         file that fails is logged once and left alone by this appender, and the next files
         are still added: the next process that writes to the file tries it again."""
+        from flock.tracing._encode import arrow_schema  # (it imports this module)
+
         for spilled in sorted(self._pending.glob("*.arrow")):
             if spilled.name in self._stuck:
                 continue
             try:
                 table = _read_spilled(spilled)
-                if table.schema != _arrow_schema():
+                if table.schema != arrow_schema():
                     raise ValueError("written by another version of flock")
             except Exception as exc:
                 self._set_aside(spilled, exc)
@@ -397,284 +397,6 @@ def _log() -> logging.Logger:
     import logging
 
     return logging.getLogger("flock.tracing")
-
-
-def _dumps(value: Any) -> bytes:
-    import orjson
-
-    return orjson.dumps(value, default=str)
-
-
-def _flat_attributes(
-    attributes: Mapping[str, Any], max_chars: int, redact: Redactor | None
-) -> dict[str, Any]:
-    """Attributes kept flat (as OpenTelemetry names them), capped and redacted like a span's:
-    those of links and resources."""
-    from flock.tracing._attributes import cap
-
-    kept: dict[str, Any] = {}
-    for key, value in attributes.items():
-        if redact is not None:
-            value = redact(key, value)
-            if value is None:
-                continue
-        kept[key] = cap(value, max_chars)
-    return kept
-
-
-def _links_json(span_links: Sequence[Any], max_chars: int, redact: Redactor | None) -> str:
-    """A span's links as JSON; their attributes flat (``$."flock.artifact.id"``)."""
-    return _dumps(
-        [
-            {
-                "trace_id": f"{link.context.trace_id:032x}",
-                "span_id": f"{link.context.span_id:016x}",
-                "attributes": _flat_attributes(link.attributes or {}, max_chars, redact),
-            }
-            for link in span_links
-        ]
-    ).decode()
-
-
-def _resource_columns(
-    resource: Any, max_chars: int, redact: Redactor | None
-) -> tuple[str | None, str]:
-    """(service name, resource JSON) of a span's resource; its attributes flat
-    (``$."service.name"``). The ``service`` column is named before redaction."""
-    attributes = resource.attributes
-    service = attributes.get("service.name")
-    try:
-        text = _dumps(_flat_attributes(attributes, max_chars, redact)).decode()
-    except BaseException as exc:  # a redact hook that raises (even SystemExit), say
-        text = _unencodable("(resource)", "resource attributes", exc)
-    return (str(service) if service is not None else None), text
-
-
-def _events_json(span_events: Sequence[Any], max_chars: int, redact: Redactor | None) -> str:
-    import orjson
-
-    from flock.tracing._attributes import nested_json
-
-    return orjson.dumps(
-        [
-            {
-                "name": e.name,
-                "timestamp": e.timestamp,
-                "attributes": orjson.Fragment(  # already JSON: embedded as it is
-                    nested_json(e.attributes or {}, max_chars=max_chars, redact=redact)
-                ),
-            }
-            for e in span_events
-        ],
-        default=str,
-    ).decode()
-
-
-_UNENCODABLE_REPORTED: set[str] = set()
-
-
-def _unencodable(span_name: str, what: str, exc: BaseException) -> str:
-    """The stand-in JSON for a span's attributes (or one event) that could not be encoded,
-    e.g. because a redact hook raised or returned a cyclic value. Logged once per cause."""
-    import logging
-
-    import orjson
-
-    reason = f"{type(exc).__name__}: {exc}"[:300]
-    if reason not in _UNENCODABLE_REPORTED and len(_UNENCODABLE_REPORTED) < 100:
-        _UNENCODABLE_REPORTED.add(reason)
-        logging.getLogger("flock.tracing").warning(
-            "could not encode the %s of span %r (%s); they are stored as "
-            '{"flock": {"encode_error": ...}} (further spans failing this way are not logged)',
-            what,
-            span_name,
-            reason,
-        )
-    return orjson.dumps({"flock": {"encode_error": reason}}).decode()
-
-
-class FinishedSpan:
-    """The parts of a finished span the writer needs, in as few objects as possible.
-
-    A ``ReadableSpan`` is about ten garbage-collected objects (locks, deques, bounded
-    containers); spans waiting for the writer would make every collection of the application
-    slower. This keeps the same field names, so :func:`spans_to_arrow` takes either.
-    """
-
-    __slots__ = (
-        "_attributes",
-        "_context",
-        "_end_time",
-        "_events",
-        "_kind",
-        "_links",
-        "_name",
-        "_parent",
-        "_resource",
-        "_start_time",
-        "_status",
-    )
-
-    def __init__(self, span: ReadableSpan) -> None:
-        self._context = span._context
-        self._parent = span._parent
-        self._name = span._name
-        self._kind = span._kind
-        self._start_time = span._start_time
-        self._end_time = span._end_time
-        self._status = span._status
-        self._resource = span._resource
-        raw = span._attributes
-        self._attributes = getattr(raw, "_dict", raw) if raw else None
-        self._events = tuple(span._events) if span._events else None
-        self._links = tuple(span._links) if span._links else None
-
-
-def spans_to_arrow(
-    spans: Sequence[ReadableSpan | FinishedSpan],
-    *,
-    max_chars: int = MAX_ATTRIBUTE_CHARS,
-    redact: Redactor | None = None,
-) -> pa.Table:
-    """Encode finished spans as an Arrow table for :class:`Appender`: the ``spans`` columns,
-    with span ids as integers and without the columns the INSERT derives (INSERT_COLUMNS).
-
-    Runs in the writer thread and is the per-span cost of tracing, so the loop is lean: the
-    SDK's private fields instead of its copying properties, attribute nesting compiled per
-    key set (:func:`~flock.tracing._attributes.attributes_json`), one list per column.
-    """
-    import pyarrow as pa
-
-    from flock.tracing._attributes import attributes_json, has_non_finite, nested_json
-
-    n = len(spans)
-    trace_ids: list[str] = [""] * n
-    span_ids: list[int] = [0] * n
-    parent_ids: list[int | None] = [None] * n
-    names: list[str] = [""] * n
-    services: list[str | None] = [None] * n
-    kinds: list[str] = [""] * n
-    starts: list[int] = [0] * n
-    ends: list[int] = [0] * n
-    status_codes: list[str] = [""] * n
-    status_descriptions: list[str | None] = [None] * n
-    attributes: list[str] = ["{}"] * n
-    events: list[str] = ["[]"] * n
-    links: list[str] = ["[]"] * n
-    resources_col: list[str] = ["{}"] * n
-    resources: dict[int, tuple[str | None, str]] = {}
-    # Trace ids repeat (one for many spans): format each once. Span ids go as integers, and
-    # the INSERT formats them, derives ``operation`` and ``duration_ms`` (INSERT_COLUMNS):
-    # DuckDB does per row in C what cost ~0.6 µs a span here. SpanContext is a tuple
-    # (trace_id, span_id, ...): indexing skips its properties, as ``_name_`` skips the enum
-    # machinery. The lookups are written out, not behind a helper: a call per span
-    # measurably slows this loop (~0.3 µs a span).
-    hex32: dict[int, str] = {}
-    for i, span in enumerate(spans):
-        ctx = span._context
-        start = span._start_time or 0
-        end = span._end_time or start
-        resource = span._resource
-        cached = resources.get(id(resource))
-        if cached is None:
-            cached = resources[id(resource)] = _resource_columns(resource, max_chars, redact)
-        if ctx is not None:
-            tid = ctx[0]
-            text = hex32.get(tid)
-            if text is None:
-                text = hex32[tid] = f"{tid:032x}"
-            trace_ids[i] = text
-            span_ids[i] = ctx[1]
-        parent = span._parent
-        if parent is not None:
-            parent_ids[i] = parent[1]
-        names[i] = span._name
-        services[i] = cached[0]
-        resources_col[i] = cached[1]
-        kinds[i] = span._kind._name_
-        starts[i] = start
-        ends[i] = end
-        status = span._status
-        status_codes[i] = status._status_code._name_
-        status_descriptions[i] = status._description
-        raw = span._attributes
-        if raw:
-            try:
-                attributes[i] = attributes_json(
-                    getattr(raw, "_dict", raw), max_chars=max_chars, redact=redact
-                )
-            # e.g. a redact hook that raises: lose these, not the batch. BaseException: a
-            # hook's SystemExit must not kill the writer thread either (no cost unless raised).
-            except BaseException as exc:
-                attributes[i] = _unencodable(span._name, "attributes", exc)
-        if span._events:
-            try:
-                events[i] = _events_json(span._events, max_chars * 4, redact)
-            except BaseException as exc:
-                events[i] = "[" + _unencodable(span._name, "events", exc) + "]"
-        if span._links:
-            try:
-                links[i] = _links_json(span._links, max_chars, redact)
-            except BaseException as exc:
-                links[i] = "[" + _unencodable(span._name, "links", exc) + "]"
-    # The fast path writes NaN and infinities as null: redo the (rare) spans that have one
-    # with nested_json, which keeps them. One search per batch, not one per span; "null" in
-    # a string value (a JSON payload) is told apart by the values. (With a redact hook every
-    # span went through nested_json already.)
-    if redact is None and "null" in "\n".join(attributes):
-        for i, text in enumerate(attributes):
-            raw = spans[i]._attributes
-            values = getattr(raw, "_dict", raw)
-            if "null" in text and values and has_non_finite(values.values()):
-                try:
-                    attributes[i] = nested_json(values, max_chars=max_chars, redact=redact)
-                except BaseException as exc:
-                    attributes[i] = _unencodable(spans[i]._name, "attributes", exc)
-    columns = [
-        trace_ids, span_ids, parent_ids, names, services, kinds, starts, ends, status_codes,
-        status_descriptions, attributes, events, links, resources_col,
-    ]  # fmt: skip
-    schema = _arrow_schema()
-    # The system allocator, not Arrow's default (mimalloc): with mimalloc, allocating these
-    # small arrays in this thread while another frees the batches already written stalled
-    # the event loop for ~5 ms every ~15 ms (loop lag p99 4-6 ms -> 1.4-2.5 ms, measured).
-    pool = pa.system_memory_pool()
-    return pa.Table.from_arrays(
-        [
-            pa.array(col, type=field.type, memory_pool=pool)
-            for col, field in zip(columns, schema, strict=True)
-        ],
-        schema=schema,
-    )
-
-
-_SCHEMA_CACHE: list[pa.Schema] = []
-
-
-def _arrow_schema() -> pa.Schema:
-    """The encoded batch: the ``spans`` columns, less those the INSERT derives."""
-    if not _SCHEMA_CACHE:
-        import pyarrow as pa
-
-        # JSON columns travel as Arrow's canonical JSON type, which DuckDB takes as JSON
-        # without re-validating every value (the encoder produced it with orjson).
-        types = {"BIGINT": pa.int64(), "DOUBLE": pa.float64(), "JSON": pa.json_(pa.large_string())}
-        _SCHEMA_CACHE.append(
-            pa.schema(
-                [
-                    pa.field(
-                        name,
-                        pa.uint64()
-                        if name in INTEGER_IDS
-                        else types.get(sql.split()[0], pa.large_string()),
-                        nullable="NOT NULL" not in sql,
-                    )
-                    for name, sql in COLUMNS
-                    if name not in DERIVED
-                ]
-            )
-        )
-    return _SCHEMA_CACHE[0]
 
 
 def clear_traces(
