@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -39,7 +40,7 @@ from flock.components import HOOKS, AgentComponent, OutputUtilityComponent, RunC
 from flock.engines.base import Engine
 from flock.engines.function import FunctionEngine
 from flock.exceptions import ConfigurationError
-from flock.fanin import BY_CORRELATION_ID, bind_engines, fanin_spec
+from flock.fanin import BY_CORRELATION_ID, bind_engines, fanin_spec, finite_seconds
 from flock.registry import registry
 from flock.subscription import FanIn, KeyFunction, Predicate, Subscription, normalize_predicates
 from flock.tools import check_tool_engines, check_tools
@@ -55,6 +56,7 @@ log = logging.getLogger("flock")
 
 Emit = Callable[[RunContext, list[BaseModel]], Awaitable[list[Artifact]]]
 PAYLOAD_ATTRIBUTE_CHARS = 2048
+MAX_FLOAT_EXPONENT = 1023  # 2**1023 is the largest power of two a float holds
 
 
 class Agent:
@@ -475,6 +477,19 @@ class AgentBuilder:
                 f"agent {self.agent.name!r}: from_agents= and tags= take a list of names, "
                 f"not a single string (write [{(from_agents or tags)!r}])"
             )
+        if where is not None and not callable(where) and not isinstance(where, Iterable):
+            raise ConfigurationError(
+                f"agent {self.agent.name!r}: where= takes a plain function of the payload "
+                f"returning a bool, or a list of them, got {where!r}"
+            )
+        producers = self._names(from_agents, "from_agents")
+        if producers is not None and not producers:
+            raise ConfigurationError(
+                f"agent {self.agent.name!r}: from_agents=[] would take artifacts from no "
+                "agent, so it would never run; name the agents, or leave from_agents= out "
+                "to take artifacts from any"
+            )
+        tag_set = self._names(tags, "tags")
         names = [registry.name_of(m) for m in models]
         fanin = fanin_spec(
             self.agent.name,
@@ -491,13 +506,31 @@ class AgentBuilder:
         subscription = Subscription(
             types=frozenset(names),
             where=normalize_predicates(where),
-            from_agents=frozenset(from_agents) if from_agents is not None else None,
-            tags=frozenset(tags) if tags is not None else None,
+            from_agents=producers,
+            tags=tag_set,
             fanin=fanin,
         )
         self.agent.subscriptions.append(subscription)
         self.agent.fanin = fanin
         return self._changed()
+
+    def _names(self, values: Iterable[str] | None, keyword: str) -> frozenset[str] | None:
+        """``from_agents=`` / ``tags=`` as a set of names (non-empty strings without NUL, as
+        agent names and published tags are), or a :class:`ConfigurationError`."""
+        if values is None:
+            return None
+        if isinstance(values, bytes) or not isinstance(values, Iterable):
+            raise ConfigurationError(
+                f"agent {self.agent.name!r}: {keyword}= takes a list of names, got {values!r}"
+            )
+        items = list(values)
+        for item in items:
+            if not isinstance(item, str) or not item.strip() or "\x00" in item:
+                raise ConfigurationError(
+                    f"agent {self.agent.name!r}: {keyword}= takes names (non-empty strings "
+                    f"without NUL), got {item!r} in {items!r}"
+                )
+        return frozenset(items)
 
     def _check_fanin(self) -> None:
         name = self.agent.name
@@ -522,6 +555,10 @@ class AgentBuilder:
         :mod:`flock.visibility`) sets which agents may see its outputs of these types
         (default: public; ``None`` leaves what an earlier call set)."""
         name = self.agent.name
+        if visibility is None and not types:
+            raise ConfigurationError(
+                f"agent {name!r}: publishes() needs at least one type, e.g. .publishes(Pizza)"
+            )
         if visibility is not None:
             checked(visibility, f"agent {name!r}: publishes(visibility=...)")
             if not types:
@@ -585,6 +622,10 @@ class AgentBuilder:
     def with_utilities(self, *components: AgentComponent) -> AgentBuilder:
         """Add components. Output panels (:class:`OutputUtilityComponent`) run after the
         other utilities, so they show the outputs as published."""
+        if not components:
+            raise ConfigurationError(
+                f"agent {self.agent.name!r}: with_utilities() needs at least one component"
+            )
         for component in components:
             if not isinstance(component, AgentComponent) or isinstance(component, Engine):
                 raise ConfigurationError(
@@ -613,18 +654,32 @@ class AgentBuilder:
 
     def prevent_self_trigger(self, enabled: bool = True) -> AgentBuilder:
         """Whether the agent ignores artifacts it published itself (default True)."""
-        self.agent.prevent_self_trigger = bool(enabled)
+        if not isinstance(enabled, bool):
+            raise ConfigurationError(
+                f"agent {self.agent.name!r}: prevent_self_trigger() takes True or False, "
+                f"got {enabled!r}"
+            )
+        self.agent.prevent_self_trigger = enabled
         return self
 
-    def retries(self, n: int, *, backoff: float = 0.5) -> AgentBuilder:
-        """Retry a failed run up to ``n`` times, waiting ``backoff * 2**k`` seconds between."""
-        if not isinstance(n, int) or n < 0 or backoff < 0:
+    def retries(self, n: int, *, backoff: float | timedelta = 0.5) -> AgentBuilder:
+        """Retry a failed run up to ``n`` times, waiting ``backoff * 2**k`` seconds before
+        retry ``k + 1`` (``backoff``: a finite number of seconds ≥ 0 or a ``timedelta``)."""
+        name = self.agent.name
+        seconds = finite_seconds(backoff, zero=True)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0 or seconds is None:
             raise ConfigurationError(
-                f"agent {self.agent.name!r}: retries needs n ≥ 0 and backoff ≥ 0, "
-                f"got n={n!r}, backoff={backoff!r}"
+                f"agent {name!r}: retries needs n ≥ 0 (an int) and backoff ≥ 0 seconds (a "
+                f"finite number or a timedelta), got n={n!r}, backoff={backoff!r}"
+            )
+        if n and finite_seconds(_longest_wait(seconds, n), zero=True) is None:
+            raise ConfigurationError(
+                f"agent {name!r}: retries({n}, backoff={backoff!r}) would wait backoff * "
+                f"2**{n - 1} seconds before its last retry, too large to compute; use fewer "
+                "retries"
             )
         self.agent.retries = n
-        self.agent.retry_backoff = backoff
+        self.agent.retry_backoff = seconds
         return self
 
     def best_of(self, n: int, score: ScoreFunction | None = None) -> AgentBuilder:
@@ -640,16 +695,33 @@ class AgentBuilder:
         self.agent.best_of = best_of_spec(self.agent.name, n, score)
         return self
 
-    def timeout(self, seconds: float | None) -> AgentBuilder:
-        """Fail a run (with ``TimeoutError``) that takes longer than ``seconds``."""
-        if seconds is not None and not seconds > 0:
+    def timeout(self, seconds: float | timedelta | None) -> AgentBuilder:
+        """Fail a run (with ``TimeoutError``) that takes longer than ``seconds`` (a finite
+        number > 0 or a ``timedelta``; ``None``: no timeout, the default)."""
+        limit = None if seconds is None else finite_seconds(seconds)
+        if seconds is not None and limit is None:
             raise ConfigurationError(
-                f"agent {self.agent.name!r}: timeout must be > 0 seconds or None, got {seconds!r}"
+                f"agent {self.agent.name!r}: timeout must be > 0 seconds or None, got "
+                f"{seconds!r}; give a finite number of seconds or a timedelta"
             )
-        self.agent.timeout = seconds
+        self.agent.timeout = limit
         return self
 
     def model(self, name: str) -> AgentBuilder:
-        """The LLM model for this agent's default engine (overrides the Flock's)."""
+        """The LLM model for this agent's default engine (overrides the Flock's), e.g.
+        ``"openai/gpt-4o"``."""
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigurationError(
+                f"agent {self.agent.name!r}: model() takes a model name, a non-empty string "
+                f"such as 'openai/gpt-4o', got {name!r}"
+            )
         self.agent.model = name
         return self
+
+
+def _longest_wait(backoff: float, retries: int) -> float:
+    """The wait before the last of ``retries`` retries, as the orchestrator computes it
+    (``backoff * 2 ** k``); ``inf`` when a float cannot hold it (from ``k = 1024`` on the
+    multiplication raises ``OverflowError``, whatever ``backoff`` is, even 0)."""
+    k = retries - 1
+    return math.inf if k > MAX_FLOAT_EXPONENT else backoff * 2**k

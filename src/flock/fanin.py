@@ -35,6 +35,7 @@ import asyncio
 import inspect
 import logging
 import math
+import numbers
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
     from flock.orchestrator import Flock
     from flock.tracing._instrument import AttributeValue
 
-__all__ = ["BY_CORRELATION_ID", "FanInBuffers", "fanin_spec"]
+__all__ = ["BY_CORRELATION_ID", "FanInBuffers", "fanin_spec", "finite_seconds"]
 
 log = logging.getLogger("flock")
 
@@ -133,20 +134,34 @@ def fanin_spec(
     )
 
 
+def finite_seconds(value: object, *, zero: bool = False) -> float | None:
+    """``value`` (a real number or a ``timedelta``) in seconds, as a float, or ``None`` when
+    it is not a finite number > 0 (≥ 0 with ``zero=True``): NaN, infinities, negatives,
+    bools, strings and anything else are refused. The check of every duration argument
+    (``batch_timeout=``, ``join_within=``, ``.timeout()``, ``.retries(backoff=)``)."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except (OverflowError, ValueError):  # an int too large for a float
+            return None
+    else:
+        return None
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
+        return None
+    return seconds
+
+
 def _seconds(
     value: float | timedelta | None, name: str, fail: Callable[[str], Exception]
 ) -> float | None:
     if value is None:
         return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if (
-        isinstance(seconds, bool)
-        or not isinstance(seconds, int | float)
-        or not math.isfinite(seconds)
-        or seconds <= 0
-    ):
+    seconds = finite_seconds(value)
+    if seconds is None:
         raise fail(f"{name}= takes seconds > 0 (a number or a timedelta), got {value!r}")
-    return float(seconds)
+    return seconds
 
 
 def _key_function(
@@ -408,9 +423,7 @@ class FanInBuffers:
 
     def holds(self, workflow: str) -> bool:
         """Whether an artifact of ``workflow`` waits in a batch (it runs at idle or timeout)."""
-        return any(
-            a.correlation_id == workflow for b in self.batches.values() for a in b.artifacts
-        )
+        return any(a.correlation_id == workflow for b in self.batches.values() for a in b.artifacts)
 
     def waiting(self) -> int:
         """How many artifacts wait in joins for their partners."""
