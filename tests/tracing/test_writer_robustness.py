@@ -164,3 +164,29 @@ def test_a_redact_hook_runs_once_per_attribute_and_a_null_in_text_is_text(
         writer.shutdown()
     assert sorted(k for k in calls if k in ("input.value", "n")) == ["input.value", "n"]
     assert json.loads(stored(db)["ours"]) == {"input": {"value": '{"topic": null}'}, "n": "NaN"}
+
+
+def test_a_lone_surrogate_in_a_span_name_or_status_is_replaced_not_the_span_dropped(
+    tmp_path: Path,
+) -> None:
+    # A file name decoded with surrogateescape in an exception message, say: UTF-8 has no
+    # encoding for it, and the whole span used to be dropped as unencodable.
+    from opentelemetry.trace import Status, StatusCode
+
+    db = tmp_path / "traces.duckdb"
+    writer = DuckDBSpanProcessor(db, flush_interval=60)
+    tracer = TracerProvider().get_tracer("t")
+    try:
+        for name in ("read \udcff.txt", "fine"):
+            span = tracer.start_span(name)
+            span.set_status(Status(StatusCode.ERROR, "no such file: \udcff.txt"))
+            span.end()
+            writer.on_end(span)
+        assert writer.force_flush(10_000)
+        assert writer.dropped == 0
+    finally:
+        writer.shutdown()
+    assert stored(db, "status_description") == {
+        "read \ufffd.txt": "no such file: \ufffd.txt",
+        "fine": "no such file: \ufffd.txt",
+    }

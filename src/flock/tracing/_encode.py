@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from flock.tracing._attributes import Redactor
 
-__all__ = ["FinishedSpan", "arrow_schema", "spans_to_arrow"]
+__all__ = ["FinishedSpan", "arrow_schema", "replace_surrogates", "spans_to_arrow"]
 
 
 def _dumps(value: Any) -> bytes:
@@ -150,6 +150,20 @@ class FinishedSpan:
         self._attributes = getattr(raw, "_dict", raw) if raw else None
         self._events = tuple(span._events) if span._events else None
         self._links = tuple(span._links) if span._links else None
+
+
+def replace_surrogates(span: FinishedSpan) -> None:
+    """Replace the lone surrogates in ``span``'s name and status description (UTF-8 has no
+    encoding for them, so the span could not be stored) by U+FFFD."""
+    import re
+
+    from opentelemetry.trace import Status
+
+    lone = re.compile("[\ud800-\udfff]")
+    span._name = lone.sub("\ufffd", span._name)
+    status = span._status
+    if status is not None and status._description:
+        span._status = Status(status._status_code, lone.sub("\ufffd", status._description))
 
 
 def spans_to_arrow(

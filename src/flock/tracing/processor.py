@@ -38,7 +38,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from flock.exceptions import TracingError
-from flock.tracing._encode import FinishedSpan, spans_to_arrow
+from flock.tracing._encode import FinishedSpan, replace_surrogates, spans_to_arrow
 from flock.tracing.store import MAX_ATTRIBUTE_CHARS, Appender
 
 if TYPE_CHECKING:
@@ -562,14 +562,20 @@ class DuckDBSpanProcessor(SpanProcessor):
         return spans_to_arrow(batch, max_chars=self.max_attribute_chars, redact=self.redact)
 
     def _encode_isolating(self, batch: list[FinishedSpan]) -> tuple[list[FinishedSpan], Any]:
-        """Encode ``batch`` span by span, after encoding it whole failed. A span the encoder
-        cannot take (a value out of any column's range, say) is dropped, counted and logged,
+        """Encode ``batch`` span by span, after encoding it whole failed. A lone surrogate in
+        a span's name or status (a file name decoded with ``surrogateescape``, say) is
+        replaced by U+FFFD; a span the encoder still cannot take (a value out of any column's
+        range, say) is dropped, counted and logged,
         instead of blocking every span queued after it forever. Returns the encodable spans
         and their table (None if there are none)."""
         good: list[FinishedSpan] = []
         for span in batch:
             try:
-                self._encode([span])
+                try:
+                    self._encode([span])
+                except UnicodeEncodeError:  # a lone surrogate, which UTF-8 cannot hold
+                    replace_surrogates(span)
+                    self._encode([span])
             except BaseException as exc:  # as any exception: this thread must go on
                 error = f"{type(exc).__name__}: {exc}"
                 if error != self.unencodable_error:
