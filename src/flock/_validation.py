@@ -8,8 +8,9 @@ it again with its own model would run its validators a second time on values the
 produced: a validator that hashes, converts units or reshapes its input changes valid data,
 or refuses it. So the check validates the instance's field values against a *check model*: the
 same fields (types, constraints, defaults, aliases) and configuration, without the model's
-validators, and the stored instance is built from the checked values, so that no validator of
-the user's runs twice.
+validators (at the top of each field: one nested in ``list[Annotated[...]]`` still runs,
+which only matters to the verdict), and the values are stored as they are: no check changes
+data.
 """
 
 from __future__ import annotations
@@ -32,36 +33,44 @@ from flock.registry import registry
 __all__ = ["checked", "checked_output", "publishable"]
 
 _VALIDATORS = (AfterValidator, BeforeValidator, PlainValidator, WrapValidator)
-_CHECK_MODELS: weakref.WeakKeyDictionary[type[BaseModel], type[BaseModel]] = (
+_CHECK_MODELS: weakref.WeakKeyDictionary[type[BaseModel], type[BaseModel] | None] = (
     weakref.WeakKeyDictionary()
 )
 
 
 def checked(obj: BaseModel, *, copy: bool = True) -> BaseModel:
-    """A copy of ``obj`` whose field values fit their declared types and constraints
-    (``copy=False``: ``obj`` itself when the check changed no value).
+    """``obj`` (a shallow copy of it with ``copy``, as ``model_copy`` makes) once its field
+    values are found to fit their fields. Its values are stored as they are: a check never
+    changes them.
+
+    The values are validated against the check model. One it refuses is validated with the
+    model itself before the instance is refused (the check model cannot stand in for every
+    model: ``typing.Self`` names the check model there, say), so an instance is refused only
+    when both refuse it; a model the check model cannot be built for is trusted as pydantic
+    trusts an instance.
 
     Raises:
-        pydantic.ValidationError: a value does not (the instance was changed after it was
-            validated, or built with ``model_construct``).
+        pydantic.ValidationError: a value does not fit (the instance was changed after it
+            was validated, or built with ``model_construct``).
     """
     cls = type(obj)
-    values = obj.__dict__  # only read
-    if obj.__pydantic_extra__:
-        values = {**values, **obj.__pydantic_extra__}
-    validator = _check_model(cls).__pydantic_validator__
-    validated = validator.validate_python(values, strict=False, by_name=True)
-    unchanged = validated.__dict__ == obj.__dict__
-    if not copy and unchanged and validated.__pydantic_extra__ == obj.__pydantic_extra__:
-        return obj
-    # As BaseModel.model_copy builds its copy (model_construct would cost twice the check).
-    payload = cls.__new__(cls)
-    extra, private = validated.__pydantic_extra__, obj.__pydantic_private__
-    object.__setattr__(payload, "__dict__", validated.__dict__)
-    object.__setattr__(payload, "__pydantic_fields_set__", set(obj.__pydantic_fields_set__))
-    object.__setattr__(payload, "__pydantic_extra__", None if extra is None else dict(extra))
-    object.__setattr__(payload, "__pydantic_private__", None if private is None else dict(private))
-    return payload
+    check = _check_model(cls)
+    if check is not None:
+        values = obj.__dict__  # only read
+        if obj.__pydantic_extra__:
+            values = {**values, **obj.__pydantic_extra__}
+        try:
+            check.__pydantic_validator__.validate_python(values, by_name=True)
+        except ValidationError as refused:
+            try:
+                cls.model_validate(values, by_name=True)
+            except ValidationError:
+                raise  # the model's own words
+            except Exception:  # its validators cannot take their own output again
+                raise refused from None
+        except Exception:  # a check model that cannot run (a reference it cannot resolve)
+            _CHECK_MODELS[cls] = None
+    return obj.model_copy() if copy else obj
 
 
 def publishable(obj: Any) -> tuple[str, BaseModel]:
@@ -124,15 +133,24 @@ def checked_output(agent: str, output: BaseModel) -> BaseModel:
         ) from exc
 
 
-def _check_model(cls: type[BaseModel]) -> type[BaseModel]:
-    check = _CHECK_MODELS.get(cls)
-    if check is None:
-        fields: dict[str, Any] = {}
-        for name, info in cls.model_fields.items():
-            info = copy.copy(info)
-            info.metadata = [m for m in info.metadata if not isinstance(m, _VALIDATORS)]
-            fields[name] = (info.annotation, info)
-        config = ConfigDict(**{**cls.model_config, "title": cls.__name__})
+def _check_model(cls: type[BaseModel]) -> type[BaseModel] | None:
+    """The check model of ``cls``: its fields (types, constraints, defaults, aliases) and
+    config, without its validators; None if it cannot be built (then the instance is
+    trusted: a type only a ``PlainValidator`` defines has no schema without it, say)."""
+    try:
+        return _CHECK_MODELS[cls]
+    except KeyError:
+        pass
+    fields: dict[str, Any] = {}
+    for name, info in cls.model_fields.items():
+        info = copy.copy(info)
+        info.metadata = [m for m in info.metadata if not isinstance(m, _VALIDATORS)]
+        fields[name] = (info.annotation, info)
+    config = ConfigDict(**{**cls.model_config, "title": cls.__name__})
+    check: type[BaseModel] | None
+    try:
         check = create_model(cls.__name__, __config__=config, __module__=cls.__module__, **fields)
-        _CHECK_MODELS[cls] = check
+    except Exception:
+        check = None
+    _CHECK_MODELS[cls] = check
     return check
