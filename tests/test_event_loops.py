@@ -68,3 +68,37 @@ def test_a_run_cut_off_after_publishing_is_reported_not_run_twice() -> None:
     assert [a.payload.name for a in failure.published] == ["HI"]
     assert asyncio.run(pizzas(flock)) == ["HI"]
     assert calls == ["hi"]
+
+
+def test_a_run_of_a_loop_stopped_but_not_closed_is_run_again() -> None:
+    flock, calls = Flock(), []
+    chef(flock, calls)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(flock.publish(Idea(topic="hi")))  # the loop stops, its run waits
+    asyncio.run(flock.run_until_idle(timeout=10))  # it waited for it until the timeout
+    assert asyncio.run(pizzas(flock)) == ["HI"]
+    loop.run_until_complete(asyncio.sleep(0.1))  # the old loop again: its run was cancelled
+    loop.close()
+    assert asyncio.run(pizzas(flock)) == ["HI"]  # not published twice
+
+
+def test_an_interrupted_run_keeps_its_workflow_counted_against_max_agent_runs() -> None:
+    flock = Flock(max_agent_runs=3)
+
+    async def again(idea: Idea) -> Idea:
+        await asyncio.sleep(0.02)
+        return Idea(topic=idea.topic + "!")
+
+    flock.agent("loop").consumes(Idea).publishes(Idea).with_engines(again).prevent_self_trigger(
+        False
+    )
+
+    async def start() -> None:
+        await flock.publish(Idea(topic="x"))
+        await asyncio.sleep(0.05)  # the loop is under way when this event loop ends
+
+    asyncio.run(start())
+    with pytest.raises(AgentFailures) as info:  # its count was reset, the loop went on
+        asyncio.run(flock.run_until_idle(timeout=10))
+    assert "runaway loop" in str(info.value.exceptions[0])
+    assert len(asyncio.run(flock.store.payloads(Idea))) == 4  # the input and 3 runs

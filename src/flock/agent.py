@@ -245,6 +245,8 @@ class Agent:
                                 ctx, inputs, instrument, emit, emitted, deadline
                             )
                 except BaseException as error:
+                    if isinstance(error, GeneratorExit):
+                        raise  # a run abandoned with its event loop, collected: it cannot await
                     if not isinstance(error, Exception) and instrument.enabled:
                         # OpenTelemetry leaves CancelledError/SystemExit unrecorded; an
                         # interrupted run did not complete, so mark it.

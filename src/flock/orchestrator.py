@@ -74,6 +74,12 @@ Extra = dict[str, Any] | None  # span attributes of a fan-in run (see flock.fani
 _Run = tuple[Agent, tuple[Artifact, ...], Extra, list[Artifact]]  # ..., what it published
 
 
+def _stranded(task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop) -> bool:
+    """A task of another event loop that was closed or stopped by hand: it never ends."""
+    other = task.get_loop()
+    return other is not loop and (other.is_closed() or not other.is_running())
+
+
 class _ClassOrInstanceMethod:
     """Lets ``Flock.clear_traces(...)`` be called on the class and on an instance alike (an
     instance passes itself as ``_flock``)."""
@@ -322,8 +328,10 @@ class Flock:
         if self._idle is None or self._idle_loop is not loop:
             self._idle = asyncio.Event()
             self._idle_loop = loop
-            for task in [t for t in self._tasks if t.get_loop().is_closed()]:
-                self._task_done(task)  # a loop closed by hand: its runs never end
+            for task in [t for t in self._tasks if _stranded(t, loop)]:
+                if not task.get_loop().is_closed():
+                    task.cancel()  # should its loop ever run again: no second publish
+                self._task_done(task)  # its loop was stopped by hand: the run never ends
             if not self._tasks:
                 self._idle.set()
         return self._idle
@@ -371,7 +379,7 @@ class Flock:
                 )
                 log.error("%s", error)
                 self._failures.append(error)
-            if workflow not in self._live and not self._fanin.holds(workflow):
+            if workflow not in self._live and not self._waiting(workflow):
                 del self._runs[workflow]  # the loop ends here: nothing of it is left
             return
         self._spawn(agent, artifacts, extra)
@@ -412,12 +420,18 @@ class Flock:
         live = self._live.pop(workflow) - 1
         if live:
             self._live[workflow] = live
-        elif not self._fanin.holds(workflow):  # a loop has its next run pending or batched
+        elif not self._waiting(workflow):  # a loop has its next run pending or waiting
             self._runs.pop(workflow, None)
         if task.done() and not task.cancelled() and task.exception() is not None:  # a flock bug
             log.error("flock internal error", exc_info=task.exception())
         if not self._tasks and self._idle is not None:
             self._idle.set()
+
+    def _waiting(self, workflow: str) -> bool:
+        """Whether a run of ``workflow`` waits: in a batch, or to run again (interrupted)."""
+        return self._fanin.holds(workflow) or any(
+            run[1][0].correlation_id == workflow for run in self._interrupted
+        )
 
     async def _run(
         self, agent: Agent, artifacts: tuple[Artifact, ...], extra: Extra, published: list[Artifact]
