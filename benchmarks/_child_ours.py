@@ -266,7 +266,10 @@ def writer_parts(spans: list[Any], batch: int = 25_000) -> dict[str, Any]:
     (Python, in the writer thread) and DuckDB appending pre-encoded Arrow batches."""
     import pyarrow as pa
 
-    from flock.tracing._encode import FinishedSpan, spans_to_arrow
+    try:
+        from flock.tracing._encode import FinishedSpan, spans_to_arrow
+    except ImportError:  # a checkout before 39e0bda, through FLOCK_BENCH_SRC
+        from flock.tracing.store import FinishedSpan, spans_to_arrow  # type: ignore[attr-defined,no-redef]
     from flock.tracing.processor import ENCODE_CHUNK
     from flock.tracing.store import Appender
 
@@ -304,7 +307,10 @@ async def lag(p: dict[str, Any]) -> dict[str, Any]:
     if not burst:
         # All queued before the probe starts, so the lag is the export's alone: on_end's
         # work minus its wake-up call, so that the writer starts only with the probe.
-        from flock.tracing._encode import FinishedSpan
+        try:
+            from flock.tracing._encode import FinishedSpan
+        except ImportError:  # a checkout before 39e0bda, through FLOCK_BENCH_SRC
+            from flock.tracing.store import FinishedSpan  # type: ignore[attr-defined,no-redef]
 
         proc._queue.extend(FinishedSpan(span) for span in spans)
     probe = LagProbe()
