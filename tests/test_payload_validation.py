@@ -16,6 +16,7 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     PrivateAttr,
+    RootModel,
     field_validator,
     model_validator,
 )
@@ -218,3 +219,15 @@ async def test_a_strict_model_changed_into_a_lax_value_is_refused() -> None:
     count.n = "5"  # type: ignore[assignment]
     with pytest.raises(PayloadValidationError, match="valid integer"):
         await Flock().publish(count)
+
+
+@flock_type(name="validation.Scores")
+class Scores(RootModel[list[int]]):
+    pass
+
+
+async def test_a_root_model_is_stored_as_an_equal_copy() -> None:
+    scores = Scores([1, 2])
+    (artifact,) = await Flock().publish([scores])
+    assert artifact.payload == scores and artifact.payload is not scores
+    assert artifact.payload.__dict__ == {"root": [1, 2]}

@@ -19,7 +19,7 @@ import copy
 import weakref
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, RootModel, ValidationError, create_model
 from pydantic.functional_validators import (
     AfterValidator,
     BeforeValidator,
@@ -70,7 +70,22 @@ def checked(obj: BaseModel, *, copy: bool = True) -> BaseModel:
                 raise refused from None
         except Exception:  # a check model that cannot run (a reference it cannot resolve)
             _CHECK_MODELS[cls] = None
-    return obj.model_copy() if copy else obj
+    return _shallow_copy(obj) if copy else obj
+
+
+def _shallow_copy(obj: BaseModel) -> BaseModel:
+    """What ``obj.model_copy()`` returns, built as pydantic's ``__copy__`` builds it, in
+    half the time (it is on the path of every publish)."""
+    if isinstance(obj, RootModel):
+        return obj.__copy__()  # its own: it has no extra or private slots to set
+    cls = type(obj)
+    copied = cls.__new__(cls)
+    extra, private = obj.__pydantic_extra__, obj.__pydantic_private__
+    object.__setattr__(copied, "__dict__", obj.__dict__.copy())
+    object.__setattr__(copied, "__pydantic_fields_set__", obj.__pydantic_fields_set__.copy())
+    object.__setattr__(copied, "__pydantic_extra__", None if extra is None else extra.copy())
+    object.__setattr__(copied, "__pydantic_private__", None if private is None else private.copy())
+    return copied
 
 
 def publishable(obj: Any) -> tuple[str, BaseModel]:

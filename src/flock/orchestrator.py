@@ -429,6 +429,8 @@ class Flock:
 
     def _waiting(self, workflow: str) -> bool:
         """Whether a run of ``workflow`` waits: in a batch, or to run again (interrupted)."""
+        if not (self._fanin.batches or self._interrupted):
+            return False  # the usual case, at the end of every run: decided at once
         return self._fanin.holds(workflow) or any(
             run[1][0].correlation_id == workflow for run in self._interrupted
         )
