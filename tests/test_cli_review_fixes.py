@@ -319,3 +319,5 @@ def test_targets_that_cannot_be_imported_are_plain_errors(tmp_path: Path, comman
         assert f"error: {message}" in done.stderr, (target, done.stderr)
         assert_no_traceback(done.stderr)
     assert time.monotonic() - started < 60
+    done = flock_cli(command, "./app.py:flock", cwd=tmp_path, timeout=60)  # a path: loaded
+    assert "relative module names" not in done.stderr and "cannot import" not in done.stderr

@@ -526,11 +526,11 @@ def _load_flock(target: str) -> object:
         raise _fail(
             f"expected module:flock_object (e.g. app:flock or app.py:flock), got {target!r}"
         )
-    if module_name.startswith("."):
+    is_file = module_name.endswith(".py") or Path(module_name).is_file()
+    if module_name.startswith(".") and not is_file:  # ./app.py is a file, .app a module
         raise _fail(
             f"cannot import {module_name!r}: relative module names are not supported (e.g. app:flock)"
         )
-    is_file = module_name.endswith(".py") or Path(module_name).is_file()
     if is_file:
         try:
             Path(module_name).open("rb").close()
