@@ -5,10 +5,11 @@ the fields named, and nothing is stored."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, computed_field, field_serializer
 from pydantic.dataclasses import dataclass
 
 from flock.exceptions import PayloadValidationError
@@ -179,3 +180,21 @@ async def test_a_nul_character_in_an_excluded_field_is_refused(pg_store: Postgre
     with pytest.raises(PayloadValidationError, match="NUL character"):
         await Flock(store=pg_store).publish(Account(user="u", api_token="a\x00b"))
     assert await pg_store.query() == []
+
+
+class Guarded(BaseModel):
+    value: int
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)  # never equal to another's
+
+
+@flock_type(name=NAME + "Vault")
+class Vault(BaseModel):
+    items: list[Guarded]
+
+
+async def test_private_attributes_do_not_count_at_any_depth(pg_store: PostgresStore) -> None:
+    # The nested models' private locks differ from those of the loaded copy: compared value
+    # by value (reading model_fields from the class: on an instance pydantic deprecates it).
+    vault = Vault(items=[Guarded(value=1), Guarded(value=2)])
+    await Flock(store=pg_store).publish(vault)
+    assert [p.items[1].value for p in await pg_store.payloads(Vault)] == [2]

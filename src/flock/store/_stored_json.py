@@ -34,13 +34,18 @@ def stored_json(a: Artifact) -> str:
     """
     payload = a.payload
     problem = ""
+    differs: BaseModel | None = None  # what came back different (fields named at the end)
     for dump in (_dump, _dump_keeping_excluded):
         try:
             text = dump(payload)
         except PydanticSerializationError as exc:
-            raise PayloadValidationError(
-                f"{a.type} payload cannot be written as JSON; nothing was stored: {exc}"
-            ) from exc
+            if dump is _dump:
+                raise PayloadValidationError(
+                    f"{a.type} payload cannot be written as JSON; nothing was stored: {exc}"
+                ) from exc
+            problem = f"the fields its dump leaves out could not be written on their own: {exc}"
+            differs = None
+            break
         if text is None:  # nothing was left out: the same text again
             break
         if "\\u0000" in text:
@@ -53,10 +58,11 @@ def stored_json(a: Artifact) -> str:
         except ValidationError as exc:
             problem = _invalid(payload, exc)
             continue
-        changed = _changed_fields(payload, loaded)
-        if not changed:
+        if _same_values(payload, loaded):
             return text
-        problem = _changed(payload, changed)
+        differs = loaded
+    if differs is not None:
+        problem = _changed(payload, _changed_fields(payload, differs))
     raise PayloadValidationError(
         f"{a.type} payload would not load back from JSON as it is; nothing was stored: {problem}"
     )
@@ -163,11 +169,20 @@ def _field_serializer(cls: Any, name: str) -> SchemaSerializer:
     return SchemaSerializer(field_schema, config)
 
 
+def _same_values(payload: BaseModel, loaded: BaseModel) -> bool:
+    """Whether ``loaded`` has every field and extra field as ``payload`` has it (private
+    attributes do not count): at once in the usual case, else compared value by value."""
+    if (
+        payload.__dict__ == loaded.__dict__
+        and payload.__pydantic_extra__ == loaded.__pydantic_extra__
+    ):
+        return True  # (a nested model compares its private attributes too: then the long way)
+    return not _changed_fields(payload, loaded)
+
+
 def _changed_fields(payload: BaseModel, loaded: BaseModel) -> list[str]:
     """The fields (and extra fields) whose value ``loaded`` does not have as ``payload`` has
     it; private attributes do not count."""
-    if loaded == payload:  # the common case, fast (it compares private attributes too)
-        return []
     names = [
         name
         for name in type(payload).model_fields
@@ -187,7 +202,7 @@ def _same(a: Any, b: Any) -> bool:
     if type(a) is not type(b):
         return False
     if isinstance(a, BaseModel) or _is_pydantic_dataclass(a):
-        fields = a.model_fields if isinstance(a, BaseModel) else type(a).__pydantic_fields__
+        fields = type(a).model_fields if isinstance(a, BaseModel) else type(a).__pydantic_fields__
         return all(_same(getattr(a, n, None), getattr(b, n, None)) for n in fields) and _same(
             getattr(a, "__pydantic_extra__", None) or {},
             getattr(b, "__pydantic_extra__", None) or {},
