@@ -19,6 +19,7 @@ import json
 import re
 from typing import Any
 
+import orjson
 from starlette.responses import JSONResponse
 
 __all__ = [
@@ -47,16 +48,30 @@ def scrub_text(text: str) -> str:
 
 
 def scrub(value: Any) -> Any:
-    """A copy of ``value`` (JSON-like: dicts, lists, tuples, strings, scalars) with lone
-    surrogates in its strings and keys replaced by U+FFFD; other values as they are."""
+    """``value`` (JSON-like: dicts, lists, tuples, strings, scalars), or a copy of it with
+    lone surrogates in its strings and keys replaced by U+FFFD when it has any; other values
+    as they are. Whether it has any is found by orjson, in C (walking every value in Python
+    made large payloads' responses 3x slower)."""
+    try:
+        orjson.dumps(value, default=_opaque, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:  # a surrogate (or something else JSON lacks): walk it
+        return _scrubbed(value)
+    return value
+
+
+def _opaque(value: Any) -> None:
+    return None  # not looked into, as _scrubbed does not
+
+
+def _scrubbed(value: Any) -> Any:
     if isinstance(value, str):
         return scrub_text(value)
     if isinstance(value, dict):
-        return {scrub_text(k) if isinstance(k, str) else k: scrub(v) for k, v in value.items()}
+        return {scrub_text(k) if isinstance(k, str) else k: _scrubbed(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [scrub(v) for v in value]
+        return [_scrubbed(v) for v in value]
     if isinstance(value, tuple):
-        return tuple(scrub(v) for v in value)
+        return tuple(_scrubbed(v) for v in value)
     return value
 
 
