@@ -8,6 +8,8 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from flock.tracing.processor import DuckDBSpanProcessor
+from flock.tracing.store import pending_dir
 from tests.faults.helpers import query, run_child
 
 DB = Path(".flock") / "traces.duckdb"
@@ -354,3 +357,60 @@ def test_a_connection_left_open_in_the_same_process_is_waited_for_like_a_lock(
         assert "trace writer failed" not in caplog.text  # a wait, not a writer failure
     finally:
         provider.shutdown()
+
+
+def test_a_write_retrying_when_shutdown_starts_gives_up_at_exit_timeout_and_spills(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The insert thread was already retrying against a reader: it kept retrying for good,
+    # shutdown waited exit_timeout + 5 s, and the spans were neither written nor kept.
+    db = tmp_path / "traces.duckdb"
+    processor = DuckDBSpanProcessor(db, flush_interval=0.05, exit_timeout=2)
+    tracer = TracerProvider().get_tracer("t")
+    reader = hold(db, 30, until_released=True)
+    try:
+        for _ in range(10):
+            span = tracer.start_span("late")
+            span.end()
+            processor.on_end(span)
+        processor.request_flush()
+        time.sleep(1.0)  # the insert thread is retrying now
+        started = time.monotonic()
+        processor.shutdown()
+        took = time.monotonic() - started
+    finally:
+        reader.kill()
+        reader.communicate()
+    assert took < 4.5, took
+    assert "they are kept in" in capsys.readouterr().err
+    assert len(list(pending_dir(db).glob("*.arrow"))) == 1
+
+
+def test_shutdown_while_other_threads_still_end_spans_reports_instead_of_raising(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "traces.duckdb"
+    processor = DuckDBSpanProcessor(db, flush_interval=0.05, exit_timeout=1)
+    tracer = TracerProvider().get_tracer("t")
+    stop = threading.Event()
+
+    def produce() -> None:
+        while not stop.is_set():
+            span = tracer.start_span("bg")
+            span.end()
+            processor.on_end(span)
+
+    threads = [threading.Thread(target=produce, daemon=True) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.3)
+        processor.shutdown()  # raised "deque mutated during iteration"
+        # and its threads are done: one still inside DuckDB when the interpreter exits
+        # aborts the process ("FATAL: exception not rethrown")
+        assert not processor._thread.is_alive()
+        assert list(pending_dir(db).glob("*.arrow"))  # what it could not write is kept
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -211,11 +212,15 @@ def test_a_fork_waits_only_while_the_writer_loads_its_libraries(tmp_path: Path) 
     writer = DuckDBSpanProcessor(tmp_path / "traces.duckdb", flush_interval=60)
     try:
         assert writer._ready.wait(30)
-        writer._before_fork()  # returns at once
+        writer._before_fork()  # returns at once, holding the file (no append during a fork)
+        assert writer._file_lock.locked()
+        writer._after_fork_in_parent()
+        assert not writer._file_lock.locked()
         writer._ready.clear()  # as if still loading: waits, then goes on
         release = threading.Timer(0.2, writer._ready.set)
         release.start()
         writer._before_fork()
+        writer._after_fork_in_parent()
         assert writer._ready.is_set()
     finally:
         writer.shutdown()
@@ -480,3 +485,66 @@ def test_the_writer_survives_a_base_exception_and_retries(
         writer.shutdown()
     assert names(db) == ["kept"]
     assert "flock trace writer failed" in caplog.text
+
+
+def test_a_sigterm_while_a_writer_writes_its_last_spans_does_not_cut_it_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A pool worker is terminated (SIGTERM) while its exit hook writes its spans: the
+    # handler raised SystemExit inside that shutdown, and the spans were lost.
+    import signal
+
+    from flock.tracing import processor, setup
+
+    monkeypatch.setattr(setup, "_sigterm_installed", False)
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        setup._install_sigterm_flush()
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler)
+        monkeypatch.setattr(processor, "_EXITING", {1})
+        handler(signal.SIGTERM, None)  # returns: the shutdown goes on
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # a second one ends it
+        signal.signal(signal.SIGTERM, handler)
+        monkeypatch.setattr(processor, "_EXITING", set())
+        with pytest.raises(SystemExit):
+            handler(signal.SIGTERM, None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_fork_while_the_writer_appends_leaves_the_child_able_to_write(tmp_path: Path) -> None:
+    # The child inherited the parent's DuckDB instance with the file attached mid-append,
+    # and DuckDB refused the child's own attach for good (24 of 30 children, reviewed).
+    db = tmp_path / "traces.duckdb"
+    writer = DuckDBSpanProcessor(db, flush_interval=0.001)
+    tracer = TracerProvider().get_tracer("t")
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            for _ in range(50):
+                span = tracer.start_span("parent")
+                span.end()
+                writer.on_end(span)
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=busy, daemon=True)
+    thread.start()
+    failed = 0
+    try:
+        for i in range(8):
+            time.sleep(0.02)
+            pid = os.fork()
+            if pid == 0:  # the child: one span, written before it leaves
+                span = tracer.start_span(f"child {i}")
+                span.end()
+                writer.on_end(span)
+                os._exit(0 if writer.force_flush(5_000) else 1)
+            _, status = os.waitpid(pid, 0)
+            failed += os.waitstatus_to_exitcode(status) != 0
+    finally:
+        stop.set()
+        thread.join()
+        writer.shutdown()
+    assert failed == 0

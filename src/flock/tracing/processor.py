@@ -54,8 +54,10 @@ _WRITERS: weakref.WeakSet[DuckDBSpanProcessor] = weakref.WeakSet()
 _FORKED_APPENDERS: list[Appender] = []  # the parent's DuckDB instances, never used in a child
 ENCODE_CHUNK = 256  # spans encoded between GIL releases (~1 ms), to keep the loop responsive
 ENCODE_BATCH = 256  # queued spans that wake the writer: encoded before the GC promotes them
+ENCODE_SPILL_CHUNK = 65_536  # spans encoded at a time when they are saved at exit
 RELEASE_CHUNK = 32  # written Arrow tables freed between GIL releases (~1 ms)
-FORK_WAIT = 10.0  # the longest a fork waits for the writer to finish loading its libraries
+FORK_WAIT = 10.0  # the longest a fork waits for the writer's libraries, or for an append
+_EXITING: set[int] = set()  # the writers in shutdown() (a SIGTERM then does not cut it off)
 EXIT_PRIORITY = 10  # of the shutdown among multiprocessing's exit finalizers (higher: earlier)
 
 
@@ -115,6 +117,7 @@ class DuckDBSpanProcessor(SpanProcessor):
         self._closed = False
         self._warned_lock = False
         self._exit_finalizer: Any = None  # multiprocessing's exit hook (see _exit_with_mp)
+        self._fork_held = False  # the file lock, taken for a fork (see _before_fork)
         self._new_pipeline()
         self._check_file()
         self._thread.start()
@@ -124,8 +127,10 @@ class DuckDBSpanProcessor(SpanProcessor):
         if hasattr(os, "register_at_fork"):  # weakly: a processor may be garbage-collected
             before = weakref.WeakMethod(self._before_fork)
             after_fork = weakref.WeakMethod(self._after_fork_in_child)
+            after_parent = weakref.WeakMethod(self._after_fork_in_parent)
             os.register_at_fork(
                 before=lambda: _call_if_alive(before),
+                after_in_parent=lambda: _call_if_alive(after_parent),
                 after_in_child=lambda: _call_if_alive(after_fork),
             )
 
@@ -145,21 +150,36 @@ class DuckDBSpanProcessor(SpanProcessor):
         self._thread = threading.Thread(target=self._loop, name="flock-trace-writer", daemon=True)
 
     def _before_fork(self) -> None:
-        """Before this process forks: let the writer thread finish loading its libraries. A
-        fork while another thread imports a module leaves that module's import lock held in
-        the child by a thread the child does not have, so the child's writer would hang for
-        good at its first use of the module (and its exit wait for it). Only the first
-        moments after the writer starts are affected; later this is one check."""
+        """Before this process forks: let the writer thread finish loading its libraries,
+        and fork between two appends. A fork while another thread imports a module leaves
+        that module's import lock held in the child by a thread the child does not have, so
+        the child's writer would hang for good at its first use of the module; a fork while
+        the file is attached leaves it attached, for good, to the DuckDB instance the child
+        inherits, and DuckDB refuses the child's own attach of it."""
+        self._fork_held = False
         ready, thread = self._ready, self._thread
-        if ready.is_set() or not thread.is_alive() or thread is threading.current_thread():
+        if not thread.is_alive() or thread is threading.current_thread():
             return
-        if not ready.wait(FORK_WAIT):
+        if not ready.is_set() and not ready.wait(FORK_WAIT):
             log.warning(
                 "flock trace writer: still loading its libraries after %.0f s; forking anyway "
                 "(the child's spans may not reach %s)",
                 FORK_WAIT,
                 self.path,
             )
+        self._fork_held = self._file_lock.acquire(timeout=FORK_WAIT)
+        if not self._fork_held:
+            log.warning(
+                "flock trace writer: still appending to %s after %.0f s; forking anyway (the "
+                "child's spans may not reach it)",
+                self.path,
+                FORK_WAIT,
+            )
+
+    def _after_fork_in_parent(self) -> None:
+        if self._fork_held:
+            self._fork_held = False
+            self._file_lock.release()
 
     def _after_fork_in_child(self) -> None:
         """In a forked child (``multiprocessing``'s default on Linux) the writer's threads
@@ -169,7 +189,11 @@ class DuckDBSpanProcessor(SpanProcessor):
         if self._closed:
             return
         _keep_forever(self._appender)
-        self._new_pipeline()
+        self._new_pipeline()  # (a new file lock: the parent's was held for the fork)
+        self._fork_held = False
+        self.dropped = self.unencodable = self.written = self.pruned = 0
+        self.unencodable_error = self.last_error = None
+        self._warned_lock = False
         self._thread.start()
         mp_util = sys.modules.get("multiprocessing.util")
         if mp_util is not None:
@@ -284,8 +308,17 @@ class DuckDBSpanProcessor(SpanProcessor):
         self._wake.set()
 
     def shutdown(self) -> None:
+        """Write what is queued (retrying up to ``exit_timeout`` while the file is locked),
+        save what cannot be written to ``<file>.pending/``, and report any loss on stderr."""
         if self._closed:
             return
+        _EXITING.add(id(self))
+        try:
+            self._shutdown()
+        finally:
+            _EXITING.discard(id(self))
+
+    def _shutdown(self) -> None:
         self._closed = True
         self._stopping = True
         if self._exit_finalizer is not None:  # done now: no second run at exit
@@ -307,13 +340,15 @@ class DuckDBSpanProcessor(SpanProcessor):
                     exc,
                     self.path.name,
                 )
-        lost = self._encoded_rows + sum(1 for item in self._queue if isinstance(item, FinishedSpan))
+        queued = list(self._queue)  # a snapshot: other threads may still end spans
+        lost = self._encoded_rows + sum(1 for item in queued if isinstance(item, FinishedSpan))
         kept = self._spill() if lost and not self._thread.is_alive() else None
         if kept is not None:
             spilled, rows = kept
             print(
                 f"flock: {rows} span(s) could not be written to {self.path} before exit "
-                f"({self.last_error or 'the file was busy'}); they are kept in {spilled} and "
+                f"({self.last_error or f'not written within exit_timeout={self.exit_timeout:g} s'}); "
+                f"they are kept in {spilled} and "
                 "added to the trace file by the next flock process that writes to it",
                 file=sys.stderr,
             )
@@ -333,12 +368,17 @@ class DuckDBSpanProcessor(SpanProcessor):
     def _spill(self) -> tuple[Path, int] | None:
         """At exit, save the spans the writer could not write (the file stayed locked) for
         the next writer of the file (see :meth:`Appender.spill`); None if that fails too."""
-        spans = [item for item in self._queue if isinstance(item, FinishedSpan)]
+        items = list(self._queue)  # a snapshot: other threads may still end spans
+        spans = [item for item in items if isinstance(item, FinishedSpan)]
         try:
             tables = list(self._encoded)
-            if spans:
-                spans, table = self._encode_isolating(spans)
-                if spans:
+            for start in range(0, len(spans), ENCODE_SPILL_CHUNK):
+                chunk = spans[start : start + ENCODE_SPILL_CHUNK]
+                try:
+                    table = self._encode(chunk)
+                except Exception:  # span by span: the one it cannot take is dropped
+                    chunk, table = self._encode_isolating(chunk)
+                if chunk:
                     tables.append(table)
             if not tables:
                 return None
@@ -346,7 +386,8 @@ class DuckDBSpanProcessor(SpanProcessor):
         except Exception as exc:
             log.warning("flock: cannot keep the unwritten spans: %s: %s", type(exc).__name__, exc)
             return None
-        self._queue.clear()
+        for _ in items:  # those kept; spans ended since then stay queued (and are reported)
+            self._queue.popleft()
         self._encoded, self._encoded_rows = [], 0
         return spilled, sum(t.num_rows for t in tables)
 
@@ -435,6 +476,10 @@ class DuckDBSpanProcessor(SpanProcessor):
         """
         queue = self._queue
         while True:
+            if deadline is None and self._stopping:
+                return  # shutting down: the loop drains again, with the exit deadline
+            if deadline is not None and time.monotonic() > deadline and not self._inflight:
+                return  # exit, and spans still coming: shutdown keeps what is left
             batch: list[FinishedSpan] = []
             markers: list[_Marker] = []
             while queue and len(batch) < ENCODE_CHUNK:
@@ -474,7 +519,7 @@ class DuckDBSpanProcessor(SpanProcessor):
                 )
             )
             if due and (self._encoded_rows or self._inflight is not None):
-                if not self._collect():
+                if not self._collect() and deadline is None:
                     queue.extendleft(reversed(markers))
                     return
                 if self._encoded_rows:
@@ -611,7 +656,9 @@ class DuckDBSpanProcessor(SpanProcessor):
                     )
                 if deadline is not None and time.monotonic() + delay > deadline:
                     return False
-                if deadline is None and not self._stopping and delay >= 1.0:
+                if deadline is None and self._stopping:
+                    return False  # the writer retries until its exit deadline, then spills
+                if deadline is None and delay >= 1.0:
                     # Keep retrying from the loop so newly queued spans join the same write.
                     time.sleep(delay)
                     return False
@@ -637,6 +684,11 @@ def _keep_forever(appender: Appender) -> None:
     if conn is not None:
         with contextlib.suppress(Exception):  # a reference nothing ever releases
             ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
+
+
+def exiting() -> bool:
+    """Whether a writer of this process is shutting down (writing its last spans)."""
+    return bool(_EXITING)
 
 
 def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:

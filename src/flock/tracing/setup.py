@@ -370,7 +370,11 @@ def _install_sigterm_flush() -> None:
         return
 
     def _on_sigterm(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+        from flock.tracing.processor import exiting
+
+        if exiting():  # already writing its last spans (e.g. a pool worker's exit hook)
+            return  # let that finish (within exit_timeout): the process ends right after
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, _on_sigterm)

@@ -221,13 +221,23 @@ class Appender:
         import pyarrow as pa
 
         table = pa.concat_tables(tables)
-        self._pending.mkdir(parents=True, exist_ok=True)
-        target = self._pending / f"{os.getpid()}-{time.time_ns()}.arrow"
-        partial = target.with_suffix(".partial")  # never read half-written
-        with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_file(sink, table.schema) as out:
-            out.write_table(table)
-        os.replace(partial, target)
-        return target
+        for attempt in range(3):  # another process removes the directory once it is empty
+            self._pending.mkdir(parents=True, exist_ok=True)
+            target = self._pending / f"{os.getpid()}-{time.time_ns()}.arrow"
+            partial = target.with_suffix(".partial")  # never read half-written
+            try:
+                with (
+                    pa.OSFile(str(partial), "wb") as sink,
+                    pa.ipc.new_file(sink, table.schema) as out,
+                ):
+                    out.write_table(table)
+                os.replace(partial, target)
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+                continue
+            return target
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _recover_safely(self, conn: duckdb.DuckDBPyConnection) -> None:
         """:meth:`_recover`, after the append's own batch is committed: whatever goes wrong
