@@ -381,7 +381,7 @@ def test_a_write_retrying_when_shutdown_starts_gives_up_at_exit_timeout_and_spil
     finally:
         reader.kill()
         reader.communicate()
-    assert took < 4.5, took
+    assert took < 6, took  # (it waited exit_timeout + 5 = 7 s)
     assert "they are kept in" in capsys.readouterr().err
     assert len(list(pending_dir(db).glob("*.arrow"))) == 1
 
