@@ -213,9 +213,9 @@ def test_a_fork_waits_only_while_the_writer_loads_its_libraries(tmp_path: Path) 
     try:
         assert writer._ready.wait(30)
         writer._before_fork()  # returns at once, holding the file (no append during a fork)
-        assert writer._file_lock.locked()
+        assert writer._append_lock.locked()
         writer._after_fork_in_parent()
-        assert not writer._file_lock.locked()
+        assert not writer._append_lock.locked()
         writer._ready.clear()  # as if still loading: waits, then goes on
         release = threading.Timer(0.2, writer._ready.set)
         release.start()
@@ -553,3 +553,32 @@ def test_a_fork_while_the_writer_appends_leaves_the_child_able_to_write(tmp_path
         thread.join()
         writer.shutdown()
     assert failed == 0
+
+
+def test_threads_forking_at_once_leave_the_writer_free_to_write(tmp_path: Path) -> None:
+    # One flag per writer: a second thread's fork cleared the first's, whose lock was then
+    # never released, and the parent could never write again.
+    writer = DuckDBSpanProcessor(tmp_path / "traces.duckdb", flush_interval=60)
+    tracer = TracerProvider().get_tracer("t")
+
+    def forks() -> None:
+        for _ in range(10):
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+
+    try:
+        assert writer._ready.wait(30)
+        threads = [threading.Thread(target=forks) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not writer._append_lock.locked()
+        span = tracer.start_span("after")
+        span.end()
+        writer.on_end(span)
+        assert writer.force_flush(5_000)
+    finally:
+        writer.shutdown()

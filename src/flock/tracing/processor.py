@@ -57,7 +57,7 @@ ENCODE_BATCH = 256  # queued spans that wake the writer: encoded before the GC p
 ENCODE_SPILL_CHUNK = 65_536  # spans encoded at a time when they are saved at exit
 RELEASE_CHUNK = 32  # written Arrow tables freed between GIL releases (~1 ms)
 FORK_WAIT = 10.0  # the longest a fork waits for the writer's libraries, or for an append
-_EXITING: set[int] = set()  # the writers in shutdown() (a SIGTERM then does not cut it off)
+_EXITING: set[int] = set()  # writers shutting down at exit (a SIGTERM then does not cut in)
 EXIT_PRIORITY = 10  # of the shutdown among multiprocessing's exit finalizers (higher: earlier)
 
 
@@ -117,12 +117,12 @@ class DuckDBSpanProcessor(SpanProcessor):
         self._closed = False
         self._warned_lock = False
         self._exit_finalizer: Any = None  # multiprocessing's exit hook (see _exit_with_mp)
-        self._fork_held = False  # the file lock, taken for a fork (see _before_fork)
+        self._fork = threading.local()  # .held: this thread took the append lock to fork
         self._new_pipeline()
         self._check_file()
         self._thread.start()
         _WRITERS.add(self)
-        atexit.register(self.shutdown)
+        atexit.register(self._shutdown_at_exit)
         self._exit_with_mp()
         if hasattr(os, "register_at_fork"):  # weakly: a processor may be garbage-collected
             before = weakref.WeakMethod(self._before_fork)
@@ -146,7 +146,8 @@ class DuckDBSpanProcessor(SpanProcessor):
         self._appender = Appender(self.path)
         self._wake = threading.Event()
         self._ready = threading.Event()  # set once the writer thread has loaded its libraries
-        self._file_lock = threading.Lock()
+        self._file_lock = threading.Lock()  # held by appends, prunes and pause()
+        self._append_lock = threading.Lock()  # held only while the file is attached here
         self._thread = threading.Thread(target=self._loop, name="flock-trace-writer", daemon=True)
 
     def _before_fork(self) -> None:
@@ -156,7 +157,7 @@ class DuckDBSpanProcessor(SpanProcessor):
         the child's writer would hang for good at its first use of the module; a fork while
         the file is attached leaves it attached, for good, to the DuckDB instance the child
         inherits, and DuckDB refuses the child's own attach of it."""
-        self._fork_held = False
+        self._fork.held = False
         ready, thread = self._ready, self._thread
         if not thread.is_alive() or thread is threading.current_thread():
             return
@@ -167,8 +168,8 @@ class DuckDBSpanProcessor(SpanProcessor):
                 FORK_WAIT,
                 self.path,
             )
-        self._fork_held = self._file_lock.acquire(timeout=FORK_WAIT)
-        if not self._fork_held:
+        self._fork.held = self._append_lock.acquire(timeout=FORK_WAIT)
+        if not self._fork.held:
             log.warning(
                 "flock trace writer: still appending to %s after %.0f s; forking anyway (the "
                 "child's spans may not reach it)",
@@ -177,9 +178,9 @@ class DuckDBSpanProcessor(SpanProcessor):
             )
 
     def _after_fork_in_parent(self) -> None:
-        if self._fork_held:
-            self._fork_held = False
-            self._file_lock.release()
+        if getattr(self._fork, "held", False):  # (per thread: several may fork at once)
+            self._fork.held = False
+            self._append_lock.release()
 
     def _after_fork_in_child(self) -> None:
         """In a forked child (``multiprocessing``'s default on Linux) the writer's threads
@@ -189,8 +190,8 @@ class DuckDBSpanProcessor(SpanProcessor):
         if self._closed:
             return
         _keep_forever(self._appender)
-        self._new_pipeline()  # (a new file lock: the parent's was held for the fork)
-        self._fork_held = False
+        self._new_pipeline()  # (new locks: the parent's append lock was held for the fork)
+        self._fork = threading.local()
         self.dropped = self.unencodable = self.written = self.pruned = 0
         self.unencodable_error = self.last_error = None
         self._warned_lock = False
@@ -211,7 +212,9 @@ class DuckDBSpanProcessor(SpanProcessor):
             return
         if self._exit_finalizer is not None:
             self._exit_finalizer.cancel()  # an inherited one (a no-op once cleared)
-        self._exit_finalizer = mp_util.Finalize(None, self.shutdown, exitpriority=EXIT_PRIORITY)
+        self._exit_finalizer = mp_util.Finalize(
+            None, self._shutdown_at_exit, exitpriority=EXIT_PRIORITY
+        )
 
     def _check_file(self) -> None:
         """Make sure the file can be used (creating it and its table if needed), the way the
@@ -310,11 +313,15 @@ class DuckDBSpanProcessor(SpanProcessor):
     def shutdown(self) -> None:
         """Write what is queued (retrying up to ``exit_timeout`` while the file is locked),
         save what cannot be written to ``<file>.pending/``, and report any loss on stderr."""
-        if self._closed:
-            return
+        if not self._closed:
+            self._shutdown()
+
+    def _shutdown_at_exit(self) -> None:
+        """:meth:`shutdown` as the process exits (atexit, multiprocessing's exit hooks): a
+        SIGTERM meanwhile lets it finish (see :func:`exiting`)."""
         _EXITING.add(id(self))
         try:
-            self._shutdown()
+            self.shutdown()
         finally:
             _EXITING.discard(id(self))
 
@@ -363,7 +370,7 @@ class DuckDBSpanProcessor(SpanProcessor):
                 f"{': ' + self.last_error if self.last_error else ''})",
                 file=sys.stderr,
             )
-        atexit.unregister(self.shutdown)
+        atexit.unregister(self._shutdown_at_exit)
 
     def _spill(self) -> tuple[Path, int] | None:
         """At exit, save the spans the writer could not write (the file stayed locked) for
@@ -443,7 +450,7 @@ class DuckDBSpanProcessor(SpanProcessor):
         seconds = self.retention.total_seconds()
         cutoff = time.time_ns() - int(seconds * 1e9)
         try:
-            with self._file_lock:
+            with self._file_lock, self._append_lock:
                 deleted = self._appender.prune(cutoff)
         except BaseException as exc:  # never let the writer die (see _loop)
             if is_lock_error(exc):
@@ -640,7 +647,7 @@ class DuckDBSpanProcessor(SpanProcessor):
         delay = 0.05
         while True:
             try:
-                with self._file_lock:
+                with self._file_lock, self._append_lock:
                     self._appender.append(table)
             except Exception as exc:
                 if not is_lock_error(exc):
@@ -687,7 +694,7 @@ def _keep_forever(appender: Appender) -> None:
 
 
 def exiting() -> bool:
-    """Whether a writer of this process is shutting down (writing its last spans)."""
+    """Whether a writer of this process is writing its last spans as the process exits."""
     return bool(_EXITING)
 
 
