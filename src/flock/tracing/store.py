@@ -244,7 +244,8 @@ class Appender:
         there is logged, never raised, or the writer would append that batch again."""
         try:
             if self._pending.is_dir():
-                self._recover(conn)
+                with _optimizing(conn):  # its anti-join
+                    self._recover(conn)
         except Exception as exc:  # the directory cannot be listed, say
             reason = f"{type(exc).__name__}: {exc}"
             if reason not in self._recover_errors:
@@ -341,7 +342,7 @@ class Appender:
 
         if not self.path.is_file():
             return 0
-        with self._attached() as conn:
+        with self._attached() as conn, _optimizing(conn):
             try:
                 deleted = delete_older(conn, f"{self.ALIAS}.spans", cutoff_ns)
             except duckdb.CatalogException:  # no spans table yet: nothing to delete
@@ -387,6 +388,10 @@ class Appender:
         self._conn.execute("SET allocator_flush_threshold = '16MB'")
         self._conn.execute("PRAGMA disable_checkpoint_on_shutdown")  # DETACH included
         self._conn.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+        # A plain INSERT ... SELECT from an Arrow batch has nothing to optimize, yet the
+        # optimizer's passes took ~20 % of the small append at each traced_run exit
+        # (measured). Statements that join or group turn it back on (:func:`_optimizing`).
+        self._conn.execute("PRAGMA disable_optimizer")
         return self._conn
 
     def close(self) -> None:
@@ -401,6 +406,16 @@ class Appender:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             conn.close()
+
+
+@contextlib.contextmanager
+def _optimizing(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """DuckDB's optimizer on meanwhile (the appender's instance runs without it)."""
+    conn.execute("PRAGMA enable_optimizer")
+    try:
+        yield
+    finally:
+        conn.execute("PRAGMA disable_optimizer")
 
 
 def _log() -> logging.Logger:
