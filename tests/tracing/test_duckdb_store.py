@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from flock import Flock
 from flock.tracing import configure
 from flock.tracing._attributes import flatten, nest
+from flock.tracing._encode import spans_to_arrow
 from flock.tracing.processor import ENCODE_CHUNK, DuckDBSpanProcessor
-from flock.tracing.store import Appender, connect
+from flock.tracing.store import INSERT_COLUMNS, Appender, connect
 from tests.models import Idea, Pizza
 
 # The seed's queries, as printed in the docs (the first with the GROUP BY fix).
@@ -535,3 +537,45 @@ def test_the_writer_keeps_encoding_while_the_insert_thread_appends(tmp_path: Pat
         assert processor.written == 2_000
     finally:
         processor.shutdown()
+
+
+def test_appends_write_small_row_groups_and_older_files_stay_appendable(tmp_path: Path) -> None:
+    """Every checkpoint rewrites the table's last, partly filled row group, so the writer
+    keeps row groups at ROW_GROUP_SIZE rows (DuckDB's default is 122,880); a file written
+    with DuckDB's default size (an earlier flock, or by hand) takes appends as before."""
+    from flock.tracing.store import ROW_GROUP_SIZE
+    from tests.tracing.stored import seed_trace
+
+    spans = seed_trace()
+    table = spans_to_arrow(spans)
+    big = pa.concat_tables([table] * (2 * ROW_GROUP_SIZE // len(spans) + 1))
+
+    def row_groups(db: Path) -> list[int]:
+        with duckdb.connect(str(db), read_only=True) as conn:
+            return [
+                row[0]
+                for row in conn.execute(
+                    "SELECT max(count) FROM pragma_storage_info('spans') "
+                    "GROUP BY row_group_id ORDER BY row_group_id"
+                ).fetchall()
+            ]
+
+    ours = tmp_path / "ours.duckdb"
+    appender = Appender(ours)
+    appender.append(big)
+    appender.close()
+    sizes = row_groups(ours)
+    assert sum(sizes) == big.num_rows
+    assert len(sizes) >= 3 and max(sizes) == ROW_GROUP_SIZE
+
+    older = tmp_path / "older.duckdb"
+    conn = connect(older)  # DuckDB's default row group size
+    flock_batch = big  # noqa: F841 (read by the replacement scan)
+    conn.execute(f"INSERT INTO spans SELECT {INSERT_COLUMNS} FROM flock_batch")
+    conn.close()
+    assert max(row_groups(older)) > ROW_GROUP_SIZE
+    appender = Appender(older)
+    appender.append(table)
+    appender.close()
+    with duckdb.connect(str(older), read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM spans").fetchone() == (big.num_rows + len(spans),)

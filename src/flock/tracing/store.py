@@ -51,6 +51,13 @@ replayed by every reader) until it holds this much; then DuckDB checkpoints them
 file. A checkpoint per append rewrites the table's last row group each time: for the small
 appends at each ``traced_run`` exit that is most of their cost (6.5 → 4.3 ms measured)."""
 
+ROW_GROUP_SIZE = 16_384
+"""Rows per row group of the spans the writer adds (DuckDB's default: 122,880). Every
+checkpoint rewrites the table's last, partly filled row group: with DuckDB's default that
+was most of a large append's cost (25,000-span appends 2.3x, 100,000-span ones 1.7x faster
+with this size, measured), and the file comes out ~20 % smaller. A per-attach setting: files
+written with another size stay readable and appendable."""
+
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("trace_id", "VARCHAR NOT NULL"),
     ("span_id", "VARCHAR NOT NULL"),
@@ -356,7 +363,8 @@ class Appender:
         (every use of the file goes through here, so it is held only meanwhile)."""
         conn = self._conn if self._conn is not None else self._open()
         quoted = str(self.path).replace("'", "''")
-        conn.execute(f"ATTACH '{quoted}' AS {self.ALIAS}")  # raises while another process holds it
+        # (raises while another process holds it)
+        conn.execute(f"ATTACH '{quoted}' AS {self.ALIAS} (ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
         try:
             yield conn
         finally:
