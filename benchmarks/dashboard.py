@@ -31,16 +31,19 @@ import duckdb
 import httpx
 
 from flock.dashboard import create_app
-from flock.tracing.store import SCHEMA
+from flock.tracing.store import ROW_GROUP_SIZE, SCHEMA
 
 BIG = 10_000
 PER_TRACE = 10
 
 
 def fill(path: Path, spans: int) -> str:
-    """Write ``spans`` rows; returns the trace id of the 10,000-span trace."""
-    conn = duckdb.connect(str(path))
+    """Write ``spans`` rows, in row groups of the trace writer's size; returns the trace id
+    of the 10,000-span trace."""
+    conn = duckdb.connect()
     try:
+        conn.execute(f"ATTACH '{path}' AS traces (ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
+        conn.execute("USE traces")
         conn.execute(SCHEMA)
         small = spans - BIG
         conn.execute(
