@@ -360,9 +360,12 @@ async def test_the_timeout_covers_the_whole_run_and_ends_every_candidate_span(
     [
         (
             (0, toppings),
-            "best_of(n) needs an int ≥ 1 (the candidates per run; 1 turns it off), got 0",
+            "best_of(n) needs an int from 1 to 100 (the candidates per run, all run at once; "
+            "1 turns it off), got 0",
         ),
         ((-2, toppings), "got -2"),
+        ((101, toppings), "needs an int from 1 to 100"),
+        ((10**9, toppings), "got 1000000000"),
         ((True, toppings), "got True"),
         ((2.0, toppings), "got 2.0"),
         (("3", toppings), "got '3'"),

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from opentelemetry.trace import Link, StatusCode
 from pydantic import BaseModel, ValidationError
 
+from flock._names import is_name
 from flock.artifacts import Artifact, payload_json
 from flock.best_of import BestOf, ScoreFunction, best_of_spec, evaluate_best_of
 from flock.components import HOOKS, AgentComponent, OutputUtilityComponent, RunContext, overrides
@@ -527,7 +528,7 @@ class AgentBuilder:
             )
         items = list(values)
         for item in items:
-            if not isinstance(item, str) or not item.strip() or "\x00" in item:
+            if not is_name(item):
                 raise ConfigurationError(
                     f"agent {self.agent.name!r}: {keyword}= takes names (non-empty strings "
                     f"without NUL), got {item!r} in {items!r}"

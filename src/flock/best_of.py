@@ -70,6 +70,9 @@ ScoreFunction = Callable[[list[Any]], float] | Callable[[list[Any]], Awaitable[f
 number (higher is better); ``async def`` works too."""
 
 EXAMPLE = ".best_of(3, score=lambda outputs: len(outputs[0].text))"
+MAX_CANDIDATES = 100
+"""The most candidates ``best_of`` takes: they all run at once (one engine call each), and a
+run holds every candidate's outputs until it chooses."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +85,10 @@ class BestOf:
 
 def best_of_spec(agent: str, n: object, score: object) -> BestOf | None:
     """Check ``.best_of(n, score=...)``; ``None`` when ``n`` is 1 (off)."""
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_CANDIDATES:
         raise ConfigurationError(
-            f"agent {agent!r}: best_of(n) needs an int ≥ 1 (the candidates per run; 1 turns "
-            f"it off), got {n!r}"
+            f"agent {agent!r}: best_of(n) needs an int from 1 to {MAX_CANDIDATES} (the "
+            f"candidates per run, all run at once; 1 turns it off), got {n!r}"
         )
     if score is None:
         if n == 1:

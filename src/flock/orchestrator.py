@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, overload
 from opentelemetry.trace import Span, TracerProvider
 from pydantic import BaseModel
 
+from flock._names import checked_correlation_id, checked_tags
 from flock._validation import checked_output, publishable
 from flock.agent import Agent, AgentBuilder, FailedAfterPublish
 from flock.artifacts import EXTERNAL, Artifact, new_id, shared_flags
@@ -275,19 +276,8 @@ class Flock:
     ) -> list[Artifact]:
         instrument = self._prepare()
         shown = publish_visibility(visibility, self._agents)
-        if correlation_id is not None and (
-            not isinstance(correlation_id, str) or not correlation_id or "\x00" in correlation_id
-        ):
-            raise ConfigurationError(
-                f"correlation_id must be a non-empty string without NUL, got {correlation_id!r}"
-            )
-        if isinstance(tags, str):
-            raise ConfigurationError(
-                f"tags takes a list of strings, not a string: write [{tags!r}]"
-            )
-        tag_set = frozenset(tags) if tags else frozenset()
-        if bad := [t for t in tag_set if not isinstance(t, str) or not t or "\x00" in t]:
-            raise ConfigurationError(f"tags must be non-empty strings without NUL, got {bad!r}")
+        correlation_id = checked_correlation_id(correlation_id)
+        tag_set = checked_tags(tags)
         payloads = [publishable(obj) for obj in objs]
         workflows = self._workflows
         if workflows is not None:
@@ -650,6 +640,7 @@ class Flock:
             AgentRunError: the run failed (after its retries).
         """
         target = self._resolve_agent(agent)
+        correlation_id = checked_correlation_id(correlation_id)
         instrument = self._prepare()
         items = [publishable(o) for o in (obj if isinstance(obj, list | tuple) else [obj])]
         order, extra = invoke_plan(target, [type_name for type_name, _ in items])

@@ -48,6 +48,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, cast
 
+from flock._names import is_name, name_set
 from flock.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -235,22 +236,8 @@ def only_for(*agent_names: str) -> PrivateVisibility:
 
 
 def _names(values: object, where: str) -> frozenset[str]:
-    """A non-empty set of non-empty strings, or a :class:`ConfigurationError`."""
-    if isinstance(values, str | bytes):
-        raise ConfigurationError(
-            f"{where} takes a collection of names, not a single string: write {{{values!r}}}"
-        )
-    if not isinstance(values, Iterable):
-        raise ConfigurationError(f"{where} takes a collection of names, got {values!r}")
-    try:
-        names = frozenset(values)
-    except TypeError:  # unhashable items
-        raise ConfigurationError(f"{where}: every name must be a string, got {values!r}") from None
-    for name in names:
-        if not isinstance(name, str) or not name.strip():
-            raise ConfigurationError(
-                f"{where}: every name must be a non-empty string, got {name!r}"
-            )
+    """A non-empty set of names, or a :class:`ConfigurationError`."""
+    names = name_set(values, where)
     if not names:
         raise ConfigurationError(
             f"{where} needs at least one name (an empty set would hide the artifact from "
@@ -260,8 +247,8 @@ def _names(values: object, where: str) -> frozenset[str]:
 
 
 def tenant_name(value: object, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigurationError(f"{where} takes a non-empty string, got {value!r}")
+    if not is_name(value):
+        raise ConfigurationError(f"{where} takes a non-blank string without NUL, got {value!r}")
     return value
 
 

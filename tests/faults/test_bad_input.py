@@ -24,6 +24,7 @@ from flock.engines.function import FunctionEngine
 from flock.registry import flock_type, registry
 from flock.testing import ScriptedEngine
 from flock.tracing import configure
+from flock.visibility import PrivateVisibility
 from tests.models import Idea, Note, Pizza, Review
 
 IDEA = registry.name_of(Idea)
@@ -160,33 +161,69 @@ CASES: list[tuple[str, Action, type[Exception], str]] = [
         "empty correlation id",
         publish(Idea(topic="x"), correlation_id=""),
         ConfigurationError,
-        "correlation_id must be a non-empty string without NUL, got ''",
+        "correlation_id must be a non-blank string without NUL, got ''",
     ),
     (
         "correlation id with a NUL (PostgreSQL cannot store it)",
         publish(Idea(topic="x"), correlation_id="a\x00b"),
         ConfigurationError,
-        "correlation_id must be a non-empty string without NUL, got 'a\\x00b'",
+        "correlation_id must be a non-blank string without NUL, got 'a\\x00b'",
     ),
     (
         "tags as one string",
         publish(Idea(topic="x"), tags="hot"),
         ConfigurationError,
-        "tags takes a list of strings, not a string: write ['hot']",
+        "tags takes a collection of names, not a single string: write ['hot']",
     ),
     (
         "a tag that is no string",
         publish(Idea(topic="x"), tags=[1]),
         ConfigurationError,
-        "tags must be non-empty strings without NUL, got [1]",
+        "tags: every name must be a non-blank string without NUL, got 1",
     ),
     (
         "an empty tag",
         publish(Idea(topic="x"), tags=["ok", ""]),
         ConfigurationError,
-        "tags must be non-empty strings without NUL, got ['']",
+        "tags: every name must be a non-blank string without NUL, got ''",
+    ),
+    (
+        "a blank tag (a subscription's tags= refuses it too)",
+        publish(Idea(topic="x"), tags=[" \t"]),
+        ConfigurationError,
+        "tags: every name must be a non-blank string without NUL, got ' \\t'",
+    ),
+    (
+        "a blank correlation id",
+        publish(Idea(topic="x"), correlation_id="  "),
+        ConfigurationError,
+        "correlation_id must be a non-blank string without NUL, got '  '",
+    ),
+    (
+        "tags that are no collection",
+        publish(Idea(topic="x"), tags=5),
+        ConfigurationError,
+        "tags takes a collection of names, got 5",
+    ),
+    (
+        "tags holding a list (unhashable)",
+        publish(Idea(topic="x"), tags=[["a"]]),
+        ConfigurationError,
+        "tags: every name must be a string, got [['a']]",
+    ),
+    (
+        "a private visibility naming an agent with a NUL",
+        lambda w: w.flock.publish(Idea(topic="x"), visibility=PrivateVisibility(agents={"a\x00"})),
+        ConfigurationError,
+        "every name must be a non-blank string without NUL, got 'a\\x00'",
     ),
     # invoke
+    (
+        "invoke with a correlation id holding a NUL",
+        lambda w: w.flock.invoke("chef", Idea(topic="x"), correlation_id="a\x00b"),
+        ConfigurationError,
+        "correlation_id must be a non-blank string without NUL, got 'a\\x00b'",
+    ),
     (
         "invoke with a type the agent does not consume",
         lambda w: w.flock.invoke("chef", Pizza(name="x")),
