@@ -34,7 +34,9 @@ def checked_tags(tags: Iterable[str] | None) -> frozenset[str]:
 def name_set(values: object, where: str, example: str = "{{{!r}}}") -> frozenset[str]:
     """``values`` as a set of names, or a :class:`ConfigurationError` about ``where``;
     ``example`` shows a single string given instead, as a collection."""
-    if isinstance(values, str | bytes):
+    if isinstance(values, bytes):
+        raise ConfigurationError(f"{where} takes a collection of names (strings), got {values!r}")
+    if isinstance(values, str):
         raise ConfigurationError(
             f"{where} takes a collection of names, not a single string: write "
             + example.format(values)

@@ -200,6 +200,12 @@ CASES: list[tuple[str, Action, type[Exception], str]] = [
         "correlation_id must be a non-blank string without NUL, got '  '",
     ),
     (
+        "tags as bytes",
+        publish(Idea(topic="x"), tags=b"hot"),
+        ConfigurationError,
+        "tags takes a collection of names (strings), got b'hot'",
+    ),
+    (
         "tags that are no collection",
         publish(Idea(topic="x"), tags=5),
         ConfigurationError,
