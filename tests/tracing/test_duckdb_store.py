@@ -4,6 +4,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Iterator
@@ -527,7 +528,7 @@ def test_the_writer_keeps_encoding_while_the_insert_thread_appends(tmp_path: Pat
                 tracer.start_span(f"span {i}").end()
             processor.request_flush()
             deadline = time.monotonic() + 10
-            while processor._queue and time.monotonic() < deadline:
+            while (processor._queue or processor._encoding_rows) and time.monotonic() < deadline:
                 time.sleep(0.01)
             # Everything was encoded although the append in progress could not finish; the
             # spans wait as Arrow rows for the next append, none was lost or dropped.
@@ -535,6 +536,38 @@ def test_the_writer_keeps_encoding_while_the_insert_thread_appends(tmp_path: Pat
             assert processor.pending == 2_000 and processor.dropped == 0
         assert processor.force_flush(30_000)
         assert processor.written == 2_000
+    finally:
+        processor.shutdown()
+
+
+def test_pending_counts_the_spans_a_flush_is_writing(tmp_path: Path) -> None:
+    """A flush takes the encoded rows for its own write: while the file is held (here by
+    pause(); by a reader in another process in real use) they still count as pending, as
+    the dashboard shows and OTLP ingest's back-pressure reads (they counted 0)."""
+    processor = DuckDBSpanProcessor(tmp_path / "t.duckdb", flush_interval=3600)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    flushed: list[bool] = []
+    try:
+        with processor.pause():
+            for i in range(50):
+                tracer.start_span(f"span {i}").end()
+            flush = threading.Thread(target=lambda: flushed.append(processor.force_flush(30_000)))
+            flush.start()
+            deadline = time.monotonic() + 10
+            while processor._queue and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.5)  # the writer encodes them and waits for the file in its write
+            samples = []
+            for _ in range(10):
+                samples.append(processor.pending)
+                time.sleep(0.02)
+            assert samples == [50] * 10
+            assert processor.written == 0 and not flushed
+        flush.join(30)
+        assert flushed == [True]
+        assert (processor.pending, processor.written, processor.dropped) == (0, 50, 0)
     finally:
         processor.shutdown()
 

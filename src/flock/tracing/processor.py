@@ -138,8 +138,10 @@ class DuckDBSpanProcessor(SpanProcessor):
         """An empty queue, the writer's threads (not started yet), their locks and a DuckDB
         instance of their own: at start, and again in a forked child."""
         self._queue: deque[FinishedSpan | _Marker] = deque()
+        self._encoding_rows = 0  # spans taken off the queue, being encoded
         self._encoded: list[Any] = []  # Arrow tables not yet in the file
         self._encoded_rows = 0
+        self._writing_rows = 0  # rows taken for a write in this thread (a flush, the exit)
         self._inflight: tuple[threading.Event, dict[str, Any], list[Any], int] | None = None
         self._inserts: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._inserter: threading.Thread | None = None
@@ -237,12 +239,16 @@ class DuckDBSpanProcessor(SpanProcessor):
     @property
     def pending(self) -> int:
         """Spans queued, encoded or being appended, not yet in the file (approximate, never
-        blocks)."""
+        blocks). Read in the order spans move through the writer, which counts each stage
+        before it clears the one before: a span moving meanwhile may count twice, never not
+        at all."""
+        pending = len(self._queue) + self._encoding_rows + self._encoded_rows
+        pending += self._writing_rows
         inflight = self._inflight  # read once: the writer thread may clear it meanwhile
-        unwritten = 0  # a failed append's rows are given back only at the next write
+        # (a failed append's rows are given back only at the next write)
         if inflight is not None and not (inflight[0].is_set() and inflight[1].get("ok")):
-            unwritten = inflight[3]
-        return len(self._queue) + self._encoded_rows + unwritten
+            pending += inflight[3]
+        return pending
 
     def _appending(self) -> int:
         """Rows the insert thread is appending right now (0 when it is idle)."""
@@ -489,6 +495,7 @@ class DuckDBSpanProcessor(SpanProcessor):
                 return  # exit, and spans still coming: shutdown keeps what is left
             batch: list[FinishedSpan] = []
             markers: list[_Marker] = []
+            self._encoding_rows = min(len(queue), ENCODE_CHUNK)  # (see pending)
             while queue and len(batch) < ENCODE_CHUNK:
                 item = queue.popleft()
                 if isinstance(item, _Marker):
@@ -498,17 +505,20 @@ class DuckDBSpanProcessor(SpanProcessor):
                     markers.append(item)
                 else:
                     batch.append(item)
+            self._encoding_rows = len(batch)
             if batch:
                 try:
                     table = self._encode(batch)
                 except (ImportError, MemoryError):  # the encoder cannot run: keep, retry
                     queue.extendleft(reversed([*batch, *markers]))
+                    self._encoding_rows = 0
                     raise
                 except BaseException:  # a hook's SystemExit, say: isolate the span at fault
                     batch, table = self._encode_isolating(batch)
                 if batch:
                     self._encoded.append(table)
                     self._encoded_rows += len(batch)
+                self._encoding_rows = 0
                 # The spans can go now; and no local may keep the newest table alive past
                 # its write: it would pin the top of the allocator's heap, and freeing it
                 # last hands everything freed below back to the OS at once (~15 ms holding
@@ -553,16 +563,19 @@ class DuckDBSpanProcessor(SpanProcessor):
         self._encoded_rows += rows
 
     def _write_now(self, deadline: float | None) -> bool:
+        self._writing_rows = self._encoded_rows  # (see pending)
         tables, rows = self._take()
         try:
             written = self._write(tables, rows, deadline=deadline)
+            if not written:
+                self._give_back(tables, rows)
         except BaseException:
             self._give_back(tables, rows)
             raise
+        finally:
+            self._writing_rows = 0
         if written:
             _release(tables)
-        else:
-            self._give_back(tables, rows)
         return written
 
     def _submit(self) -> None:
@@ -570,10 +583,11 @@ class DuckDBSpanProcessor(SpanProcessor):
 
         The insert thread lives as long as the writer (no thread start per write).
         """
-        tables, rows = self._take()
         done = threading.Event()
         outcome: dict[str, Any] = {}
-        self._inflight = (done, outcome, tables, rows)  # counted in pending from here on
+        # counted in pending from here on, before _take() clears the encoded rows
+        self._inflight = (done, outcome, self._encoded, self._encoded_rows)
+        tables, rows = self._take()
         if self._inserter is None or not self._inserter.is_alive():
             self._inserter = threading.Thread(
                 target=self._insert_loop, name="flock-trace-insert", daemon=True
@@ -602,10 +616,11 @@ class DuckDBSpanProcessor(SpanProcessor):
             return True
         done, outcome, tables, rows = self._inflight
         done.wait()
-        self._inflight = None
         if outcome.get("ok"):
+            self._inflight = None
             return True
-        self._give_back(tables, rows)
+        self._give_back(tables, rows)  # before the inflight rows stop counting (see pending)
+        self._inflight = None
         if "error" in outcome:
             raise outcome["error"]
         return False
