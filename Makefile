@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck bench clean
+.PHONY: install demo test test-duckdb-floor lint typecheck bench clean
 
 # --compile-bytecode: where PYTHONDONTWRITEBYTECODE=1 is set (as on our machines) nothing is
 # ever cached, and every process compiled litellm from source (~4 s more per DSPy process).
@@ -25,6 +25,20 @@ demo: $(STAMP)
 ## Debian's chromium; it is installed when missing).
 test: $(STAMP) /usr/bin/chromium
 	$(PY) -m pytest
+
+## The trace store, writer and dashboard queries against the oldest DuckDB pyproject.toml
+## allows (its own venv; run by .ci/run after the suite).
+DUCKDB_FLOOR := 1.4.5
+FLOOR_VENV := .venv-duckdb-floor
+test-duckdb-floor: $(STAMP)
+	test -x $(FLOOR_VENV)/bin/python || $(VENV)/bin/uv venv --quiet --python $(PY) $(FLOOR_VENV)
+	sed 's/^duckdb==.*/duckdb==$(DUCKDB_FLOOR)/' requirements.lock > $(FLOOR_VENV)/requirements.txt
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(FLOOR_VENV)/bin/python -r $(FLOOR_VENV)/requirements.txt
+	$(VENV)/bin/uv pip install --quiet --python $(FLOOR_VENV)/bin/python --no-deps -e .
+	$(FLOOR_VENV)/bin/python -c 'import duckdb; assert duckdb.__version__ == "$(DUCKDB_FLOOR)", duckdb.__version__'
+	$(FLOOR_VENV)/bin/python -m pytest -q tests/tracing/test_duckdb_store.py \
+		tests/tracing/test_retention.py tests/tracing/test_writer_robustness.py \
+		tests/tracing/test_stats.py tests/tracing/test_export.py tests/dashboard/test_api.py
 
 /usr/bin/chromium:
 	$(if $(filter 0,$(shell id -u)),,sudo) sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium'
