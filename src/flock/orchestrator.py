@@ -32,7 +32,7 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from functools import partial, wraps
 from typing import TYPE_CHECKING, Any, overload
 
@@ -205,6 +205,11 @@ class Flock:
             self._instrument, self._workflows = instrument_for(self._tracer_provider)
         return self._instrument
 
+    def _auto_workflow(self, *, begin: bool) -> AbstractContextManager[None]:
+        """The implicit workflow of ``FLOCK_AUTO_WORKFLOW_TRACE`` around a top-level call."""
+        workflows = self._workflows
+        return nullcontext() if workflows is None else workflows.auto_scope(begin=begin)
+
     def _route(self, type_name: str) -> list[Agent]:
         if self._routes is None:
             routes: dict[str, list[Agent]] = {}
@@ -279,10 +284,10 @@ class Flock:
         correlation_id = checked_correlation_id(correlation_id)
         tag_set = checked_tags(tags)
         payloads = [publishable(obj) for obj in objs]
-        workflows = self._workflows
-        if workflows is not None:
-            workflows.auto_begin()
-        with instrument.span("Flock.publish", {"flock.artifact.count": len(payloads)}) as span:
+        with (
+            self._auto_workflow(begin=True),
+            instrument.span("Flock.publish", {"flock.artifact.count": len(payloads)}) as span,
+        ):
             span_context = shared_flags(span.get_span_context()) if instrument.enabled else None
             artifacts = [
                 Artifact(
@@ -577,6 +582,12 @@ class Flock:
             TimeoutError: ``timeout`` seconds passed first (the runs keep going).
         """
         instrument = self._prepare()
+        with self._auto_workflow(begin=False):
+            await self._run_until_idle(instrument, timeout, work)
+
+    async def _run_until_idle(
+        self, instrument: Instrument, timeout: float | None, work: bool
+    ) -> None:
         try:
             with instrument.span("Flock.run_until_idle") as span:
                 if self._distributed is not None:

@@ -116,6 +116,95 @@ def test_auto_workflow_trace_groups_a_plain_script(tmp_path: Path) -> None:
     assert all(json.loads(s[4])["workflow"]["name"] == "pizza_workflow" for s in spans)
 
 
+AUTO_SHAPES = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pydantic import BaseModel
+    from flock.orchestrator import Flock
+    from flock.registry import flock_type
+
+    @flock_type
+    class Idea(BaseModel):
+        topic: str
+
+    @flock_type
+    class Pizza(BaseModel):
+        name: str
+
+    async def cook(idea):
+        return Pizza(name=idea.topic)
+
+    flock = Flock("openai/gpt-4o")
+    flock.agent("chef").consumes(Idea).publishes(Pizza).with_engines(cook)
+
+    async def publish(topic):
+        await flock.publish(Idea(topic=topic))
+
+    async def gathered():
+        await asyncio.gather(publish("a"), publish("b"))
+        await flock.run_until_idle()
+        await publish("c")  # a second round in the main task: a workflow of its own
+        await flock.run_until_idle()
+
+    async def idle_in_a_task():
+        await publish("a")
+        await asyncio.create_task(flock.run_until_idle())
+        await publish("b")
+        await flock.run_until_idle()
+
+    async def no_run_until_idle():
+        await publish("a")
+
+    shape = sys.argv[1]
+    if shape == "two_asyncio_runs":
+        asyncio.run(publish("a"))
+        asyncio.run(flock.run_until_idle())
+    else:
+        asyncio.run(globals()[shape]())
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("shape", "workflows", "publishes"),
+    [
+        ("gathered", 2, [2, 1]),  # publishes in tasks of their own join the open workflow
+        ("idle_in_a_task", 2, [1, 1]),  # run_until_idle in a task closes it for the caller
+        ("two_asyncio_runs", 1, [1]),  # the opening context is gone when it closes
+        ("no_run_until_idle", 1, [1]),  # closed as the interpreter exits
+    ],
+)
+def test_auto_workflow_trace_across_tasks_and_event_loops(
+    tmp_path: Path, shape: str, workflows: int, publishes: list[int]
+) -> None:
+    script = tmp_path / "shapes.py"
+    script.write_text(AUTO_SHAPES)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOCK_", "OTEL_"))}
+    env["FLOCK_AUTO_WORKFLOW_TRACE"] = "true"
+    result = subprocess.run(
+        [sys.executable, str(script), shape],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    spans = rows(
+        tmp_path / ".flock" / "traces.duckdb",
+        "SELECT name, trace_id, parent_id, span_id, attributes FROM spans ORDER BY start_time",
+    )
+    ids = {s[3] for s in spans}
+    assert [s[0] for s in spans if s[2] not in ids] == ["shapes_workflow"] * workflows
+    by_trace: dict[str, list[str]] = {}
+    for name, trace_id, *_ in spans:
+        by_trace.setdefault(trace_id, []).append(name)
+    assert len(by_trace) == workflows  # every span under one of the workflows, none orphaned
+    assert [names.count("Flock.publish") for names in by_trace.values()] == publishes
+    assert all(json.loads(s[4])["workflow"]["name"] == "shapes_workflow" for s in spans)
+
+
 @pytest.mark.parametrize(
     "env",
     [{"FLOCK_AUTO_TRACE": "false"}, {"FLOCK_TRACE_FILE": "false"}, {"OTEL_SDK_DISABLED": "true"}],

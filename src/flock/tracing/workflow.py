@@ -9,10 +9,13 @@ spans of a workflow.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar, Token
 from pathlib import Path
 
 from opentelemetry import context as otel_context
@@ -86,7 +89,11 @@ class Workflows:
         self._request_flush = request_flush
         self.auto = auto
         self._auto_span: Span | None = None
+        self._auto_context: Context = Context()
         self._auto_token: object | None = None
+        self._owner_token: Token[Span | None] | None = None
+        self._ended: weakref.WeakSet[Span] = weakref.WeakSet()  # implicit workflows closed
+        self._exit_hook = False
 
     @asynccontextmanager
     async def workflow(self, name: str) -> AsyncIterator[Span]:
@@ -131,38 +138,101 @@ class Workflows:
             self._request_flush()
 
     # FLOCK_AUTO_WORKFLOW_TRACE ---------------------------------------------
+    #
+    # The implicit workflow opens at a top-level publish and closes when a top-level
+    # run_until_idle returns. "Top-level" means no span around the call, or only an implicit
+    # workflow that has already ended. The opening call attaches the workflow's context. A
+    # top-level call made elsewhere joins the open workflow for its duration: publishes
+    # gathered in tasks, or publish and run_until_idle in separate asyncio.run calls. Those
+    # contexts never saw the attach.
 
-    def auto_begin(self) -> None:
-        """Open an implicit workflow at a top-level publish (when auto mode is on)."""
-        if not self.auto or self.tracer is None or self._auto_span is not None:
+    @contextmanager
+    def auto_scope(self, *, begin: bool) -> Iterator[None]:
+        """Run a Flock call inside the implicit workflow: open one first (``begin``, a
+        publish) if none is open, or join the open one from a top-level call made in another
+        context; nothing when auto mode is off or the call is inside a span already."""
+        if not self.auto or self.tracer is None or not self._top_level():
+            yield
             return
-        if current_workflow() is not None or trace.get_current_span().get_span_context().is_valid:
+        if self._auto_span is None:
+            if begin:
+                self._auto_begin(self.tracer)
+            yield
             return
+        token = otel_context.attach(self._auto_context)
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
+
+    def _top_level(self) -> bool:
+        """No span around the current context, or only an implicit workflow that ended."""
+        current = trace.get_current_span()
+        return not current.get_span_context().is_valid or current in self._ended
+
+    def _auto_begin(self, tracer: Tracer) -> None:
         name = auto_workflow_name()
-        span = self.tracer.start_span(
-            name, attributes={"flock.workflow": True, "workflow.name": name, "workflow.auto": True}
+        # Started as a root: the current context may hold an ended implicit workflow.
+        span = tracer.start_span(
+            name,
+            context=trace.set_span_in_context(INVALID_SPAN),
+            attributes={"flock.workflow": True, "workflow.name": name, "workflow.auto": True},
+        )
+        self._auto_context = otel_context.set_value(
+            WORKFLOW_KEY, name, trace.set_span_in_context(span)
         )
         # Attached in the caller's context: `await flock.publish(...)` runs in the caller's
-        # task, so the following publish/run_until_idle calls happen inside this span.
-        self._auto_token = otel_context.attach(
-            otel_context.set_value(WORKFLOW_KEY, name, trace.set_span_in_context(span))
-        )
+        # task, so the calls that follow in that task happen inside this span.
+        self._auto_token = otel_context.attach(self._auto_context)
+        self._owner_token = _AUTO_OWNER.set(span)
         self._auto_span = span
+        if not self._exit_hook:
+            self._exit_hook = True
+            ref = weakref.ref(self)
+            atexit.register(_end_at_exit, ref)
 
     async def auto_end(self, error: BaseException | None = None) -> None:
-        """Close the implicit workflow after run_until_idle (recording ``error`` if any)."""
-        span, token = self._auto_span, self._auto_token
-        if span is None:
+        """Close the implicit workflow as a top-level run_until_idle returns (recording
+        ``error`` if any); a run_until_idle inside another span leaves it open."""
+        span = self._auto_span
+        if span is None or trace.get_current_span() is not span:
             return
-        if trace.get_current_span() is not span:
-            return  # run_until_idle called from elsewhere (another task); keep it open
-        self._auto_span = self._auto_token = None
-        otel_context.detach(token)  # type: ignore[arg-type]
         if error is not None:
             span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-        span.end()
+        self._close_auto()
         await self.flush()
+
+    def _close_auto(self) -> None:
+        span, token, owner = self._auto_span, self._auto_token, self._owner_token
+        if span is None:
+            return
+        self._auto_span = self._auto_token = self._owner_token = None
+        self._ended.add(span)
+        try:
+            _AUTO_OWNER.reset(owner)  # type: ignore[arg-type]
+        except ValueError:
+            # Another context than the one that opened it (a task's copy, another
+            # asyncio.run): that one keeps the ended span as current, which _top_level
+            # treats as no span.
+            pass
+        else:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        span.end()
+
+
+_AUTO_OWNER: ContextVar[Span | None] = ContextVar("flock_auto_workflow_owner", default=None)
+"""Set in the context that opened an implicit workflow: resetting it succeeds only there,
+which tells whether the workflow's context may be detached here."""
+
+
+def _end_at_exit(ref: weakref.ref[Workflows]) -> None:
+    """End an implicit workflow still open as the interpreter exits (a script that published
+    without run_until_idle), so that its spans get their root. Registered after the trace
+    writer's own exit hook, so it runs before it."""
+    workflows = ref()
+    if workflows is not None and workflows._auto_span is not None:
+        workflows._close_auto()
 
 
 def auto_workflow_name() -> str:
