@@ -164,3 +164,31 @@ def test_times_past_int64_are_refused_and_nothing_is_written(
     finally:
         writer.shutdown()
     assert len(rows(tmp_path / "traces.duckdb")) == 1
+
+
+def test_nested_key_value_lists_are_encoded_once_as_json() -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    # 30 nested lists in a ~400-byte request: encoding each level as a string inside the
+    # next doubled the escaping per level (gigabytes asked for; the server process died).
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = b"\x0e" * 16, b"\x02" * 8, "deep"
+    span.start_time_unix_nano = span.end_time_unix_nano = 1_700_000_000_000_000_000
+    value = span.attributes.add(key="deep").value
+    for _ in range(30):
+        value = value.kvlist_value.values.add(key="k").value
+    value.string_value = "x"
+    mixed = span.attributes.add(key="mixed").value.array_value.values
+    mixed.add().int_value = 1
+    mixed.add().kvlist_value.values.add(key="a").value.array_value.values.add().bool_value = True
+    body = request.SerializeToString()
+    assert len(body) < 500
+    (received,) = request_to_spans(decode_request(body, PROTOBUF))
+    expected: Any = "x"
+    for _ in range(30):
+        expected = {"k": expected}
+    assert orjson.loads(received.attributes["deep"]) == expected
+    assert orjson.loads(received.attributes["mixed"]) == [1, {"a": [True]}]

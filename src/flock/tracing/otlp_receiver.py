@@ -169,27 +169,35 @@ def _hex_ids_to_base64(doc: dict[str, Any]) -> None:
                             item[key] = base64.b64encode(bytes.fromhex(value)).decode()
 
 
-def _value(value: AnyValue) -> Any:
+def _value(value: AnyValue, *, nested: bool = False) -> Any:
+    """An OTLP attribute value as an OpenTelemetry one: a scalar or a list of scalars of one
+    type; a key-value list or any other list becomes its JSON text. Nested values are
+    converted as data and encoded once, at the top: encoding each level as a string inside
+    the next one doubled the escaping per level (a 400-byte request of 30 nested lists asked
+    for gigabytes)."""
     kind = value.WhichOneof("value")
     if kind is None:
         return None
     if kind == "array_value":
-        items = [_value(v) for v in value.array_value.values]
+        items = [_value(v, nested=True) for v in value.array_value.values]
+        if nested:
+            return items
         scalars = [v for v in items if isinstance(v, str | bool | int | float)]
         if len(scalars) == len(items) and len({type(v) for v in scalars}) <= 1:
             return items
         return orjson.dumps(items, default=str).decode()
     if kind == "kvlist_value":
-        return orjson.dumps(_dict(value.kvlist_value.values), default=str).decode()
+        values = _dict(value.kvlist_value.values, nested=True)
+        return values if nested else orjson.dumps(values, default=str).decode()
     if kind == "bytes_value":
         return value.bytes_value.hex()
     return getattr(value, kind)
 
 
-def _dict(values: Sequence[KeyValue]) -> dict[str, Any]:
+def _dict(values: Sequence[KeyValue], *, nested: bool = False) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for kv in values:
-        v = _value(kv.value)
+        v = _value(kv.value, nested=nested)
         if v is not None:
             result[kv.key] = v
     return result
