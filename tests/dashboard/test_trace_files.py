@@ -7,6 +7,7 @@ nothing but that file, and a file that is not a flock trace file gets a readable
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import duckdb
@@ -127,8 +128,35 @@ def test_read_connections_have_no_file_or_network_access(tmp_path: Path) -> None
             "its 'spans' table lacks the column resource",
         ),
         (["CREATE SCHEMA s", "CREATE TABLE s.spans (x INTEGER)"], "it has no 'spans' table"),
+        (
+            [SCHEMA.replace(" JSON USING COMPRESSION zstd", " VARCHAR")],
+            "the columns attributes VARCHAR (flock's: JSON), events VARCHAR (flock's: JSON)",
+        ),
+        (
+            [SCHEMA.replace("name VARCHAR NOT NULL", "name VARCHAR")],
+            "the column name VARCHAR (flock's: VARCHAR NOT NULL)",
+        ),
+        (
+            # A macro named like a DuckDB function takes its place in every query on the
+            # file: this one would never end.
+            [
+                SCHEMA,
+                "CREATE MACRO json_extract_string(a, b) AS "
+                "(SELECT count(*)::VARCHAR FROM range(100000) x, range(100000) y)",
+            ],
+            "it defines SQL functions of its own (json_extract_string)",
+        ),
     ],
-    ids=["no-spans", "empty-database", "old-columns", "one-missing", "other-schema"],
+    ids=[
+        "no-spans",
+        "empty-database",
+        "old-columns",
+        "one-missing",
+        "other-schema",
+        "json-as-text",
+        "nullable-name",
+        "macro",
+    ],
 )
 async def test_a_file_without_flock_spans_is_a_clear_503(
     tmp_path: Path, statements: list[str], message: str
@@ -153,3 +181,16 @@ async def test_a_genuine_trace_file_still_reads(tmp_path: Path) -> None:
         assert (await client.get("/api/info")).json()["spans"] == 1
         corr = (await client.get("/api/correlations/cid-1")).json()
         assert corr["correlation"]["trace_ids"] == ["a" * 32]
+
+
+def test_a_query_that_runs_too_long_is_stopped_with_a_clear_error(tmp_path: Path) -> None:
+    db = trace_file(tmp_path / "traces.duckdb")
+    store = TraceStore(db, query_timeout=0.3)
+    started = time.monotonic()
+    with (
+        pytest.raises(TracingError, match=r"took longer than 0\.3 s and was stopped"),
+        store.connect() as conn,
+    ):
+        conn.execute("SELECT count(*) FROM range(1000000) a, range(1000000) b").fetchall()
+    assert time.monotonic() - started < 10
+    assert store.search_traces().total == 1  # the next query runs as usual

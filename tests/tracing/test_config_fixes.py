@@ -21,6 +21,7 @@ from flock import Flock
 from flock.exceptions import ConfigurationError
 from flock.tracing import TracingSettings, configure
 from flock.tracing.processor import DuckDBSpanProcessor
+from flock.tracing.store import SCHEMA
 from tests.faults.helpers import child_env, query, run_child
 
 DB = Path(".flock") / "traces.duckdb"
@@ -424,6 +425,22 @@ def test_a_spans_table_that_is_not_flocks_in_process(
     with pytest.warns(RuntimeWarning, match=r"without a trace file: .*t\.duckdb.*not flock's"):
         settings = configure(provider, trace_file=True, db_path=str(db))
     assert settings is not None and settings.file is None and settings.file_unusable
+
+
+def test_a_trace_file_with_macros_is_written_to_and_they_change_nothing(
+    tmp_path: Path, provider: TracerProvider
+) -> None:
+    db = tmp_path / "t.duckdb"
+    with duckdb.connect(str(db)) as conn:
+        conn.execute(SCHEMA)
+        # The user's own helper, and one named like a function the appends call: the file
+        # is attached to the writer's own database, so neither is in their search path.
+        conn.execute("CREATE MACRO printf(a, b) AS 'not a span id'")
+    file = file_of(configure(provider, trace_file=True, db_path=str(db)))
+    with provider.get_tracer("test").start_as_current_span("s") as span:
+        span_id = f"{span.get_span_context().span_id:016x}"
+    assert file.force_flush()
+    assert query(db, "SELECT name, span_id FROM spans") == [("s", span_id)]
 
 
 def test_a_duckdb_file_without_a_spans_table_is_still_used(

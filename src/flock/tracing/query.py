@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from flock.exceptions import TracingError
-from flock.tracing.store import COLUMNS, DEFAULT_DB_PATH, spans_catalog
+from flock.tracing.store import COLUMNS, DEFAULT_DB_PATH, macros_message, spans_catalog
 
 if TYPE_CHECKING:
     import duckdb
@@ -52,6 +53,9 @@ READ_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "lock_configuration": True,
 }
 """The DuckDB configuration of :meth:`TraceStore.connect`'s read-only connections."""
+QUERY_TIMEOUT = 30.0
+"""Seconds :meth:`TraceStore.connect`'s connection may run its queries before they are
+interrupted (the dashboard's stay well under a second on a million spans)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,10 +230,15 @@ class TraceStore:
     """Queries over a trace file."""
 
     def __init__(
-        self, path: str | os.PathLike[str] = DEFAULT_DB_PATH, *, lock_wait: float = 5.0
+        self,
+        path: str | os.PathLike[str] = DEFAULT_DB_PATH,
+        *,
+        lock_wait: float = 5.0,
+        query_timeout: float | None = QUERY_TIMEOUT,
     ) -> None:
         self.path = Path(path)
         self.lock_wait = lock_wait
+        self.query_timeout = query_timeout
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -266,34 +275,60 @@ class TraceStore:
                     else:
                         raise TracingError(f"cannot read {str(self.path)!r}: {exc}") from exc
                 if conn is not None:
+                    timer = None
+                    if self.query_timeout is not None:
+                        timer = threading.Timer(self.query_timeout, conn.interrupt)
+                        timer.daemon = True
+                        timer.start()
                     try:
                         self._check_schema(conn)
                         yield conn
                     except duckdb.Error as exc:
+                        if timer is not None and timer.finished.is_set():
+                            raise TracingError(
+                                f"reading {str(self.path)!r} took longer than "
+                                f"{self.query_timeout:g} s and was stopped"
+                            ) from exc
                         raise TracingError(f"cannot read {str(self.path)!r}: {exc}") from exc
                     finally:
+                        if timer is not None:
+                            timer.cancel()
                         conn.close()
                     return
             time.sleep(0.1)
 
     def _check_schema(self, conn: duckdb.DuckDBPyConnection) -> None:
-        """Raise :class:`TracingError` unless ``spans`` is a table with flock's columns (a
-        view, which could run any SQL, or a table in another schema is refused)."""
-        view, found = spans_catalog(conn)
+        """Raise :class:`TracingError` unless ``spans`` is a table with flock's columns, of
+        flock's types and constraints (a view, which could run any SQL, a table in another
+        schema, or rows the queries cannot read are refused), and the file defines no SQL
+        functions of its own. Columns flock does not know are allowed."""
+        catalog = spans_catalog(conn)
         where = f"{str(self.path)!r} is not a flock trace file"
-        if view or not found:
+        if catalog.view or not catalog.columns:
             raise TracingError(
                 f"{where}: its 'spans' is a view, not a table"
-                if view
+                if catalog.view
                 else f"{where}: it has no 'spans' table"
             )
-        columns = {name for name, _ in found}
-        missing = [name for name, _ in COLUMNS if name not in columns]
+        found = {name: (sql_type, not_null) for name, sql_type, not_null in catalog.columns}
+        missing = [name for name, _ in COLUMNS if name not in found]
         if missing:
             raise TracingError(
                 f"{where} (or one from an incompatible flock version): its 'spans' table "
                 f"lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
             )
+        wrong = [
+            f"{name} {found[name][0]}{' NOT NULL' if found[name][1] else ''} (flock's: {sql})"
+            for name, sql in COLUMNS
+            if found[name][0] != sql.split()[0] or ("NOT NULL" in sql and not found[name][1])
+        ]
+        if wrong:
+            raise TracingError(
+                f"{where} (or one from an incompatible flock version): its 'spans' table has "
+                f"the column{'s' if len(wrong) > 1 else ''} {', '.join(wrong)}"
+            )
+        if catalog.macros:
+            raise TracingError(f"{where}: {macros_message(catalog.macros)}")
 
     def list_traces(
         self,

@@ -21,7 +21,7 @@ import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     import logging
@@ -128,41 +128,76 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> duckdb.
     return conn
 
 
-def spans_catalog(
-    conn: duckdb.DuckDBPyConnection, database: str | None = None
-) -> tuple[bool, list[tuple[str, str]]]:
-    """How the database's ``main.spans`` is defined, from the catalog (nothing of it runs):
-    whether it is a view, and its ``(column, type)`` pairs in order (none: no ``spans``).
-    ``database``: an attached database's name (default: the connection's current one)."""
+class Catalog(NamedTuple):
+    """What a database holds of ``main.spans`` and of SQL of its own, from its catalog."""
+
+    view: bool
+    """``spans`` is a view."""
+    columns: list[tuple[str, str, bool]]
+    """``spans``'s ``(column, type, NOT NULL)`` in order (empty: no ``spans``)."""
+    macros: list[str]
+    """The SQL functions (macros) it defines. A flock trace file has none: in a file from
+    elsewhere, a macro named like a DuckDB function stands in for it in every query on the
+    file (a ``json_extract_string`` that never ends, say)."""
+
+
+def spans_catalog(conn: duckdb.DuckDBPyConnection, database: str | None = None) -> Catalog:
+    """The :class:`Catalog` of a database (nothing of it runs). ``database``: an attached
+    database's name (default: the connection's current one)."""
     name = "current_database()" if database is None else "?"
     row = conn.execute(
         f"SELECT (SELECT count(*) FROM duckdb_views() WHERE database_name = {name}"
         "        AND schema_name = 'main' AND view_name = 'spans') > 0, "
-        "       (SELECT list([column_name, data_type] ORDER BY column_index)"
+        "       (SELECT list([column_name, data_type, (NOT is_nullable)::VARCHAR]"
+        "                    ORDER BY column_index)"
         f"        FROM duckdb_columns() WHERE database_name = {name}"
-        "        AND schema_name = 'main' AND table_name = 'spans')",
-        [] if database is None else [database, database],
+        "        AND schema_name = 'main' AND table_name = 'spans'), "
+        "       (SELECT list(DISTINCT function_name ORDER BY function_name)"
+        f"        FROM duckdb_functions() WHERE database_name = {name} AND NOT internal)",
+        [] if database is None else [database] * 3,
     ).fetchone()
-    view, columns = row if row is not None else (False, None)
-    return bool(view), [(name, sql_type) for name, sql_type in columns or ()]
+    view, columns, macros = row if row is not None else (False, None, None)
+    return Catalog(
+        bool(view),
+        [(column, sql_type, not_null == "true") for column, sql_type, not_null in columns or ()],
+        list(macros or ()),
+    )
 
 
 def check_schema(
-    conn: duckdb.DuckDBPyConnection, *, missing_ok: bool = False, database: str | None = None
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    missing_ok: bool = False,
+    database: str | None = None,
+    macros_ok: bool = False,
 ) -> None:
     """Raise ``ValueError`` unless the database's ``main.spans`` is flock's table (a file
-    made by other software, or a view: every write would fail on it); with ``missing_ok``,
-    no ``spans`` at all is fine too. ``database`` as for :func:`spans_catalog`."""
-    view, found = spans_catalog(conn, database)
-    if view:
+    made by other software, or a view: every write would fail on it) and, unless
+    ``macros_ok``, it defines no SQL functions (they would shadow DuckDB's in queries run with
+    the file as the current database); with ``missing_ok``, no ``spans`` at all is fine too.
+    ``database`` as for :func:`spans_catalog`."""
+    catalog = spans_catalog(conn, database)
+    if catalog.macros and not macros_ok:
+        raise ValueError(macros_message(catalog.macros))
+    if catalog.view:
         raise ValueError("its 'spans' is a view, not flock's spans table")
-    if not found:
+    if not catalog.columns:
         if missing_ok:
             return
         raise ValueError("it has no spans table")
-    if found != [(name, sql_type.split()[0]) for name, sql_type in COLUMNS]:
-        columns = ", ".join(f"{name} {sql_type}" for name, sql_type in found)
+    if [(column, sql_type) for column, sql_type, _ in catalog.columns] != [
+        (name, sql_type.split()[0]) for name, sql_type in COLUMNS
+    ]:
+        columns = ", ".join(f"{name} {sql_type}" for name, sql_type, _ in catalog.columns)
         raise ValueError(f"its spans table is not flock's (its columns: {columns})")
+
+
+def macros_message(macros: Sequence[str]) -> str:
+    shown = ", ".join(macros[:5]) + (f" and {len(macros) - 5} more" if len(macros) > 5 else "")
+    return (
+        f"it defines SQL functions of its own ({shown}), which would take the place of "
+        "DuckDB's in every query on it"
+    )
 
 
 class Appender:
@@ -192,8 +227,9 @@ class Appender:
         of this process or another, holds it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._attached() as conn:
-            check_schema(conn, missing_ok=True, database=self.ALIAS)
-            if not spans_catalog(conn, self.ALIAS)[1]:
+            # Its macros are not in the search path of the appends (the file is attached).
+            check_schema(conn, missing_ok=True, database=self.ALIAS, macros_ok=True)
+            if not spans_catalog(conn, self.ALIAS).columns:
                 conn.execute(SCHEMA.replace(" spans ", f" {self.ALIAS}.spans ", 1))
                 conn.execute(f"CHECKPOINT {self.ALIAS}")  # the file alone holds the table
 
