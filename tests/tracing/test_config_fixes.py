@@ -355,6 +355,36 @@ print("content types", sorted(set(seen)))
     )
 
 
+@pytest.mark.parametrize(
+    ("value", "exports", "warns"),
+    [
+        ("none", False, False),
+        ("otlp", True, False),
+        ("console", False, True),
+        ("otlp,zipkin", True, True),
+    ],
+)
+def test_otel_traces_exporter_chooses_whether_spans_go_over_otlp(
+    monkeypatch: pytest.MonkeyPatch, value: str, exports: bool, warns: bool
+) -> None:
+    import warnings
+
+    from flock.tracing.setup import _otlp_exporter
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", value)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        exporter = _otlp_exporter()
+    assert (exporter is not None) == exports
+    if exporter is not None:
+        exporter.shutdown()
+    messages = [str(w.message) for w in caught]
+    assert bool(messages) == warns, messages
+    if warns:
+        assert f"OTEL_TRACES_EXPORTER={value!r}" in messages[0] and "ignoring" in messages[0]
+
+
 def test_an_unknown_otlp_protocol_still_turns_otlp_export_off(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -280,3 +280,77 @@ def test_sigterm_mid_workflow_keeps_finished_spans_and_marks_the_root(tmp_path: 
     assert spans["pizza_workflow"][3] == "ERROR"
     assert "Flock.publish" in spans
     assert spans["Agent.execute"][3] == "ERROR"  # interrupted, recorded
+
+
+REDACTED_EXPORT = textwrap.dedent(
+    """
+    import asyncio
+    from pydantic import BaseModel
+    from flock.orchestrator import Flock
+    from flock.registry import flock_type
+    from flock.tracing import configure
+
+    def redact(key, value):
+        if key == "api.key":
+            return None
+        return value.replace("sk-SECRET", "[redacted]") if isinstance(value, str) else value
+
+    configure(redact=redact)
+
+    @flock_type
+    class Idea(BaseModel):
+        topic: str
+
+    @flock_type
+    class Pizza(BaseModel):
+        name: str
+
+    async def cook(idea):
+        raise RuntimeError("the oven rejected key " + "sk-" + "SECRET")
+
+    flock = Flock("openai/gpt-4o")
+    flock.agent("chef").consumes(Idea).publishes(Pizza).with_engines(cook)
+
+    async def main():
+        try:
+            async with flock.traced_run("pizza_workflow") as span:
+                span.set_attribute("api.key", "sk-" + "SECRET")
+                span.set_attribute("note", "kept")
+                await flock.publish(Idea(topic="spicy"))
+                await flock.run_until_idle()
+        except Exception as exc:
+            print("failed as planned:", type(exc).__name__)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_the_redact_hook_applies_to_otlp_export_as_to_the_file(tmp_path: Path) -> None:
+    from tests.tracing.stored import OtlpReceiver
+
+    script = tmp_path / "redacted.py"
+    script.write_text(REDACTED_EXPORT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOCK_", "OTEL_"))}
+    with OtlpReceiver() as receiver:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.url
+        result = subprocess.run(
+            [sys.executable, str(script)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 0, result.stderr
+    assert "failed as planned: AgentFailures" in result.stdout
+    assert receiver.requests and all(b"sk-SECRET" not in body for _, _, body in receiver.requests)
+    exported = {span.name: span for span in receiver.spans()}
+    keys = {a.key for a in exported["pizza_workflow"].attributes}
+    assert "note" in keys and "api.key" not in keys
+    assert exported["Agent.execute"].status.message.endswith("[redacted]")
+    db = tmp_path / ".flock" / "traces.duckdb"
+    assert len(receiver.spans()) == len(rows(db))
+    everything = "concat_ws('|', attributes, events, status_description)"
+    assert rows(db, f"SELECT count(*) FROM spans WHERE {everything} LIKE '%sk-SECRET%'") == [(0,)]
+    assert rows(db, f"SELECT count(*) FROM spans WHERE {everything} LIKE '%[redacted]%'") != [(0,)]

@@ -78,7 +78,7 @@ def test_link_and_resource_attributes_are_redacted_capped_and_never_block(
         writer.shutdown()
     links = {name: json.loads(value) for name, value in stored(db, "links").items()}
     assert links["linked"][0]["attributes"] == {"note": "x" * 10 + "…[truncated 40 chars]"}
-    assert "encode_error" in json.dumps(links["huge"])  # stored as a stand-in, not lost
+    assert links["huge"][0]["attributes"] == {"big": str(2**70)}  # its digits, not lost
     resources = {name: json.loads(value) for name, value in stored(db, "resource").items()}
     assert all("deploy.token" not in r and r["service.name"] == "svc" for r in resources.values())
 
@@ -190,3 +190,72 @@ def test_a_lone_surrogate_in_a_span_name_or_status_is_replaced_not_the_span_drop
         "read \ufffd.txt": "no such file: \ufffd.txt",
         "fine": "no such file: \ufffd.txt",
     }
+
+
+def test_values_json_cannot_hold_are_repaired_and_the_other_attributes_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A workflow named after a file name decoded with surrogateescape, an integer past 64
+    # bits: each used to replace all of the span's attributes with an encode_error
+    # stand-in, which took the workflow's spans out of the documented workflow listing.
+    db = tmp_path / "traces.duckdb"
+    name = "ingest " + os.fsdecode(b"caf\xe9.csv")
+    writer = DuckDBSpanProcessor(db, flush_interval=60)
+    tracer = TracerProvider().get_tracer("t")
+    try:
+        for span_name, attributes in (
+            ("surrogate", {"flock.workflow": True, "workflow.name": name, "f\udce9": [name]}),
+            ("big", {"flock.workflow": True, "n": 2**70, "small": [1, 2]}),
+        ):
+            span = tracer.start_span(span_name, attributes=attributes)
+            span.add_event("read", {"file": name})
+            span.end()
+            writer.on_end(span)
+        assert writer.force_flush(10_000) and writer.dropped == 0
+    finally:
+        writer.shutdown()
+    attributes = {k: json.loads(v) for k, v in stored(db).items()}
+    assert attributes["surrogate"] == {
+        "flock": {"workflow": True},
+        "workflow": {"name": "ingest caf\ufffd.csv"},
+        "f\ufffd": ["ingest caf\ufffd.csv"],
+    }
+    assert attributes["big"] == {"flock": {"workflow": True}, "n": str(2**70), "small": [1, 2]}
+    events = json.loads(stored(db, "events")["surrogate"])
+    assert events[0]["attributes"] == {"file": "ingest caf\ufffd.csv"}
+    with duckdb.connect(str(db), read_only=True) as conn:
+        listed = conn.execute(
+            "SELECT name FROM spans WHERE json_extract(attributes, '$.flock.workflow') = 'true'"
+        ).fetchall()
+    assert sorted(listed) == [("big",), ("surrogate",)]
+    assert caplog.text.count("lone surrogates or an integer beyond 64 bits") <= 1
+
+
+def test_status_descriptions_and_span_names_are_capped_and_redacted(tmp_path: Path) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
+    db = tmp_path / "traces.duckdb"
+
+    def redact(key: str, value: object) -> object:
+        if key == "otel.status_description" and isinstance(value, str):
+            return value.replace("sk-SECRET", "[redacted]")
+        return value
+
+    writer = DuckDBSpanProcessor(db, flush_interval=60, redact=redact, max_attribute_chars=40)
+    tracer = TracerProvider().get_tracer("t")
+    try:
+        failed = tracer.start_span("failed")
+        failed.set_status(Status(StatusCode.ERROR, "Boom: bad key sk-SECRET"))
+        failed.end()
+        long = tracer.start_span("n" * 100)
+        long.set_status(Status(StatusCode.ERROR, "e" * 100))
+        long.end()
+        for span in (failed, long):
+            writer.on_end(span)
+        assert writer.force_flush(10_000)
+    finally:
+        writer.shutdown()
+    descriptions = stored(db, "status_description")
+    assert descriptions["failed"] == "Boom: bad key [redacted]"
+    capped = "n" * 40 + "…[truncated 60 chars]"
+    assert descriptions[capped] == "e" * 40 + "…[truncated 60 chars]"

@@ -10,10 +10,12 @@ cannot collide with a nested one (``json_extract(attributes, '$."a."')`` finds i
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 __all__ = [
+    "STATUS_DESCRIPTION_KEY",
     "Redactor",
     "attributes_json",
     "cap",
@@ -21,6 +23,8 @@ __all__ = [
     "has_non_finite",
     "nest",
     "nested_json",
+    "redact_flat",
+    "to_json",
 ]
 
 Redactor = Callable[[str, Any], Any]
@@ -28,6 +32,9 @@ Redactor = Callable[[str, Any], Any]
 
 TRUNCATION_MARKER = "…[truncated {} chars]"
 LEAF = ""
+STATUS_DESCRIPTION_KEY = "otel.status_description"
+"""The key a span's status description is given to the redact hook under (the name
+OpenTelemetry's non-OTLP exporters store it under)."""
 
 
 NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
@@ -161,10 +168,67 @@ def attributes_json(
             if len(_PLANS) < 4096:  # key sets are few; don't grow without bound
                 _PLANS[keys] = plan
         if plan is not None:
-            data = orjson.dumps(plan(tuple(attributes.values())), default=str)
+            nested = plan(tuple(attributes.values()))
+            try:  # (orjson inline, not to_json: this runs for every span)
+                data = orjson.dumps(nested, default=str)
+            except orjson.JSONEncodeError:
+                data = to_json(nested)
             if len(data) <= max_chars:
                 return data.decode()
     return nested_json(attributes, max_chars=max_chars, redact=redact)
+
+
+def to_json(value: Any) -> bytes:
+    """``orjson.dumps(value, default=str)``, repairing what JSON cannot hold as it is instead
+    of failing the whole value: a lone surrogate (a file name decoded with
+    ``surrogateescape``, say) becomes U+FFFD, an integer beyond 64 bits its decimal digits as
+    a string. Reported once per process."""
+    import orjson
+
+    try:
+        return orjson.dumps(value, default=str)
+    except orjson.JSONEncodeError:
+        data = orjson.dumps(_repaired(value), default=str)  # anything else still raises
+    global _REPAIR_REPORTED
+    if not _REPAIR_REPORTED:
+        _REPAIR_REPORTED = True
+        import logging
+
+        logging.getLogger("flock.tracing").warning(
+            "flock: a span holds text with lone surrogates or an integer beyond 64 bits, which "
+            "JSON cannot hold; stored with U+FFFD in place of each surrogate and the integer "
+            "as a string (further ones are not reported)"
+        )
+    return data
+
+
+_REPAIR_REPORTED = False
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_JSON_INTS = range(-(2**63), 2**64)  # what orjson writes as numbers
+
+
+def _repaired(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, int):
+        return value if value in _JSON_INTS else str(value)
+    if isinstance(value, dict):
+        return {_repaired(k) if isinstance(k, str) else k: _repaired(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_repaired(v) for v in value]
+    return value
+
+
+def redact_flat(attributes: Mapping[str, Any], redact: Redactor) -> dict[str, Any]:
+    """Attributes as ``redact`` rewrites them (``None`` drops one), keys kept flat."""
+    kept: dict[str, Any] = {}
+    for key, value in attributes.items():
+        value = redact(key, value)
+        if value is not None:
+            kept[key] = value
+    return kept
 
 
 def has_non_finite(values: Iterable[Any]) -> bool:
@@ -188,9 +252,7 @@ def nested_json(
     :func:`attributes_json`, NaN and infinities are kept (as strings), not written as null.
     Attribute values are never None, so a ``null`` in the fast path's JSON means there is
     one (or a string that reads "null"): the encoder checks a whole batch at once."""
-    import orjson
-
-    return orjson.dumps(nest(attributes, max_chars=max_chars, redact=redact), default=str).decode()
+    return to_json(nest(attributes, max_chars=max_chars, redact=redact)).decode()
 
 
 def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

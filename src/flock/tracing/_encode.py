@@ -21,32 +21,23 @@ if TYPE_CHECKING:
 __all__ = ["FinishedSpan", "arrow_schema", "replace_surrogates", "spans_to_arrow"]
 
 
-def _dumps(value: Any) -> bytes:
-    import orjson
-
-    return orjson.dumps(value, default=str)
-
-
 def _flat_attributes(
     attributes: Mapping[str, Any], max_chars: int, redact: Redactor | None
 ) -> dict[str, Any]:
     """Attributes kept flat (as OpenTelemetry names them), capped and redacted like a span's:
     those of links and resources."""
-    from flock.tracing._attributes import cap
+    from flock.tracing._attributes import cap, redact_flat
 
-    kept: dict[str, Any] = {}
-    for key, value in attributes.items():
-        if redact is not None:
-            value = redact(key, value)
-            if value is None:
-                continue
-        kept[key] = cap(value, max_chars)
-    return kept
+    if redact is not None:
+        attributes = redact_flat(attributes, redact)
+    return {key: cap(value, max_chars) for key, value in attributes.items()}
 
 
 def _links_json(span_links: Sequence[Any], max_chars: int, redact: Redactor | None) -> str:
     """A span's links as JSON; their attributes flat (``$."flock.artifact.id"``)."""
-    return _dumps(
+    from flock.tracing._attributes import to_json
+
+    return to_json(
         [
             {
                 "trace_id": f"{link.context.trace_id:032x}",
@@ -63,10 +54,12 @@ def _resource_columns(
 ) -> tuple[str | None, str]:
     """(service name, resource JSON) of a span's resource; its attributes flat
     (``$."service.name"``). The ``service`` column is named before redaction."""
+    from flock.tracing._attributes import to_json
+
     attributes = resource.attributes
     service = attributes.get("service.name")
     try:
-        text = _dumps(_flat_attributes(attributes, max_chars, redact)).decode()
+        text = to_json(_flat_attributes(attributes, max_chars, redact)).decode()
     except BaseException as exc:  # a redact hook that raises (even SystemExit), say
         text = _unencodable("(resource)", "resource attributes", exc)
     return (str(service) if service is not None else None), text
@@ -75,9 +68,9 @@ def _resource_columns(
 def _events_json(span_events: Sequence[Any], max_chars: int, redact: Redactor | None) -> str:
     import orjson
 
-    from flock.tracing._attributes import nested_json
+    from flock.tracing._attributes import nested_json, to_json
 
-    return orjson.dumps(
+    return to_json(
         [
             {
                 "name": e.name,
@@ -87,9 +80,27 @@ def _events_json(span_events: Sequence[Any], max_chars: int, redact: Redactor | 
                 ),
             }
             for e in span_events
-        ],
-        default=str,
+        ]
     ).decode()
+
+
+def _description(
+    span: ReadableSpan | FinishedSpan, max_chars: int, redact: Redactor | None
+) -> str | None:
+    """A span's status description, redacted (as ``STATUS_DESCRIPTION_KEY``) and capped
+    like an attribute: it typically holds an exception's message."""
+    from flock.tracing._attributes import STATUS_DESCRIPTION_KEY, cap
+
+    text: Any = span._status._description
+    if redact is not None:
+        try:
+            text = redact(STATUS_DESCRIPTION_KEY, text)
+        except BaseException as exc:  # never stored unredacted (see _unencodable)
+            return _unencodable(span._name, "status description", exc)
+        if text is None:
+            return None
+    capped: str = cap(text if isinstance(text, str) else str(text), max_chars)
+    return capped
 
 
 _UNENCODABLE_REPORTED: set[str] = set()
@@ -181,7 +192,7 @@ def spans_to_arrow(
     """
     import pyarrow as pa
 
-    from flock.tracing._attributes import attributes_json, has_non_finite, nested_json
+    from flock.tracing._attributes import attributes_json, cap, has_non_finite, nested_json
 
     n = len(spans)
     trace_ids: list[str] = [""] * n
@@ -232,7 +243,8 @@ def spans_to_arrow(
         ends[i] = end
         status = span._status
         status_codes[i] = status._status_code._name_
-        status_descriptions[i] = status._description
+        if status._description is not None:  # (an exception's message, typically)
+            status_descriptions[i] = _description(span, max_chars, redact)
         raw = span._attributes
         if raw:
             try:
@@ -266,6 +278,8 @@ def spans_to_arrow(
                     attributes[i] = nested_json(values, max_chars=max_chars, redact=redact)
                 except BaseException as exc:
                     attributes[i] = _unencodable(spans[i]._name, "attributes", exc)
+    if max(map(len, names), default=0) > max_chars:  # (one pass per batch, not per span)
+        names = [cap(name, max_chars) for name in names]
     columns = [
         trace_ids, span_ids, parent_ids, names, services, kinds, starts, ends, status_codes,
         status_descriptions, attributes, events, links, resources_col,

@@ -28,13 +28,16 @@ import atexit
 import logging
 import re
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-__all__ = ["ReportingSpanExporter"]
+if TYPE_CHECKING:
+    from flock.tracing._attributes import Redactor
+
+__all__ = ["ReportingSpanExporter", "redacted"]
 
 log = logging.getLogger("flock.tracing")
 
@@ -70,8 +73,17 @@ def _install_capture() -> None:
 class ReportingSpanExporter(SpanExporter):
     """Wraps an OTLP span exporter; see the module docstring."""
 
-    def __init__(self, inner: SpanExporter, endpoint: str | None = None) -> None:
+    def __init__(
+        self,
+        inner: SpanExporter,
+        endpoint: str | None = None,
+        *,
+        redact: Callable[[], Redactor | None] | None = None,
+    ) -> None:
         self.inner = inner
+        self.redact = redact
+        """Gives the redact hook in force (``configure(redact=)``, which may come later):
+        spans are exported as :func:`redacted` rewrites them, as the trace file stores them."""
         self.endpoint = endpoint or str(getattr(inner, "_endpoint", "the OTLP endpoint"))
         self.failed_batches = 0
         self.failed_spans = 0
@@ -86,6 +98,10 @@ class ReportingSpanExporter(SpanExporter):
         if self._exiting and self.failing:
             self._count_failure(len(spans))
             return SpanExportResult.FAILURE
+        hook = self.redact() if self.redact is not None else None
+        if hook is not None:
+            resources: dict[int, Any] = {}
+            spans = [redacted(span, hook, resources) for span in spans]
         records: list[logging.LogRecord] = []
         _local.records = records
         reason: str | None = None
@@ -149,6 +165,51 @@ class ReportingSpanExporter(SpanExporter):
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         result: Any = self.inner.force_flush(timeout_millis)
         return bool(result)
+
+
+def redacted(span: ReadableSpan, redact: Redactor, resources: dict[int, Any]) -> ReadableSpan:
+    """A copy of ``span`` as ``redact`` rewrites it for the trace file: its attributes, its
+    events', its links', its resource's (each resource once per ``resources`` cache) and its
+    status description. Where the hook raises, that part is replaced by a
+    ``flock.encode_error`` attribute: never sent unredacted."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import Event
+    from opentelemetry.trace import Link, Status
+
+    from flock.tracing._attributes import STATUS_DESCRIPTION_KEY, redact_flat
+
+    def rewrite(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+        try:
+            return redact_flat(attributes or {}, redact)
+        except BaseException as exc:  # as the trace file's encoder does (SystemExit too)
+            return {"flock.encode_error": f"{type(exc).__name__}: {exc}"[:300]}
+
+    resource = resources.get(id(span.resource))
+    if resource is None:
+        resource = resources[id(span.resource)] = Resource(
+            rewrite(span.resource.attributes), span.resource.schema_url
+        )
+    status = span.status
+    if status.description is not None:
+        try:
+            text = redact(STATUS_DESCRIPTION_KEY, status.description)
+        except BaseException as exc:
+            text = f"flock.encode_error: {type(exc).__name__}: {exc}"[:300]
+        status = Status(status.status_code, None if text is None else str(text))
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=resource,
+        attributes=rewrite(span.attributes),
+        events=[Event(e.name, rewrite(e.attributes), e.timestamp) for e in span.events],
+        links=[Link(link.context, rewrite(link.attributes)) for link in span.links],
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
 
 
 def _where_else() -> str:

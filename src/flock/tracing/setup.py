@@ -11,6 +11,7 @@
 | ``OTEL_SDK_DISABLED`` | ``false`` | turn all tracing off |
 | ``OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`` | unset | also export over OTLP |
 | ``OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`` | ``http/protobuf`` | ``grpc`` or ``http/protobuf`` |
+| ``OTEL_TRACES_EXPORTER`` | ``otlp`` | ``none`` turns OTLP export off |
 | ``OTEL_SERVICE_NAME`` | ``flock`` | ``service.name`` of the spans |
 
 An invalid value of one of these variables gives a ``RuntimeWarning`` naming it and what is
@@ -246,7 +247,12 @@ def _new_provider() -> SDKTracerProvider:
         from flock.tracing._otlp import ReportingSpanExporter
 
         # Failures are reported once, not per batch, and never hold up the run or its exit.
-        provider.add_span_processor(BatchSpanProcessor(ReportingSpanExporter(exporter)))
+        def redact() -> Redactor | None:  # the hook configure() sets, possibly later
+            settings = _configured.get(id(provider))
+            return settings.redact if settings is not None else None
+
+        exporter = ReportingSpanExporter(exporter, redact=redact)
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
 
 
@@ -254,7 +260,7 @@ def _otlp_exporter() -> Any | None:
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
-    if not endpoint:
+    if not endpoint or not _otlp_wanted():
         return None
     variable = next(
         (
@@ -291,6 +297,22 @@ def _otlp_exporter() -> Any | None:
         return None
     # The exporters read the endpoint, headers, timeout etc. from the OTEL_* variables.
     return OTLPSpanExporter()
+
+
+def _otlp_wanted() -> bool:
+    """``OTEL_TRACES_EXPORTER`` (default ``otlp``): ``none`` turns OTLP export off; flock
+    exports with nothing else (other names are ignored, with a warning)."""
+    raw = os.environ.get("OTEL_TRACES_EXPORTER", "")
+    names = {name.strip().lower() for name in raw.split(",") if name.strip()} or {"otlp"}
+    unknown = sorted(names - {"otlp", "none"})
+    if unknown:
+        warnings.warn(
+            f"OTEL_TRACES_EXPORTER={raw!r}: flock exports over OTLP ('otlp') or not at all "
+            f"('none'); ignoring {', '.join(map(repr, unknown))}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    return "otlp" in names
 
 
 def _file_processor(
