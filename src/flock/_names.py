@@ -1,6 +1,7 @@
 """The one rule for the names the API takes: tags, correlation ids, agent names in
 subscriptions and visibility, tenants. A name is a string with something besides whitespace
-and without NUL (which PostgreSQL's text cannot hold, and no terminal shows)."""
+and without NUL (which PostgreSQL's text cannot hold, and no terminal shows). Also the rule
+for the counts it takes (:func:`checked_count`): an int, never a bool."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import TypeGuard
 
 from flock.exceptions import ConfigurationError
 
-__all__ = ["checked_correlation_id", "checked_tags", "is_name", "name_set"]
+__all__ = ["checked_correlation_id", "checked_count", "checked_tags", "is_name", "name_set"]
 
 
 def is_name(value: object) -> TypeGuard[str]:
@@ -24,6 +25,14 @@ def checked_correlation_id(value: object) -> str | None:
     raise ConfigurationError(
         f"correlation_id must be a non-blank string without NUL, got {value!r}"
     )
+
+
+def checked_count(value: object, name: str, minimum: int = 1) -> int:
+    """``value`` if it is an int ≥ ``minimum``, else a :class:`ConfigurationError` naming
+    ``name``; a bool is refused (``True`` is not a count of 1)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
+        return value
+    raise ConfigurationError(f"{name} must be an int ≥ {minimum}, got {value!r}")
 
 
 def checked_tags(tags: Iterable[str] | None) -> frozenset[str]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import numbers
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any, overload
 from opentelemetry.trace import Span, TracerProvider
 from pydantic import BaseModel
 
-from flock._names import checked_correlation_id, checked_tags
+from flock._names import checked_correlation_id, checked_count, checked_tags
 from flock._validation import checked_output, publishable
 from flock.agent import Agent, AgentBuilder, FailedAfterPublish
 from flock.artifacts import EXTERNAL, Artifact, new_id, shared_flags
@@ -51,7 +52,7 @@ from flock.exceptions import (
     RunawayLoopError,
     retryable,
 )
-from flock.fanin import FanInBuffers, invoke_plan
+from flock.fanin import FanInBuffers, finite_seconds, invoke_plan
 from flock.registry import registry
 from flock.store import store_from_env
 from flock.store.base import Store
@@ -73,6 +74,15 @@ log = logging.getLogger("flock")
 PublishInput = BaseModel | dict[str, Any]
 Extra = dict[str, Any] | None  # span attributes of a fan-in run (see flock.fanin)
 _Run = tuple[Agent, tuple[Artifact, ...], Extra, list[Artifact]]  # ..., what it published
+
+
+def _seconds(value: object, what: str) -> float:
+    """``value`` in seconds if it is a finite number > 0 (not a bool), else a
+    :class:`ConfigurationError` naming ``what``."""
+    seconds = finite_seconds(value) if isinstance(value, numbers.Real) else None
+    if seconds is None:
+        raise ConfigurationError(f"{what} must be a finite number of seconds > 0, got {value!r}")
+    return seconds
 
 
 def _stranded(task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop) -> bool:
@@ -120,8 +130,7 @@ class Flock:
             raise ConfigurationError(f"model must be a string like 'openai/gpt-4o', got {model!r}")
         if store is not None and not isinstance(store, Store):
             raise ConfigurationError(f"store must be a flock.store.Store, got {store!r}")
-        if not isinstance(max_agent_runs, int) or max_agent_runs < 1:
-            raise ConfigurationError(f"max_agent_runs must be an int ≥ 1, got {max_agent_runs!r}")
+        checked_count(max_agent_runs, "max_agent_runs")
         self.model = model or os.environ.get("FLOCK_MODEL") or os.environ.get("DEFAULT_MODEL")
         self.store: Store = store if store is not None else store_from_env()
         self.max_agent_runs = max_agent_runs
@@ -580,7 +589,10 @@ class Flock:
                 process published since the previous call, in whichever worker it failed —
                 runs that failed elsewhere carry the error text their worker stored.
             TimeoutError: ``timeout`` seconds passed first (the runs keep going).
+            ConfigurationError: ``timeout`` is not None or a finite number > 0.
         """
+        if timeout is not None:
+            timeout = _seconds(timeout, "run_until_idle(timeout=)")
         instrument = self._prepare()
         with self._auto_workflow(begin=False):
             await self._run_until_idle(instrument, timeout, work)
@@ -692,17 +704,17 @@ class Flock:
             lease: seconds a claimed run stays leased without this worker's heartbeat.
 
         Raises:
-            ConfigurationError: the store is not distributed (it has no work queue).
+            ConfigurationError: the store is not distributed (it has no work queue), or
+                ``concurrency``/``lease`` is not a count/a finite number of seconds > 0.
         """
         if self._distributed is None:
             raise ConfigurationError(
                 f"{type(self.store).__name__} has no work queue; give the Flock a distributed "
                 "store such as PostgresStore (or set FLOCK_STORE_URL=postgresql://…)"
             )
-        if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
-            raise ConfigurationError(f"concurrency must be an int ≥ 1, got {concurrency!r}")
-        if not lease > 0:
-            raise ConfigurationError(f"lease must be > 0 seconds, got {lease!r}")
+        if concurrency is not None:
+            checked_count(concurrency, "concurrency")
+        lease = _seconds(lease, "work(lease=)")
         self._distributed.collect_failures = until_idle
         try:
             await self._distributed.work(

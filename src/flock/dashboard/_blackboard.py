@@ -17,7 +17,7 @@ from flock.dashboard._schemas import (
 )
 from flock.dashboard._state import DashboardState, get_state
 from flock.dashboard._text import SafeJSONResponse, find_surrogate
-from flock.exceptions import FlockError, RegistryError
+from flock.exceptions import ConfigurationError, FlockError, RegistryError
 from flock.registry import registry
 
 __all__ = ["router"]
@@ -62,7 +62,10 @@ async def artifacts(
     correlation_id: Annotated[str | None, Query(max_length=200)] = None,
 ) -> ArtifactPage:
     flock = state.require_flock()
-    found = await flock.store.query(type=type or None, correlation_id=correlation_id or None)
+    try:
+        found = await flock.store.query(type=type or None, correlation_id=correlation_id or None)
+    except ConfigurationError as exc:  # an unknown type name, say
+        raise HTTPException(422, str(exc)) from None
     newest = found[::-1][offset : offset + limit]
     return ArtifactPage(
         items=[ArtifactOut(**a.to_dict()) for a in newest],

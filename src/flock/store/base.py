@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TypeVar, cast
 
 from pydantic import BaseModel
 
+from flock._names import checked_count, is_name
 from flock.artifacts import Artifact
+from flock.exceptions import ConfigurationError, RegistryError
+from flock.registry import registry
 
-__all__ = ["Store"]
+__all__ = ["Store", "checked_query"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -30,12 +34,19 @@ class Store(ABC):
     async def query(
         self,
         *,
-        type: str | None = None,
+        type: type[BaseModel] | str | None = None,
         correlation_id: str | None = None,
         produced_by: str | None = None,
         limit: int | None = None,
     ) -> list[Artifact]:
-        """Artifacts matching every given filter, oldest first (the newest ``limit`` if given)."""
+        """Artifacts matching every given filter, oldest first (the newest ``limit`` if given).
+        ``type`` is a registered model class or its registered name (or its class name, if
+        no other registered type has it). Implementations start with :func:`checked_query`.
+
+        Raises:
+            ConfigurationError: a filter is not one (an unknown type, a model instance, a
+                limit that is not an int ≥ 0, ...).
+        """
 
     async def payloads(
         self,
@@ -47,10 +58,9 @@ class Store(ABC):
     ) -> list[M]:
         """The payloads of the artifacts of the registered type ``model``, typed, filtered as
         :meth:`query` does. Example: ``pizzas = await flock.store.payloads(Pizza)``."""
-        from flock.registry import registry
-
+        type_name = checked_query(model, correlation_id, produced_by, limit, what="payloads()")
         artifacts = await self.query(
-            type=registry.name_of(model),
+            type=type_name,
             correlation_id=correlation_id,
             produced_by=produced_by,
             limit=limit,
@@ -67,3 +77,44 @@ class Store(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources. The default does nothing."""
+
+
+def checked_query(
+    type: object,
+    correlation_id: object,
+    produced_by: object,
+    limit: object,
+    *,
+    what: str = "query(type=)",
+) -> str | None:
+    """The registered name of the type :meth:`Store.query` filters by (``None``: any type),
+    once every filter was found to be one; a :class:`ConfigurationError` otherwise. The one
+    place where the query filters of every store are checked and ``type`` resolved."""
+    for name, value in (("correlation_id", correlation_id), ("produced_by", produced_by)):
+        if value is not None and not is_name(value):
+            raise ConfigurationError(
+                f"{name}= must be a non-blank string without NUL or None, got {value!r}"
+            )
+    if limit is not None:
+        checked_count(limit, "limit", minimum=0)
+    if type is None:
+        return None
+    expected = "a registered model class (as in payloads(Pizza)) or its registered name"
+    if isinstance(type, str):
+        try:
+            return registry.name_of(registry.resolve(type))
+        except RegistryError as exc:
+            raise ConfigurationError(f"{what} takes {expected}: {exc}") from None
+    if isinstance(type, BaseModel):
+        raise ConfigurationError(
+            f"{what} takes {expected}, not an instance: got {type!r:.200}; "
+            f"pass the class {builtins.type(type).__name__} itself"
+        )
+    if not (isinstance(type, builtins.type) and issubclass(type, BaseModel)):
+        raise ConfigurationError(f"{what} takes {expected}, got {type!r:.200}")
+    if not registry.is_registered(type):
+        raise ConfigurationError(
+            f"{what}: {type.__qualname__} is not a registered flock type; decorate it with "
+            "@flock_type or declare it in an agent's consumes()/publishes()"
+        )
+    return registry.name_of(type)

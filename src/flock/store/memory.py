@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel
 
 from flock.artifacts import Artifact
-from flock.store.base import Store
+from flock.store.base import Store, checked_query
 
 __all__ = ["MemoryStore"]
 
@@ -77,11 +77,12 @@ class MemoryStore(Store):
     async def query(
         self,
         *,
-        type: str | None = None,
+        type: type[BaseModel] | str | None = None,
         correlation_id: str | None = None,
         produced_by: str | None = None,
         limit: int | None = None,
     ) -> list[Artifact]:
+        type = checked_query(type, correlation_id, produced_by, limit)
         # Start from the smallest index that applies, then filter by the rest.
         candidates: list[list[Artifact]] = []
         if type is not None:

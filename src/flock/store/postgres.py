@@ -47,15 +47,16 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "PostgresStore needs psycopg 3 and psycopg-pool: pip install 'flock[postgres]'"
     ) from exc
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from flock._names import checked_count
 from flock.artifacts import Artifact
 from flock.exceptions import ConfigurationError, PayloadValidationError, RegistryError
 from flock.registry import registry
 from flock.store import _postgres_sql as q
 from flock.store._postgres_sql import MIGRATIONS, SCHEMA_VERSION
 from flock.store._stored_json import stored_json
-from flock.store.base import Store
+from flock.store.base import Store, checked_query
 from flock.store.queue import ClaimedRun, FailedRun, LeaseLost, RunRequest, WorkQueue
 from flock.visibility import Visibility
 
@@ -220,8 +221,8 @@ class PostgresStore(Store, WorkQueue):
             raise ConfigurationError(
                 f"schema must be a plain identifier (letters, digits, _), got {schema!r}"
             )
-        if max_connections < 2 or max_attempts < 1:
-            raise ConfigurationError("max_connections must be ≥ 2 and max_attempts ≥ 1")
+        checked_count(max_connections, "max_connections", minimum=2)
+        checked_count(max_attempts, "max_attempts")
         self.dsn = dsn
         self.schema = schema
         self.max_connections = max_connections
@@ -373,11 +374,12 @@ class PostgresStore(Store, WorkQueue):
     async def query(
         self,
         *,
-        type: str | None = None,
+        type: type[BaseModel] | str | None = None,
         correlation_id: str | None = None,
         produced_by: str | None = None,
         limit: int | None = None,
     ) -> list[Artifact]:
+        type = checked_query(type, correlation_id, produced_by, limit)
         where: list[str] = []
         params: list[Any] = []
         for column, value in (
