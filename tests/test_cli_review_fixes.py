@@ -321,3 +321,211 @@ def test_targets_that_cannot_be_imported_are_plain_errors(tmp_path: Path, comman
     assert time.monotonic() - started < 60
     done = flock_cli(command, "./app.py:flock", cwd=tmp_path, timeout=60)  # a path: loaded
     assert "relative module names" not in done.stderr and "cannot import" not in done.stderr
+
+
+# --- traces export: neither or both of TRACE_ID and --all -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "name one trace (TRACE_ID or 'latest'), or pass --all for every trace"),
+        (["latest", "--all"], "name one trace ('latest') or pass --all, not both"),
+    ],
+    ids=["neither", "both"],
+)
+def test_export_says_which_of_trace_id_and_all_is_wrong(
+    seeded: tuple[str, str], capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    db, _ = seeded
+    assert main(["traces", "export", "--db", db, *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Usage: flock traces export"), err
+    assert message in err, err
+
+
+# --- demo: its hint reads the file the demo wrote ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "hint"),
+    [
+        (["--db", "cli.duckdb"], {}, "`flock traces list --db cli.duckdb`"),
+        (["--db", "my traces.duckdb"], {}, "`flock traces list --db 'my traces.duckdb'`"),
+        ([], {"FLOCK_TRACE_DB": "env.duckdb"}, "`flock traces list`"),
+        (["--db", ".flock/traces.duckdb"], {"FLOCK_TRACE_DB": "env.duckdb"}, "--db .flock/"),
+    ],
+    ids=["db", "db with a space", "env only", "db over env"],
+)
+def test_the_demo_hint_names_the_file_it_wrote(
+    tmp_path: Path, args: list[str], env: dict[str, str], hint: str
+) -> None:
+    result = flock_cli("demo", *args, cwd=tmp_path, **env)
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert hint in last, last
+    # the command it suggests lists the demo's trace
+    command = last.split("`")[1].split()[1:]
+    if "--db" in command:
+        command = [*command[:3], " ".join(command[3:]).strip("'")]
+    listed = flock_cli(*command, "--json", cwd=tmp_path, **env)
+    assert listed.returncode == 0, listed.stderr
+    assert last.split()[1] in listed.stdout
+
+
+# --- traces export/list/show/stats/clear of odd rows (the right column types) -----------------
+
+ODD_BASE: dict[str, object] = {
+    "trace_id": "ab" * 16,
+    "span_id": "01" * 8,
+    "parent_id": None,
+    "name": "root",
+    "service": None,
+    "operation": None,
+    "kind": None,
+    "start_time": START,
+    "end_time": START + MS,
+    "duration_ms": 1.0,
+    "status_code": "OK",
+    "status_description": None,
+    "attributes": None,
+    "events": None,
+    "links": None,
+    "resource": None,
+}
+
+
+def odd_file(path: Path, *rows: dict[str, object]) -> str:
+    """A trace file with flock's schema holding ``ODD_BASE`` rows with these changes."""
+    import duckdb
+
+    from flock.tracing.store import COLUMNS, SCHEMA
+
+    names = [name for name, _ in COLUMNS]
+    with duckdb.connect(str(path)) as conn:
+        conn.execute(SCHEMA)
+        for change in rows:
+            row = {**ODD_BASE, **change}
+            conn.execute(
+                f"INSERT INTO spans ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                [row[n] for n in names],
+            )
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"trace_id": "not-hex-id"}, "trace_id 'not-hex-id' is not an id of 1 to 32 hex digits"),
+        ({"trace_id": ""}, "trace_id '' is not an id"),
+        ({"trace_id": "1" * 33}, f"trace_id '{'1' * 33}' is not an id of 1 to 32 hex"),
+        ({"span_id": "not-hex-id"}, "span_id 'not-hex-id' is not an id of 1 to 16 hex digits"),
+        ({"span_id": "0x12"}, "span_id '0x12' is not an id"),
+        ({"parent_id": "zz"}, "parent_id 'zz' is not an id of 1 to 16 hex digits"),
+        ({"start_time": -5}, "start_time -5 is not a time OTLP can hold"),
+        ({"attributes": "[]"}, "attributes '[]' is not a JSON object"),
+        ({"attributes": "1"}, "attributes '1' is not a JSON object"),
+        ({"events": "1"}, "events '1' is not a JSON array"),
+        ({"events": "[1]"}, "an event 1 is not a JSON object"),
+        ({"events": '[{"timestamp": -1}]'}, "an event's timestamp -1 is not a time"),
+        ({"links": '[{"trace_id": "zz"}]'}, "a link's trace_id 'zz' is not an id"),
+        ({"resource": "[1]"}, "resource '[1]' is not a JSON object"),
+        ({"attributes": '{"a": 1e400}'}, "attributes is not JSON flock can read"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+@pytest.mark.parametrize("select", ["--all", "one"])
+def test_export_of_a_span_otlp_cannot_hold_names_the_file_and_the_value(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    row: dict[str, object],
+    message: str,
+    select: str,
+) -> None:
+    db = odd_file(tmp_path / "odd.duckdb", {"name": "odd", **row})
+    out = tmp_path / "out.json"
+    out.write_text("old export\n")
+    trace = str(row.get("trace_id", ODD_BASE["trace_id"]))
+    args = ["--all"] if select == "--all" else [trace]
+    assert main(["traces", "export", *args, "--db", db, "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot export {db!r}: span "), err
+    assert "('odd')" in err and message in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert_no_traceback(err)
+    assert out.read_text() == "old export\n"  # the old file is left as it was
+
+
+def test_export_keeps_odd_but_valid_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """NULLs where the table allows them, JSON null, an end before the start, an unknown
+    kind and status, and integers beyond 64 bits (as strings, as the trace file keeps them)."""
+    big = 2**64 - 1
+    db = odd_file(
+        tmp_path / "odd.duckdb",
+        {"name": ""},
+        {"span_id": "02" * 8, "parent_id": "01" * 8, "name": "child", "status_code": "ERROR"},
+        {
+            "trace_id": "cd" * 16,
+            "name": "odd",
+            "end_time": START - MS,
+            "duration_ms": -1.0,
+            "kind": "weird",
+            "status_code": "weird",
+            "status_description": "",
+            "attributes": f'{{"a": {big}, "b": [1, {big}], "c": {{"d": null}}}}',
+            "events": "null",
+            "links": "null",
+            "resource": f'{{"r": {big}}}',
+        },
+    )
+    assert main(["traces", "export", "--all", "--db", db]) == 0
+    captured = capsys.readouterr()
+    assert "Exported 2 trace(s), 3 spans" in captured.err, captured.err
+    docs = [orjson.loads(line) for line in captured.out.splitlines()]
+    (odd,) = [
+        d["resourceSpans"][0]
+        for d in docs
+        if d["resourceSpans"][0]["scopeSpans"][0]["spans"][0].get("name") == "odd"
+    ]
+    assert odd["resource"]["attributes"] == [{"key": "r", "value": {"stringValue": str(big)}}]
+    span_doc = odd["scopeSpans"][0]["spans"][0]
+    assert span_doc["attributes"] == [
+        {"key": "a", "value": {"stringValue": str(big)}},
+        {
+            "key": "b",
+            "value": {"arrayValue": {"values": [{"intValue": "1"}, {"stringValue": str(big)}]}},
+        },
+    ]
+    assert int(span_doc["endTimeUnixNano"]) < int(span_doc["startTimeUnixNano"])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["list"],
+        ["list", "--json", "--errors"],
+        ["show", "latest"],
+        ["show", "not-hex-id"],
+        ["show", ""],
+        ["stats"],
+        ["stats", "--json"],
+        ["clear", "--older-than", "1d", "--yes"],
+    ],
+    ids=lambda args: " ".join(args),
+)
+def test_other_traces_commands_take_odd_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    db = odd_file(
+        tmp_path / "odd.duckdb",
+        {"trace_id": "not-hex-id", "span_id": "zz", "name": "nonhex"},
+        {"trace_id": "", "span_id": "", "name": "", "status_code": ""},
+        {"trace_id": "ee" * 16, "name": "neg", "start_time": -5, "end_time": -(10**18)},
+        {"trace_id": "ef" * 16, "name": "huge", "start_time": 2**62, "end_time": 2**63 - 1},
+        {"trace_id": "f0" * 16, "name": "json", "attributes": "[]", "events": "1"},
+        {"trace_id": "f1" * 16, "parent_id": "xyz", "status_code": "ERROR"},
+    )
+    assert main(["traces", *args, "--db", db]) == 0
+    assert_no_traceback(capsys.readouterr().err)

@@ -154,6 +154,7 @@ def demo(
 
     # The file this run traces to (and whose trace is drawn): --db, else FLOCK_TRACE_DB
     # (typer puts it into db), else the default; before the demo's Flock sets up tracing.
+    default_db = os.environ.get("FLOCK_TRACE_DB") or DEFAULT_DB_PATH  # what `flock traces` reads
     os.environ["FLOCK_TRACE_DB"] = db
     console = _console()
     model = "openai/gpt-4o via DSPy" if uses_llm() else "DSPy with a local stand-in model"
@@ -171,8 +172,19 @@ def demo(
     _show(where, trace.trace_id, attributes=False, depth=None, console=console)
     console.print(
         f"\nTrace {trace.trace_id} stored in {escape(where)} "
-        "(query it with DuckDB, or `flock traces list`)."
+        f"(query it with DuckDB, or `flock traces list{escape(_db_flag(where, default_db))}`)."
     )
+
+
+def _db_flag(path: str, default: str) -> str:
+    """`` --db PATH`` (shell-quoted) for a command that should read ``path``; empty when it
+    reads that file anyway (``default``: ``FLOCK_TRACE_DB`` as the shell has it, else
+    ``.flock/traces.duckdb``)."""
+    import shlex
+
+    if Path(default).resolve() == Path(path).resolve():
+        return ""
+    return f" --db {shlex.quote(path)}"
 
 
 @traces_app.command("list")
@@ -436,8 +448,10 @@ def export(
     """
     from flock.tracing import export as otlp
 
-    if (trace_id is None) == (not all_traces):
-        ctx.fail("name one trace (TRACE_ID or 'latest') or pass --all, not both")
+    if trace_id is None and not all_traces:
+        ctx.fail("name one trace (TRACE_ID or 'latest'), or pass --all for every trace")
+    if trace_id is not None and all_traces:
+        ctx.fail(f"name one trace ({trace_id!r}) or pass --all, not both")
     if not all_traces and (name is not None or since is not None):
         ctx.fail("--name and --since select traces for --all")
     if output == "":

@@ -36,6 +36,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from string import hexdigits
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -95,7 +96,8 @@ def iter_trace_spans(
     """``(trace_id, spans)`` for each trace, in the given order; spans by start time.
 
     Reads a chunk of traces per connection, so the file is never held for long. A trace id
-    that is not in the file raises :class:`TracingError`.
+    that is not in the file, or a span OTLP cannot hold (see :func:`rows_to_spans`), raises
+    :class:`TracingError`.
     """
     resources: dict[str, Resource] = {}
     for first in range(0, len(trace_ids), _READ_CHUNK):
@@ -112,17 +114,83 @@ def iter_trace_spans(
         for trace_id in chunk:
             if trace_id not in by_trace:
                 raise TracingError(f"no trace {trace_id!r} in {str(store.path)!r}")
-            yield trace_id, rows_to_spans(by_trace[trace_id], resources=resources)
+            try:
+                spans = rows_to_spans(by_trace[trace_id], resources=resources)
+            except ValueError as exc:  # a span OTLP cannot hold (a crafted or corrupt file)
+                raise TracingError(f"cannot export {str(store.path)!r}: {exc}") from None
+            yield trace_id, spans
 
 
-def _json(value: Any, default: Any) -> Any:
+_INT64 = range(-(2**63), 2**63)
+"""What an OTLP ``int_value`` holds."""
+
+
+def _json(value: Any, kind: type[dict[str, Any]] | type[list[Any]], column: str) -> Any:
+    """A JSON column's value, ``kind()`` for SQL NULL or JSON ``null``.
+
+    Raises:
+        ValueError: it is JSON of another kind (``[]`` for attributes, ``1`` for events) or
+            holds a number no double can hold (``1e400``).
+    """
     if value is None or value == "":
-        return default
-    return orjson.loads(value)
+        return kind()
+    try:
+        decoded = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"{column} is not JSON flock can read: {exc}") from None
+    if decoded is None:
+        return kind()
+    if not isinstance(decoded, kind):
+        want = "object" if kind is dict else "array"
+        raise ValueError(f"{column} {_shorten(value)} is not a JSON {want}")
+    return decoded
 
 
-def _attributes(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in flatten(values).items() if v is not None}
+def _shorten(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _hex_id(value: Any, digits: int, column: str) -> int:
+    """A stored trace (32 hex digits) or span id (16) as an integer.
+
+    Raises:
+        ValueError: not 1 to ``digits`` hex digits (e.g. ``'not-hex-id'``, ``''``).
+    """
+    if isinstance(value, str) and 0 < len(value) <= digits and not value.strip(hexdigits):
+        return int(value, 16)
+    raise ValueError(f"{column} {_shorten(value)} is not an id of 1 to {digits} hex digits")
+
+
+def _time(value: Any, column: str) -> int | None:
+    """A time in nanoseconds since 1970 (OTLP's unsigned 64-bit field); ``None`` stays."""
+    if value is None or (isinstance(value, int) and 0 <= value < 2**64):
+        return value
+    raise ValueError(f"{column} {_shorten(value)} is not a time OTLP can hold (ns since 1970)")
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} {_shorten(value)} is not a JSON object")
+    return value
+
+
+def _value(value: Any) -> Any:
+    """An attribute value as OTLP can hold it: an integer beyond 64 bits as its digits (as
+    the trace file stores one), inside arrays and maps too."""
+    if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
+        return str(value)
+    if isinstance(value, list):
+        return [_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _value(v) for k, v in value.items()}
+    return value
+
+
+def _attributes(values: Any, what: str) -> dict[str, Any]:
+    return {k: _value(v) for k, v in flatten(_object(values, what)).items() if v is not None}
 
 
 def rows_to_spans(
@@ -130,7 +198,13 @@ def rows_to_spans(
 ) -> list[ReadableSpan]:
     """Rows of ``SELECT trace_id, span_id, parent_id, name, kind, start_time, end_time,
     status_code, status_description, attributes, events, links, resource FROM spans`` as
-    finished SDK spans."""
+    finished SDK spans.
+
+    Raises:
+        ValueError: a row OTLP cannot hold, naming the span and the value: an id that is not
+            hex (``'not-hex-id'``, ``''``) or too long, a negative time, JSON of the wrong
+            kind (attributes ``[]``, events ``1``).
+    """
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import Event, ReadableSpan
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -146,50 +220,69 @@ def rows_to_spans(
         trace_hex, span_hex, parent_hex, name, kind, start, end, status_code,
         status_description, attributes, events, links, resource,
     ) in rows:  # fmt: skip
-        trace_id = int(trace_hex, 16)
-        res = resources.get(resource or "")
-        if res is None:
-            res = Resource(_json(resource, {}))
-            resources[resource or ""] = res
-        code = (
-            StatusCode[status_code] if status_code in StatusCode.__members__ else StatusCode.UNSET
-        )
-        spans.append(
-            ReadableSpan(
-                name=name,
-                context=SpanContext(trace_id, int(span_hex, 16), False, sampled),
-                parent=(
-                    SpanContext(trace_id, int(parent_hex, 16), False, sampled)
-                    if parent_hex
-                    else None
-                ),
-                resource=res,
-                attributes=_attributes(_json(attributes, {})),
-                events=[
+        try:
+            trace_id = _hex_id(trace_hex, 32, "trace_id")
+            res = resources.get(resource or "")
+            if res is None:
+                res = Resource(_value(_json(resource, dict, "resource")))
+                resources[resource or ""] = res
+            code = (
+                StatusCode[status_code]
+                if status_code in StatusCode.__members__
+                else StatusCode.UNSET
+            )
+            span_events = []
+            for e in _json(events, list, "events"):
+                e = _object(e, "an event")
+                event_name = e.get("name", "")
+                if not isinstance(event_name, str):
+                    raise ValueError(f"an event's name {_shorten(event_name)} is not text")
+                span_events.append(
                     Event(
-                        e.get("name", ""),
-                        attributes=_attributes(e.get("attributes") or {}),
-                        timestamp=e.get("timestamp"),
+                        event_name,
+                        attributes=_attributes(e.get("attributes"), "an event's attributes"),
+                        timestamp=_time(e.get("timestamp"), "an event's timestamp"),
                         limit=None,
                     )
-                    for e in _json(events, [])
-                ],
-                links=[
+                )
+            span_links = []
+            for link in _json(links, list, "links"):
+                link = _object(link, "a link")
+                span_links.append(
                     Link(
                         SpanContext(
-                            int(link["trace_id"], 16), int(link["span_id"], 16), False, sampled
+                            _hex_id(link.get("trace_id"), 32, "a link's trace_id"),
+                            _hex_id(link.get("span_id"), 16, "a link's span_id"),
+                            False,
+                            sampled,
                         ),
-                        attributes=_attributes(link.get("attributes") or {}),
+                        attributes=_attributes(link.get("attributes"), "a link's attributes"),
                     )
-                    for link in _json(links, [])
-                ],
-                kind=SpanKind[kind] if kind in SpanKind.__members__ else SpanKind.INTERNAL,
-                status=Status(code, status_description if code is StatusCode.ERROR else None),
-                start_time=start,
-                end_time=end,
-                instrumentation_scope=scope,
+                )
+            spans.append(
+                ReadableSpan(
+                    name=name,
+                    context=SpanContext(trace_id, _hex_id(span_hex, 16, "span_id"), False, sampled),
+                    parent=(
+                        SpanContext(trace_id, _hex_id(parent_hex, 16, "parent_id"), False, sampled)
+                        if parent_hex
+                        else None
+                    ),
+                    resource=res,
+                    attributes=_attributes(_json(attributes, dict, "attributes"), "attributes"),
+                    events=span_events,
+                    links=span_links,
+                    kind=SpanKind[kind] if kind in SpanKind.__members__ else SpanKind.INTERNAL,
+                    status=Status(code, status_description if code is StatusCode.ERROR else None),
+                    start_time=_time(start, "start_time"),
+                    end_time=_time(end, "end_time"),
+                    instrumentation_scope=scope,
+                )
             )
-        )
+        except ValueError as exc:
+            raise ValueError(
+                f"span {_shorten(span_hex)} ({_shorten(name)}) of trace {_shorten(trace_hex)}: {exc}"
+            ) from None
     return spans
 
 
