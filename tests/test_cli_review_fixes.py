@@ -507,6 +507,7 @@ def test_export_keeps_odd_but_valid_rows(
         ["list"],
         ["list", "--json", "--errors"],
         ["show", "latest"],
+        ["show", "f0" * 16, "--attributes"],  # attributes that are JSON but not an object
         ["show", "not-hex-id"],
         ["show", ""],
         ["stats"],

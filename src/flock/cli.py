@@ -298,7 +298,8 @@ def clear(
         error = str(result["error"])
         if is_lock_error(TracingError(error)):  # DuckDB's lock message, not any "lock"
             raise _fail(
-                f"{db!r} is held by another process (it is writing traces); tried for "
+                f"{db!r} is held by another process (one writing traces, or reading them: "
+                "a dashboard, a DuckDB shell); tried for "
                 f"{LOCK_WAIT:.0f} s — try again shortly"
             )
         raise _fail(error)

@@ -540,3 +540,34 @@ def test_the_export_failure_warning_says_whether_a_trace_file_keeps_the_spans(
     # A writer that has shut down wrote the spans: the exporter gives up on a batch only
     # after its retries, often after a short program's writer has written and closed.
     assert _where_else() == (f"The spans are still written to the trace file {writer.path}")
+
+
+@pytest.mark.parametrize(
+    ("value", "default", "expected", "warns"),
+    [
+        ("ture", True, True, True),  # a typo keeps the default (it used to turn tracing off)
+        ("maybe", False, False, True),
+        (" Off ", True, False, False),
+        ("YES", False, True, False),
+        ("0", True, False, False),
+        ("", True, True, False),
+    ],
+)
+def test_on_off_variables_warn_on_a_value_that_is_neither(
+    monkeypatch: pytest.MonkeyPatch, value: str, default: bool, expected: bool, warns: bool
+) -> None:
+    import warnings
+
+    from flock.tracing import setup
+
+    monkeypatch.setattr(setup, "_WARNED_FLAGS", set())
+    monkeypatch.setenv("FLOCK_TRACE_FILE", value)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert setup.env_flag("FLOCK_TRACE_FILE", default) is expected
+        assert setup.env_flag("FLOCK_TRACE_FILE", default) is expected  # warned once
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == (1 if warns else 0), messages
+    if warns:
+        assert f"FLOCK_TRACE_FILE={value!r} is neither on" in messages[0]
+        assert f"using the default, {str(default).lower()}" in messages[0]

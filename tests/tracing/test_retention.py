@@ -75,6 +75,22 @@ def test_the_writer_deletes_whole_traces_older_than_the_retention(tmp_path: Path
         writer.shutdown()
 
 
+def test_old_traces_go_as_the_writer_starts_not_after_its_first_interval(
+    tmp_path: Path,
+) -> None:
+    # A script shorter than the flush interval never reached the first check: with
+    # FLOCK_TRACE_RETENTION, runs of short scripts kept every trace.
+    db = tmp_path / "traces.duckdb"
+    add_trace(db, "old", 9)
+    add_trace(db, "new", 1)
+    writer = DuckDBSpanProcessor(db, flush_interval=3600, retention=timedelta(days=7))
+    try:
+        wait_for(lambda: writer.pruned == 1, timeout=20)
+    finally:
+        writer.shutdown()
+    assert trace_ids(db) == {"new": 1}
+
+
 def test_spans_the_writer_writes_are_kept_and_without_retention_nothing_is_deleted(
     tmp_path: Path,
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import time
 from pathlib import Path
 
 import duckdb
@@ -259,3 +260,31 @@ def test_status_descriptions_and_span_names_are_capped_and_redacted(tmp_path: Pa
     assert descriptions["failed"] == "Boom: bad key [redacted]"
     capped = "n" * 40 + "…[truncated 60 chars]"
     assert descriptions[capped] == "e" * 40 + "…[truncated 60 chars]"
+
+
+def test_a_flush_retries_a_held_file_often_so_it_follows_a_short_read_closely(
+    tmp_path: Path,
+) -> None:
+    # A reader (the seed's read_only connection, the dashboard) holds the file for a moment
+    # as a traced_run exits. The retries used to back off from 50 ms (50, 100, 200, 400 ms,
+    # ...): the exit waited up to twice as long as the read.
+    writer = DuckDBSpanProcessor(tmp_path / "traces.duckdb", flush_interval=60)
+    attempts: list[float] = []
+    append = writer._appender.append
+
+    def held_for_eight_tries(table: object) -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) <= 8:
+            raise duckdb.IOException("IO Error: Could not set lock on file: held by a reader")
+        append(table)  # type: ignore[arg-type]
+
+    writer._appender.append = held_for_eight_tries  # type: ignore[method-assign]
+    try:
+        span = TracerProvider().get_tracer("t").start_span("s")
+        span.end()
+        writer.on_end(span)
+        assert writer.force_flush(10_000)
+    finally:
+        writer.shutdown()
+    assert len(attempts) == 9 and stored(db=tmp_path / "traces.duckdb", column="name") == {"s": "s"}
+    assert attempts[-1] - attempts[0] < 1.0  # 8 waits of 10 ms (the old schedule: > 3 s)

@@ -55,6 +55,8 @@ _FORKED_APPENDERS: list[Appender] = []  # the parent's DuckDB instances, never u
 ENCODE_CHUNK = 256  # spans encoded between GIL releases (~1 ms), to keep the loop responsive
 ENCODE_BATCH = 256  # queued spans that wake the writer: encoded before the GC promotes them
 ENCODE_SPILL_CHUNK = 65_536  # spans encoded at a time when they are saved at exit
+URGENT_RETRY = 0.01  # s between tries to write what a flush waits for, while the file is held
+URGENT_RETRY_FOR = 2.0  # s after the flush's request that they stay that frequent (its wait)
 RELEASE_CHUNK = 32  # written Arrow tables freed between GIL releases (~1 ms)
 FORK_WAIT = 10.0  # the longest a fork waits for the writer's libraries, or for an append
 _EXITING: set[int] = set()  # writers shutting down at exit (a SIGTERM then does not cut in)
@@ -430,6 +432,7 @@ class DuckDBSpanProcessor(SpanProcessor):
             log.exception("flock trace writer: cannot load its encoder's libraries")
         finally:
             self._ready.set()
+        self._prune_if_due()  # as the writer starts: a short script never waits an interval
         while True:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
@@ -541,7 +544,8 @@ class DuckDBSpanProcessor(SpanProcessor):
                     return
                 if self._encoded_rows:
                     if synchronous:
-                        if not self._write_now(deadline):
+                        urgent = markers[0].created + URGENT_RETRY_FOR if markers else 0.0
+                        if not self._write_now(deadline, urgent_until=urgent):
                             queue.extendleft(reversed(markers))
                             return
                     else:
@@ -562,11 +566,11 @@ class DuckDBSpanProcessor(SpanProcessor):
         self._encoded[:0] = tables
         self._encoded_rows += rows
 
-    def _write_now(self, deadline: float | None) -> bool:
+    def _write_now(self, deadline: float | None, *, urgent_until: float = 0.0) -> bool:
         self._writing_rows = self._encoded_rows  # (see pending)
         tables, rows = self._take()
         try:
-            written = self._write(tables, rows, deadline=deadline)
+            written = self._write(tables, rows, deadline=deadline, urgent_until=urgent_until)
             if not written:
                 self._give_back(tables, rows)
         except BaseException:
@@ -654,12 +658,19 @@ class DuckDBSpanProcessor(SpanProcessor):
                 good.append(span)
         return good, (self._encode(good) if good else None)
 
-    def _write(self, tables: list[Any], rows: int, *, deadline: float | None) -> bool:
-        """Append ``tables``; retry while the file is locked. False: not yet (or give back)."""
+    def _write(
+        self, tables: list[Any], rows: int, *, deadline: float | None, urgent_until: float = 0.0
+    ) -> bool:
+        """Append ``tables``; retry while the file is locked. False: not yet (or give back).
+
+        Until ``urgent_until`` (monotonic time) a flush waits for this write (a
+        ``traced_run`` exit, for at most ``URGENT_RETRY_FOR`` s): while a reader holds the
+        file it is retried every :data:`URGENT_RETRY` s, so that the exit follows a short read
+        closely; otherwise, and after that, at growing intervals (up to 1 s)."""
         import pyarrow as pa
 
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        delay = 0.05
+        delay = URGENT_RETRY if time.monotonic() < urgent_until else 0.05
         while True:
             try:
                 with self._file_lock, self._append_lock:
@@ -685,7 +696,8 @@ class DuckDBSpanProcessor(SpanProcessor):
                     time.sleep(delay)
                     return False
                 time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                if time.monotonic() >= urgent_until:
+                    delay = min(delay * 2, 1.0)
                 continue
             self.written += rows
             self._warned_lock = False
@@ -733,10 +745,11 @@ class _Marker:
     """A flush request in the queue: ``set`` (``done``, called in the writer thread) once
     every span queued before it is written."""
 
-    __slots__ = ("set",)
+    __slots__ = ("created", "set")
 
     def __init__(self, done: Callable[[], None]) -> None:
         self.set = done
+        self.created = time.monotonic()
 
 
 class _Paused:

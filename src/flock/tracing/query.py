@@ -365,7 +365,7 @@ class TraceStore:
         from flock.tracing._waterfall import forest
 
         nodes = {
-            r[0]: SpanNode(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]) if r[6] else {})
+            r[0]: SpanNode(r[0], r[1], r[2], r[3], r[4], r[5], _decoded(r[6], dict))
             for r in rows
         }
         # The timeline's rule: a span whose parent is missing, or is itself, is a root, and
@@ -562,7 +562,6 @@ class TraceStore:
             ).fetchone()
         if row is None:
             raise TraceNotFoundError(f"no span {span_id!r} in trace {trace_id!r}")
-        decoded = [json.loads(v) if v else None for v in row[11:]]
         return SpanDetail(
             trace_id=row[0],
             span_id=row[1],
@@ -575,10 +574,10 @@ class TraceStore:
             duration_ms=row[8],
             status_code=row[9],
             status_description=row[10],
-            attributes=decoded[0] or {},
-            events=decoded[1] or [],
-            links=decoded[2] or [],
-            resource=decoded[3] or {},
+            attributes=_decoded(row[11], dict),
+            events=_decoded(row[12], list),
+            links=_decoded(row[13], list),
+            resource=_decoded(row[14], dict),
         )
 
     def correlations(
@@ -761,6 +760,15 @@ _US = timedelta(microseconds=1)
 MIN_NS, MAX_NS = -(2**63), 2**63 - 1
 """The times a trace file can hold: ns since the epoch in a BIGINT (1677-09-21 to
 2262-04-11)."""
+
+
+def _decoded(text: str | None, kind: type[dict[str, Any]] | type[list[Any]]) -> Any:
+    """A JSON column's value as the ``kind`` flock writes there; in a file from elsewhere,
+    other JSON is shown wrapped (``{"(not an object)": 1}``, ``[1]``), not a failure."""
+    value = json.loads(text) if text else None
+    if value is None or isinstance(value, kind):
+        return kind() if value is None else value
+    return {"(not an object)": value} if kind is dict else [value]
 
 
 def check_ns(ns: int, value: object) -> int:

@@ -52,6 +52,8 @@ __all__ = ["TracingSettings", "configure", "instrument_for"]
 log = logging.getLogger("flock.tracing")
 _lock = threading.Lock()
 _TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+_WARNED_FLAGS: set[tuple[str, str]] = set()
 EXIT_FLUSH_WAIT_MS = 2_000
 """How long the exit of traced_run waits for its spans to be written (e.g. while another
 process holds the file); after that they stay queued and are written on the next chance."""
@@ -62,10 +64,24 @@ would keep the writer thread spinning, ``inf`` or huge values kill it."""
 
 
 def env_flag(name: str, default: bool) -> bool:
+    """An on/off variable; unset or blank: ``default``. A value that is neither (a typo such
+    as ``ture``) gives the default too, with a ``RuntimeWarning`` (once per value): silently
+    reading it as false turned tracing off."""
     value = os.environ.get(name)
     if value is None or not value.strip():
         return default
-    return value.strip().lower() in _TRUE
+    word = value.strip().lower()
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    if (name, value) not in _WARNED_FLAGS:
+        _WARNED_FLAGS.add((name, value))
+        warnings.warn(
+            f"{name}={value!r} is neither on ({', '.join(_TRUE)}) nor off "
+            f"({', '.join(_FALSE)}); using the default, {str(default).lower()}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return default
 
 
 @dataclass(slots=True)
