@@ -7,6 +7,8 @@ nothing but that file, and a file that is not a flock trace file gets a readable
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -194,3 +196,38 @@ def test_a_query_that_runs_too_long_is_stopped_with_a_clear_error(tmp_path: Path
         conn.execute("SELECT count(*) FROM range(1000000) a, range(1000000) b").fetchall()
     assert time.monotonic() - started < 10
     assert store.search_traces().total == 1  # the next query runs as usual
+
+
+async def test_health_of_a_read_only_dashboard_follows_its_file(tmp_path: Path) -> None:
+    db = trace_file(tmp_path / "traces.duckdb")
+    async with client_for(create_app(db)) as client:
+        r = await client.get("/api/health")
+        assert (r.status_code, r.json()["problems"]) == (200, [])
+        # Another process writes: waited out, not degraded (a test: blocking is fine here).
+        holder = subprocess.Popen(  # noqa: ASYNC220
+            [
+                sys.executable,
+                "-c",
+                "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True);"
+                " sys.stdin.read()",
+                str(db),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+            r = await client.get("/api/health")
+            assert (r.status_code, r.json()["problems"]) == (200, [])
+        finally:
+            holder.communicate("", timeout=30)
+        db.write_bytes(b"not a duckdb file at all" * 100)
+        r = await client.get("/api/health")
+        assert r.status_code == 503 and r.json()["status"] == "degraded"
+        (problem,) = r.json()["problems"]
+        assert f"cannot read {str(db)!r}" in problem
+        db.unlink()
+        make_file(db, "CREATE TABLE other (x INTEGER)")
+        r = await client.get("/api/health")
+        assert r.status_code == 503 and "is not a flock trace file" in r.json()["problems"][0]

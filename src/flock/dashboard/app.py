@@ -34,6 +34,7 @@ from flock.dashboard._schemas import HealthOut, InfoOut, WriterOut
 from flock.dashboard._security import SecurityMiddleware
 from flock.dashboard._state import DashboardState, get_state
 from flock.dashboard._text import SafeJSONResponse, scrub
+from flock.exceptions import TracingError
 from flock.tracing.otlp_receiver import MAX_BODY
 from flock.tracing.processor import active_writers, is_lock_error
 from flock.tracing.query import TraceStore
@@ -146,8 +147,14 @@ def create_app(
         state: Annotated[DashboardState, Depends(get_state)], response: Response
     ) -> HealthOut:
         """Degraded while a trace writer of this process cannot write (for another reason
-        than a reader holding the file, which it waits out) or has lost spans."""
+        than a reader holding the file, which it waits out) or has lost spans; without a
+        writer here (a read-only dashboard), while the file cannot be read (missing, not a
+        flock trace file, corrupt), except while another process writes to it."""
         writers, problems = [], []
+        if not any(not w.closed for w in active_writers(state.traces.path)):
+            problem = await anyio.to_thread.run_sync(_unreadable, state.traces.path)
+            if problem is not None:
+                problems.append(problem)
         for w in active_writers(state.traces.path):
             if w.closed:
                 continue
@@ -193,3 +200,13 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 def flock_version() -> str:
     return flock.__version__
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why the trace file cannot be read now (None: it can, or another process is writing
+    to it, which readers wait out)."""
+    try:
+        with TraceStore(path, lock_wait=0).connect():
+            return None
+    except TracingError as exc:
+        return None if is_lock_error(exc.__cause__ or exc) else str(exc)
