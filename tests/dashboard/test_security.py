@@ -54,6 +54,13 @@ async def test_without_token_only_loopback_hosts(traced: Traced) -> None:
             transport=httpx.ASGITransport(app=app), base_url=base
         ) as client:
             assert (await client.get("/api/traces")).status_code == 200, base
+    # Host headers a URL parser reads as localhost, but no browser sends (and no valid Host)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost:8344"
+    ) as client:
+        for host in ("evil.example@localhost", "localhost/evil.example", "localhost#x", ""):
+            r = await client.get("/api/traces", headers={"Host": host})
+            assert r.status_code == 403, host
 
 
 async def test_cross_origin_writes_are_refused(traced: Traced, tmp_path: Path) -> None:

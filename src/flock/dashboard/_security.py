@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -65,8 +66,16 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-def _hostname(netloc: str) -> str:
-    return urlsplit(f"//{netloc}").hostname or ""
+_HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5})?")
+"""A Host header: a name or an IP address (IPv6 in brackets), with an optional port; not
+``evil.com@localhost``, ``localhost/evil.com`` or ``localhost#x``, which a URL parser reads
+as localhost."""
+
+
+def _hostname(host_header: str) -> str:
+    """The host a Host header names ("" if it is no valid Host header)."""
+    match = _HOST_HEADER.fullmatch(host_header)
+    return match.group(1) if match else ""
 
 
 class SecurityMiddleware:
