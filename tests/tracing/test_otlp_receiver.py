@@ -120,6 +120,8 @@ def test_spans_sent_by_the_real_otlp_exporter_are_received(
         (b"[1, 2]", JSON, None, "must be an object"),
         (b'{"resourceSpans": 5}', JSON, None, "not an OTLP/JSON request"),
         (b"plain", PROTOBUF, "gzip", "not valid gzip"),
+        (gzip.compress(b"{}")[:-8], JSON, "gzip", "ends before its stream does"),  # no trailer
+        (zlib.compress(b"{}")[:-4], JSON, "deflate", "ends before its stream does"),
         (b"plain", PROTOBUF, "br", "unsupported content encoding"),
     ],
 )

@@ -110,6 +110,8 @@ def _decompress(body: bytes, content_encoding: str | None, max_body: int = MAX_B
         raise OtlpDecodeError(f"body is not valid {encoding}: {exc}") from exc
     if len(data) > max_body:
         raise OtlpBodyTooLargeError(f"body is larger than {max_body} bytes once decompressed")
+    if not decoder.eof:  # cut short (a gzip body without its checksum trailer, say)
+        raise OtlpDecodeError(f"body is not valid {encoding}: it ends before its stream does")
     return data
 
 
