@@ -126,7 +126,7 @@ async def test_payloads_refuses_an_instance() -> None:
 
 @pytest.mark.parametrize(
     "timeout",
-    ["x", -1, 0, 0.0, math.nan, math.inf, -math.inf, True, False, timedelta(seconds=5)],
+    ["x", -1, 0, 0.0, math.nan, math.inf, -math.inf, True, False, timedelta(seconds=-5)],
     ids=repr,
 )
 async def test_run_until_idle_refuses_a_timeout_that_is_not_positive_seconds(
@@ -141,6 +141,14 @@ async def test_run_until_idle_refuses_a_timeout_that_is_not_positive_seconds(
     ):
         await flock.run_until_idle(timeout=timeout)
     await flock.run_until_idle(timeout=5)  # the run was not lost
+    assert [p.name for p in await flock.store.payloads(Pizza)] == ["kept"]
+
+
+async def test_run_until_idle_takes_a_timedelta_as_the_builder_does() -> None:
+    flock = Flock()
+    flock.agent("chef").consumes(Idea).publishes(Pizza).with_engines(lambda i: Pizza(name=i.topic))
+    await flock.publish(Idea(topic="kept"))
+    await flock.run_until_idle(timeout=timedelta(seconds=5))
     assert [p.name for p in await flock.store.payloads(Pizza)] == ["kept"]
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import numbers
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
@@ -77,9 +76,9 @@ _Run = tuple[Agent, tuple[Artifact, ...], Extra, list[Artifact]]  # ..., what it
 
 
 def _seconds(value: object, what: str) -> float:
-    """``value`` in seconds if it is a finite number > 0 (not a bool), else a
-    :class:`ConfigurationError` naming ``what``."""
-    seconds = finite_seconds(value) if isinstance(value, numbers.Real) else None
+    """``value`` in seconds if it is a finite number > 0 or a ``timedelta`` (not a bool),
+    else a :class:`ConfigurationError` naming ``what``."""
+    seconds = finite_seconds(value)
     if seconds is None:
         raise ConfigurationError(f"{what} must be a finite number of seconds > 0, got {value!r}")
     return seconds
@@ -575,7 +574,9 @@ class Flock:
 
     # Running --------------------------------------------------------------
 
-    async def run_until_idle(self, *, timeout: float | None = None, work: bool = True) -> None:
+    async def run_until_idle(
+        self, *, timeout: float | timedelta | None = None, work: bool = True
+    ) -> None:
         """Wait until no agent run is pending or running.
 
         With a distributed store (e.g. :class:`~flock.store.postgres.PostgresStore`) this
