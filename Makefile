@@ -38,7 +38,8 @@ test-duckdb-floor: $(STAMP)
 	$(FLOOR_VENV)/bin/python -c 'import duckdb; assert duckdb.__version__ == "$(DUCKDB_FLOOR)", duckdb.__version__'
 	$(FLOOR_VENV)/bin/python -m pytest -q tests/tracing/test_duckdb_store.py \
 		tests/tracing/test_retention.py tests/tracing/test_writer_robustness.py \
-		tests/tracing/test_stats.py tests/tracing/test_export.py tests/dashboard/test_api.py
+		tests/tracing/test_stats.py tests/tracing/test_export.py tests/dashboard/test_api.py \
+		tests/dashboard/test_trace_files.py
 
 /usr/bin/chromium:
 	$(if $(filter 0,$(shell id -u)),,sudo) sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium'

@@ -104,6 +104,10 @@ class TypeRegistry:
             f"(known: {', '.join(sorted(self._by_name)) or 'none'})"
         )
 
+    def ambiguous(self, name: str) -> bool:
+        """Whether ``name`` is no registered name but the short name of several types."""
+        return name not in self._by_name and len(self._by_short.get(name, ())) > 1
+
     def types(self) -> dict[str, type[BaseModel]]:
         """A snapshot of all registered types by name."""
         return dict(self._by_name)

@@ -200,8 +200,10 @@ async def test_blackboard_types_and_artifacts(live: httpx.AsyncClient) -> None:
     assert types["Order"]["properties"]["quantity"]["maximum"] == 20
     arts = (await live.get("/api/artifacts", params={"type": "Pizza"})).json()
     assert arts["items"][0]["payload"]["name"].endswith("Pizza") and arts["total"] >= 1
-    unknown = await live.get("/api/artifacts", params={"type": "NoSuchType"})
-    assert unknown.status_code == 422 and "NoSuchType" in unknown.json()["detail"]
+    blank = await live.get("/api/artifacts", params={"type": "  "})
+    assert blank.status_code == 422 and "query(type=) takes" in blank.json()["detail"]
+    unknown = await live.get("/api/artifacts", params={"type": "other_app.Invoice"})
+    assert unknown.status_code == 200 and unknown.json()["total"] == 0
 
 
 async def test_publish_validates_and_runs_agents(traced: Traced) -> None:

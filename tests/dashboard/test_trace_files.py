@@ -148,6 +148,21 @@ def test_read_connections_have_no_file_or_network_access(tmp_path: Path) -> None
             ],
             "it defines SQL functions of its own (json_extract_string)",
         ),
+        (
+            # ... and macros named like the catalog functions that would find it
+            [
+                SCHEMA,
+                "CREATE MACRO duckdb_functions() AS TABLE "
+                "SELECT 'x' AS function_name, 'y' AS database_name, true AS internal",
+                "CREATE MACRO list(a) AS 'no macros here'",
+                "CREATE MACRO json_extract_string(a, b) AS 'pwned'",
+            ],
+            # (DuckDB 1.4 lets the file's duckdb_functions() shadow even the system one's
+            # qualified name: refused all the same, as a catalog it cannot read)
+            "it defines SQL functions of its own (duckdb_functions, json_extract_string, list)"
+            if duckdb.__version__ >= "2"
+            else "its catalog cannot be read",
+        ),
     ],
     ids=[
         "no-spans",
@@ -158,6 +173,7 @@ def test_read_connections_have_no_file_or_network_access(tmp_path: Path) -> None
         "json-as-text",
         "nullable-name",
         "macro",
+        "macro-hiding-macros",
     ],
 )
 async def test_a_file_without_flock_spans_is_a_clear_503(
@@ -199,8 +215,11 @@ def test_a_query_that_runs_too_long_is_stopped_with_a_clear_error(tmp_path: Path
 
 
 async def test_health_of_a_read_only_dashboard_follows_its_file(tmp_path: Path) -> None:
-    db = trace_file(tmp_path / "traces.duckdb")
+    db = tmp_path / "traces.duckdb"
     async with client_for(create_app(db)) as client:
+        r = await client.get("/api/health")  # no trace yet: a dashboard started first is ok
+        assert (r.status_code, r.json()["problems"]) == (200, [])
+        trace_file(db)
         r = await client.get("/api/health")
         assert (r.status_code, r.json()["problems"]) == (200, [])
         # Another process writes: waited out, not degraded (a test: blocking is fine here).

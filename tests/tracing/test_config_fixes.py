@@ -383,6 +383,7 @@ def test_otel_traces_exporter_chooses_whether_spans_go_over_otlp(
     assert bool(messages) == warns, messages
     if warns:
         assert f"OTEL_TRACES_EXPORTER={value!r}" in messages[0] and "ignoring" in messages[0]
+        assert ("OTLP export is off" in messages[0]) is not exports
 
 
 def test_an_unknown_otlp_protocol_still_turns_otlp_export_off(

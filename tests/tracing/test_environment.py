@@ -155,6 +155,21 @@ AUTO_SHAPES = textwrap.dedent(
     async def no_run_until_idle():
         await publish("a")
 
+    async def closed_elsewhere_then_traced_run():
+        go = asyncio.Event()
+
+        async def background():  # started before the workflow: a context of its own
+            await go.wait()
+            await flock.run_until_idle()
+
+        task = asyncio.create_task(background())
+        await publish("a")  # opens the workflow here
+        go.set()
+        await task  # closes it there; this context still holds the ended workflow
+        async with flock.traced_run("explicit"):
+            await publish("b")
+            await flock.run_until_idle()
+
     shape = sys.argv[1]
     if shape == "two_asyncio_runs":
         asyncio.run(publish("a"))
@@ -165,17 +180,21 @@ AUTO_SHAPES = textwrap.dedent(
 )
 
 
+W = "shapes_workflow"
+
+
 @pytest.mark.parametrize(
-    ("shape", "workflows", "publishes"),
+    ("shape", "roots", "publishes"),
     [
-        ("gathered", 2, [2, 1]),  # publishes in tasks of their own join the open workflow
-        ("idle_in_a_task", 2, [1, 1]),  # run_until_idle in a task closes it for the caller
-        ("two_asyncio_runs", 1, [1]),  # the opening context is gone when it closes
-        ("no_run_until_idle", 1, [1]),  # closed as the interpreter exits
+        ("gathered", [W, W], [2, 1]),  # publishes in tasks of their own join the workflow
+        ("idle_in_a_task", [W], [2]),  # a task the opening context started: it stays open
+        ("two_asyncio_runs", [W], [1]),  # the opening context is gone when it closes
+        ("no_run_until_idle", [W], [1]),  # closed as the interpreter exits
+        ("closed_elsewhere_then_traced_run", [W, "explicit"], [1, 1]),
     ],
 )
 def test_auto_workflow_trace_across_tasks_and_event_loops(
-    tmp_path: Path, shape: str, workflows: int, publishes: list[int]
+    tmp_path: Path, shape: str, roots: list[str], publishes: list[int]
 ) -> None:
     script = tmp_path / "shapes.py"
     script.write_text(AUTO_SHAPES)
@@ -196,13 +215,14 @@ def test_auto_workflow_trace_across_tasks_and_event_loops(
         "SELECT name, trace_id, parent_id, span_id, attributes FROM spans ORDER BY start_time",
     )
     ids = {s[3] for s in spans}
-    assert [s[0] for s in spans if s[2] not in ids] == ["shapes_workflow"] * workflows
+    assert [s[0] for s in spans if s[2] not in ids] == roots
     by_trace: dict[str, list[str]] = {}
     for name, trace_id, *_ in spans:
         by_trace.setdefault(trace_id, []).append(name)
-    assert len(by_trace) == workflows  # every span under one of the workflows, none orphaned
+    assert len(by_trace) == len(roots)  # every span under one of the workflows, none orphaned
     assert [names.count("Flock.publish") for names in by_trace.values()] == publishes
-    assert all(json.loads(s[4])["workflow"]["name"] == "shapes_workflow" for s in spans)
+    root_of = {s[1]: s[0] for s in spans if s[2] not in ids}
+    assert all(json.loads(s[4])["workflow"]["name"] == root_of[s[1]] for s in spans)
 
 
 @pytest.mark.parametrize(

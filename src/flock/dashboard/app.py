@@ -136,6 +136,8 @@ def create_app(
             version=flock_version(),
         )
 
+    file_check = _FileCheck()
+
     @app.get(
         "/api/health",
         response_model=HealthOut,
@@ -152,7 +154,7 @@ def create_app(
         flock trace file, corrupt), except while another process writes to it."""
         writers, problems = [], []
         if not any(not w.closed for w in active_writers(state.traces.path)):
-            problem = await anyio.to_thread.run_sync(_unreadable, state.traces.path)
+            problem = await anyio.to_thread.run_sync(file_check, state.traces.path)
             if problem is not None:
                 problems.append(problem)
         for w in active_writers(state.traces.path):
@@ -202,11 +204,30 @@ def flock_version() -> str:
     return flock.__version__
 
 
-def _unreadable(path: Path) -> str | None:
-    """Why the trace file cannot be read now (None: it can, or another process is writing
-    to it, which readers wait out)."""
-    try:
-        with TraceStore(path, lock_wait=0).connect():
-            return None
-    except TracingError as exc:
-        return None if is_lock_error(exc.__cause__ or exc) else str(exc)
+class _FileCheck:
+    """Why the trace file cannot be read (None: it can, it is not there yet, or another
+    process is writing to it, which readers wait out). Opening a large file takes a while
+    and holds it meanwhile, so a probe opens it only when it changed since the last one."""
+
+    def __init__(self) -> None:
+        self._seen: tuple[tuple[int, int], str | None] | None = None
+
+    def __call__(self, path: Path) -> str | None:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None  # no trace yet (a dashboard started first)
+        except OSError as exc:
+            return f"cannot read {str(path)!r}: {exc}"
+        key = (stat.st_mtime_ns, stat.st_size)
+        if self._seen is not None and self._seen[0] == key:
+            return self._seen[1]
+        try:
+            with TraceStore(path, lock_wait=0).connect():
+                problem = None
+        except TracingError as exc:
+            if is_lock_error(exc.__cause__ or exc):
+                return None  # not remembered: it may change without the file changing
+            problem = str(exc)
+        self._seen = (key, problem)
+        return problem

@@ -41,11 +41,12 @@ class Store(ABC):
     ) -> list[Artifact]:
         """Artifacts matching every given filter, oldest first (the newest ``limit`` if given).
         ``type`` is a registered model class or its registered name (or its class name, if
-        no other registered type has it). Implementations start with :func:`checked_query`.
+        no other registered type has it; any other name filters as stored). Implementations
+        start with :func:`checked_query`.
 
         Raises:
-            ConfigurationError: a filter is not one (an unknown type, a model instance, a
-                limit that is not an int ≥ 0, ...).
+            ConfigurationError: a filter is not one (a model instance, a class name several
+                types share, a limit that is not an int ≥ 0, ...).
         """
 
     async def payloads(
@@ -101,10 +102,16 @@ def checked_query(
         return None
     expected = "a registered model class (as in payloads(Pizza)) or its registered name"
     if isinstance(type, str):
+        if not is_name(type):
+            raise ConfigurationError(f"{what} takes {expected}, got {type!r:.200}")
         try:
             return registry.name_of(registry.resolve(type))
         except RegistryError as exc:
-            raise ConfigurationError(f"{what} takes {expected}: {exc}") from None
+            if registry.ambiguous(type):
+                raise ConfigurationError(f"{what}: {exc}") from None
+        # Not registered here: the exact name artifacts are stored under (a type of another
+        # program sharing the store, a model renamed since).
+        return type
     if isinstance(type, BaseModel):
         raise ConfigurationError(
             f"{what} takes {expected}, not an instance: got {type!r:.200}; "

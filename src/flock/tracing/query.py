@@ -302,8 +302,13 @@ class TraceStore:
         flock's types and constraints (a view, which could run any SQL, a table in another
         schema, or rows the queries cannot read are refused), and the file defines no SQL
         functions of its own. Columns flock does not know are allowed."""
-        catalog = spans_catalog(conn)
+        import duckdb
+
         where = f"{str(self.path)!r} is not a flock trace file"
+        try:
+            catalog = spans_catalog(conn)
+        except duckdb.Error as exc:  # (DuckDB < 2 lets a file's macro shadow its catalog's)
+            raise TracingError(f"{where}: its catalog cannot be read ({exc})") from exc
         if catalog.view or not catalog.columns:
             raise TracingError(
                 f"{where}: its 'spans' is a view, not a table"

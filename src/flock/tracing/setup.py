@@ -322,9 +322,10 @@ def _otlp_wanted() -> bool:
     names = {name.strip().lower() for name in raw.split(",") if name.strip()} or {"otlp"}
     unknown = sorted(names - {"otlp", "none"})
     if unknown:
+        off = "" if "otlp" in names else "; OTLP export is off (list 'otlp' to keep it)"
         warnings.warn(
             f"OTEL_TRACES_EXPORTER={raw!r}: flock exports over OTLP ('otlp') or not at all "
-            f"('none'); ignoring {', '.join(map(repr, unknown))}",
+            f"('none'); ignoring {', '.join(map(repr, unknown))}{off}",
             RuntimeWarning,
             stacklevel=4,
         )

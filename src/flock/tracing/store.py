@@ -144,16 +144,19 @@ class Catalog(NamedTuple):
 def spans_catalog(conn: duckdb.DuckDBPyConnection, database: str | None = None) -> Catalog:
     """The :class:`Catalog` of a database (nothing of it runs). ``database``: an attached
     database's name (default: the connection's current one)."""
-    name = "current_database()" if database is None else "?"
+    # Every function is named with its catalog: a macro of the file named like one of them
+    # (a duckdb_functions() that finds no macros, say) must not answer for it.
+    system = "system.main."
+    name = f"{system}current_database()" if database is None else "?"
     row = conn.execute(
-        f"SELECT (SELECT count(*) FROM duckdb_views() WHERE database_name = {name}"
+        f"SELECT (SELECT {system}count(*) FROM {system}duckdb_views() WHERE database_name = {name}"
         "        AND schema_name = 'main' AND view_name = 'spans') > 0, "
-        "       (SELECT list([column_name, data_type, (NOT is_nullable)::VARCHAR]"
+        f"       (SELECT {system}list([column_name, data_type, (NOT is_nullable)::VARCHAR]"
         "                    ORDER BY column_index)"
-        f"        FROM duckdb_columns() WHERE database_name = {name}"
+        f"        FROM {system}duckdb_columns() WHERE database_name = {name}"
         "        AND schema_name = 'main' AND table_name = 'spans'), "
-        "       (SELECT list(DISTINCT function_name ORDER BY function_name)"
-        f"        FROM duckdb_functions() WHERE database_name = {name} AND NOT internal)",
+        f"       (SELECT {system}list(DISTINCT function_name ORDER BY function_name)"
+        f"        FROM {system}duckdb_functions() WHERE database_name = {name} AND NOT internal)",
         [] if database is None else [database] * 3,
     ).fetchone()
     view, columns, macros = row if row is not None else (False, None, None)

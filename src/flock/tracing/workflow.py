@@ -101,7 +101,9 @@ class Workflows:
         if self.tracer is None:
             yield INVALID_SPAN
             return
-        outer = current_workflow()
+        # An implicit workflow that ended elsewhere may still be current here: not around.
+        stale = trace.get_current_span() in self._ended
+        outer = None if stale else current_workflow()
         # A nested traced_run is a step of the workflow around it: its span and everything
         # inside carry the outermost workflow's name, so that the documented query (grouped
         # by trace and workflow name) counts all spans of the workflow in one row. The step
@@ -110,7 +112,9 @@ class Workflows:
         attributes: dict[str, str | bool] = {"flock.workflow": True, "workflow.name": workflow}
         if outer is not None:
             attributes["workflow.step"] = name
-        span = self.tracer.start_span(name, attributes=attributes)
+        span = self.tracer.start_span(
+            name, context=_root_context() if stale else None, attributes=attributes
+        )
         token = otel_context.attach(
             otel_context.set_value(WORKFLOW_KEY, workflow, trace.set_span_in_context(span))
         )
@@ -160,9 +164,11 @@ class Workflows:
             yield
             return
         token = otel_context.attach(self._auto_context)
+        joined = _AUTO_JOINED.set(self._auto_span)
         try:
             yield
         finally:
+            _AUTO_JOINED.reset(joined)
             otel_context.detach(token)
 
     def _top_level(self) -> bool:
@@ -175,7 +181,7 @@ class Workflows:
         # Started as a root: the current context may hold an ended implicit workflow.
         span = tracer.start_span(
             name,
-            context=trace.set_span_in_context(INVALID_SPAN),
+            context=_root_context(),
             attributes={"flock.workflow": True, "workflow.name": name, "workflow.auto": True},
         )
         self._auto_context = otel_context.set_value(
@@ -193,10 +199,18 @@ class Workflows:
 
     async def auto_end(self, error: BaseException | None = None) -> None:
         """Close the implicit workflow as a top-level run_until_idle returns (recording
-        ``error`` if any); a run_until_idle inside another span leaves it open."""
+        ``error`` if any), in the context that opened it or in one that joined it. A
+        run_until_idle inside another span, or in a task the opening context started (which
+        goes on inside the workflow), leaves it open."""
         span = self._auto_span
         if span is None or trace.get_current_span() is not span:
             return
+        if _AUTO_JOINED.get() is not span:
+            try:
+                _AUTO_OWNER.reset(self._owner_token)  # type: ignore[arg-type]
+            except ValueError:
+                return  # a copy of the opening context (a task it started)
+            otel_context.detach(self._auto_token)  # type: ignore[arg-type]
         if error is not None:
             span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
@@ -204,26 +218,27 @@ class Workflows:
         await self.flush()
 
     def _close_auto(self) -> None:
-        span, token, owner = self._auto_span, self._auto_token, self._owner_token
+        """End the implicit workflow. A context that still holds it (the opening one, when
+        another closed it) treats it as no span (see _top_level)."""
+        span = self._auto_span
         if span is None:
             return
         self._auto_span = self._auto_token = self._owner_token = None
         self._ended.add(span)
-        try:
-            _AUTO_OWNER.reset(owner)  # type: ignore[arg-type]
-        except ValueError:
-            # Another context than the one that opened it (a task's copy, another
-            # asyncio.run): that one keeps the ended span as current, which _top_level
-            # treats as no span.
-            pass
-        else:
-            otel_context.detach(token)  # type: ignore[arg-type]
         span.end()
 
 
 _AUTO_OWNER: ContextVar[Span | None] = ContextVar("flock_auto_workflow_owner", default=None)
 """Set in the context that opened an implicit workflow: resetting it succeeds only there,
 which tells whether the workflow's context may be detached here."""
+_AUTO_JOINED: ContextVar[Span | None] = ContextVar("flock_auto_workflow_joined", default=None)
+"""Set while a top-level call of another context runs inside the implicit workflow (see
+Workflows.auto_scope)."""
+
+
+def _root_context() -> Context:
+    """The current context without its span: a span started in it is a root."""
+    return trace.set_span_in_context(INVALID_SPAN)
 
 
 def _end_at_exit(ref: weakref.ref[Workflows]) -> None:
