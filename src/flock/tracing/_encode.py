@@ -10,6 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from flock.tracing._attributes import (
+    STATUS_DESCRIPTION_KEY,
+    attributes_json,
+    cap,
+    has_non_finite,
+    nested_json,
+    redact_flat,
+    to_json,
+)
 from flock.tracing.store import COLUMNS, DERIVED, INTEGER_IDS, MAX_ATTRIBUTE_CHARS
 
 if TYPE_CHECKING:
@@ -26,8 +35,6 @@ def _flat_attributes(
 ) -> dict[str, Any]:
     """Attributes kept flat (as OpenTelemetry names them), capped and redacted like a span's:
     those of links and resources."""
-    from flock.tracing._attributes import cap, redact_flat
-
     if redact is not None:
         attributes = redact_flat(attributes, redact)
     return {key: cap(value, max_chars) for key, value in attributes.items()}
@@ -35,8 +42,6 @@ def _flat_attributes(
 
 def _links_json(span_links: Sequence[Any], max_chars: int, redact: Redactor | None) -> str:
     """A span's links as JSON; their attributes flat (``$."flock.artifact.id"``)."""
-    from flock.tracing._attributes import to_json
-
     return to_json(
         [
             {
@@ -54,8 +59,6 @@ def _resource_columns(
 ) -> tuple[str | None, str]:
     """(service name, resource JSON) of a span's resource; its attributes flat
     (``$."service.name"``). The ``service`` column is named before redaction."""
-    from flock.tracing._attributes import to_json
-
     attributes = resource.attributes
     service = attributes.get("service.name")
     try:
@@ -67,8 +70,6 @@ def _resource_columns(
 
 def _events_json(span_events: Sequence[Any], max_chars: int, redact: Redactor | None) -> str:
     import orjson
-
-    from flock.tracing._attributes import nested_json, to_json
 
     return to_json(
         [
@@ -89,8 +90,6 @@ def _description(
 ) -> str | None:
     """A span's status description, redacted (as ``STATUS_DESCRIPTION_KEY``) and capped
     like an attribute: it typically holds an exception's message."""
-    from flock.tracing._attributes import STATUS_DESCRIPTION_KEY, cap
-
     text: Any = span._status._description
     if redact is not None:
         try:
@@ -191,8 +190,6 @@ def spans_to_arrow(
     key set (:func:`~flock.tracing._attributes.attributes_json`), one list per column.
     """
     import pyarrow as pa
-
-    from flock.tracing._attributes import attributes_json, cap, has_non_finite, nested_json
 
     n = len(spans)
     trace_ids: list[str] = [""] * n
