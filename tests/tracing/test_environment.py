@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-WORKFLOW = textwrap.dedent(
+APP = textwrap.dedent(
     """
     import asyncio, os, sys
     from pydantic import BaseModel
@@ -35,7 +35,12 @@ WORKFLOW = textwrap.dedent(
 
     flock = Flock("openai/gpt-4o")
     flock.agent("chef").consumes(Idea).publishes(Pizza).with_engines(cook)
+    """
+)
+"""A one-agent application (the scripts below add what they run)."""
 
+WORKFLOW = APP + textwrap.dedent(
+    """
     async def main():
         MODE = sys.argv[1]
         if MODE == "traced":
@@ -116,27 +121,8 @@ def test_auto_workflow_trace_groups_a_plain_script(tmp_path: Path) -> None:
     assert all(json.loads(s[4])["workflow"]["name"] == "pizza_workflow" for s in spans)
 
 
-AUTO_SHAPES = textwrap.dedent(
+AUTO_SHAPES = APP + textwrap.dedent(
     """
-    import asyncio, sys
-    from pydantic import BaseModel
-    from flock.orchestrator import Flock
-    from flock.registry import flock_type
-
-    @flock_type
-    class Idea(BaseModel):
-        topic: str
-
-    @flock_type
-    class Pizza(BaseModel):
-        name: str
-
-    async def cook(idea):
-        return Pizza(name=idea.topic)
-
-    flock = Flock("openai/gpt-4o")
-    flock.agent("chef").consumes(Idea).publishes(Pizza).with_engines(cook)
-
     async def publish(topic):
         await flock.publish(Idea(topic=topic))
 
