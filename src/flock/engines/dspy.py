@@ -45,8 +45,6 @@ from flock.engines.base import Engine, EngineOutput
 from flock.exceptions import ConfigurationError, MissingAPIKeyError
 
 if TYPE_CHECKING:
-    import dspy
-
     from flock.tools import ToolRun
 
 __all__ = ["DSPyEngine"]
@@ -284,6 +282,13 @@ class DSPyEngine(Engine):
     # -- evaluation ------------------------------------------------------------------------
 
     async def evaluate(self, ctx: RunContext, inputs: list[Artifact]) -> EngineOutput:
+        try:
+            return await self._evaluate(ctx, inputs)
+        except asyncio.CancelledError:  # the run timed out or was stopped
+            _record_cancelled()
+            raise
+
+    async def _evaluate(self, ctx: RunContext, inputs: list[Artifact]) -> EngineOutput:
         lm = ctx.state.get("dspy.lm") or self.language_model(ctx.model)
         outputs = ctx.agent.outputs
         if not outputs:
@@ -317,12 +322,17 @@ class DSPyEngine(Engine):
         )
         dspy = _import_dspy()
         self._record_model(lm)  # before the call: a failed call's span names its model too
-        if tools:
-            prediction = await self._call_with_tools(ctx, lm, signature, kwargs)
-        else:
-            with dspy.context(lm=lm, track_usage=True):
-                prediction = await dspy.Predict(signature).acall(**kwargs)
-        self._record_usage(prediction)
+        # The run's own usage tracker (DSPy's modules then use it instead of theirs), read
+        # whether the run succeeds, fails or is cancelled: the tokens of every model call.
+        with dspy.track_usage() as usage:
+            try:
+                if tools:
+                    prediction = await self._call_with_tools(ctx, lm, signature, kwargs)
+                else:
+                    with dspy.context(lm=lm, track_usage=True):
+                        prediction = await dspy.Predict(signature).acall(**kwargs)
+            finally:
+                self._record_usage(usage.usage_data)
         # prediction[name], not getattr: an output named like a Prediction method
         # (``items``, ``values``) would give the method.
         return [self._to_model(prediction[output_names[t]], t, ctx) for t in outputs]
@@ -358,7 +368,12 @@ class DSPyEngine(Engine):
         self, ctx: RunContext, inputs: Sequence[Artifact]
     ) -> list[dict[str, Any]]:
         """Earlier artifacts of this correlation id (oldest first), without the inputs and
-        without those the agent may not see (:mod:`flock.visibility`)."""
+        without those the agent may not see (:mod:`flock.visibility`).
+
+        Each payload is given in its JSON form; one that has none (e.g. ``bytes`` that are not
+        UTF-8 text) is given as its values with such bytes replaced by a note of their length,
+        and the error is an exception event on the current span: context never fails a run.
+        """
         from flock.visibility import visible_artifacts
 
         kept = await visible_artifacts(
@@ -372,7 +387,7 @@ class DSPyEngine(Engine):
             {
                 "type": a.type,
                 "produced_by": a.produced_by,
-                "payload": a.payload.model_dump(mode="json"),
+                "payload": _context_payload(a),
             }
             for a in kept
         ]
@@ -495,23 +510,105 @@ class DSPyEngine(Engine):
         span.set_attributes(attributes)
 
     @staticmethod
-    def _record_usage(prediction: dspy.Prediction) -> None:
-        """The token usage of a successful call on the ``DSPyEngine.evaluate`` span."""
+    def _record_usage(usage: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        """The token usage of the run's model calls (``usage``: DSPy's entries by model, one
+        per call) on the ``DSPyEngine.evaluate`` span, a failed run's too. Only what the
+        replies gave: ``gen_ai.usage.input_tokens`` if some call reported its prompt tokens,
+        ``output_tokens`` if some call reported its completion tokens (never a false 0)."""
         from opentelemetry import trace
 
         span = trace.get_current_span()
-        usage = prediction.get_lm_usage() or {}
-        if not usage or not span.is_recording():
+        if not span.is_recording():
             return
-        span.set_attributes(
-            {
-                "gen_ai.usage.input_tokens": sum(
-                    int(u.get("prompt_tokens") or 0) for u in usage.values()
-                ),
-                "gen_ai.usage.output_tokens": sum(
-                    int(u.get("completion_tokens") or 0) for u in usage.values()
-                ),
-            }
+        entries = [entry for calls in usage.values() for entry in calls]
+        attributes: dict[str, int] = {}
+        for attribute, key in (
+            ("gen_ai.usage.input_tokens", "prompt_tokens"),
+            ("gen_ai.usage.output_tokens", "completion_tokens"),
+        ):
+            counts = [_token_count(entry.get(key)) for entry in entries]
+            given = [n for n in counts if n is not None]
+            if given:
+                attributes[attribute] = sum(given)
+        if attributes:
+            span.set_attributes(attributes)
+
+
+def _context_payload(artifact: Artifact) -> Any:
+    """An artifact's payload for the conversation context: its JSON form, else (the error is
+    logged and recorded on the current span) its values with what has no JSON form shown as
+    a short text, else a note."""
+    payload = artifact.payload
+    try:
+        return payload.model_dump(mode="json")
+    except Exception as error:  # e.g. bytes that are not UTF-8 text
+        from opentelemetry import trace
+
+        log.debug(
+            "artifact %s (%s) has no JSON form, its context entry shows it another way: %s: %s",
+            artifact.id,
+            artifact.type,
+            type(error).__name__,
+            error,
+        )
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.record_exception(
+                error,
+                {"flock.context.artifact_id": str(artifact.id), "flock.context.fallback": True},
+            )
+    try:
+        from pydantic_core import to_jsonable_python
+
+        return to_jsonable_python(_without_binary(payload.model_dump()), fallback=_short_repr)
+    except Exception as error:  # a serializer of the model's own that fails in Python too
+        log.debug("artifact %s has no Python form either: %r", artifact.id, error)
+        return f"<a {type(payload).__name__} that cannot be shown: {type(error).__name__}>"
+
+
+def _without_binary(value: Any) -> Any:
+    """``value`` with the bytes that are not UTF-8 text replaced by a note of their length."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        data = bytes(value)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return f"<{len(data)} bytes of binary data>"
+    if isinstance(value, Mapping):
+        return {
+            _without_binary(k) if isinstance(k, bytes) else k: _without_binary(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_without_binary(v) for v in value]
+    return value
+
+
+def _short_repr(value: Any) -> str:
+    """A value without a JSON form as a short text."""
+    try:
+        text = repr(value)
+    except Exception as error:
+        return f"<{type(value).__name__}: repr failed: {type(error).__name__}>"
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def _token_count(value: Any) -> int | None:
+    """A usage entry's token count, or None if the reply gave none (or not a number)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value)
+
+
+def _record_cancelled() -> None:
+    """Mark the current (``DSPyEngine.evaluate``) span as cancelled, as the tool spans are: an
+    ERROR status saying so (a ``CancelledError`` is no exception event)."""
+    from opentelemetry import trace
+
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_status(
+            trace.Status(trace.StatusCode.ERROR, "cancelled: its run timed out or was stopped")
         )
 
 
@@ -551,9 +648,15 @@ def _react_classes() -> tuple[Any, Any]:
 
         async def acall(self, **kwargs: Any) -> Any:
             assert self._flock_function is not None
-            return await _TOOL_RUN.get().call(
-                self._flock_function, kwargs, lambda: dspy.Tool.acall(self, **kwargs)
-            )
+            run = _TOOL_RUN.get()
+            try:
+                return await run.call(
+                    self._flock_function, kwargs, lambda: dspy.Tool.acall(self, **kwargs)
+                )
+            except Exception as error:  # logged and on the tool's span (ToolRun.call)
+                # The model gets the error as the tool's result, without the traceback that
+                # DSPy would add (frames of flock's and DSPy's code, install paths).
+                return f"Execution error in {self.name}: {_error_text(error)}"
 
     class FlockReAct(react_base):  # type: ignore[misc]
         """``dspy.ReAct`` that survives a step it cannot parse (e.g. a tool name the model
@@ -593,6 +696,15 @@ def _react_classes() -> tuple[Any, Any]:
                 raise
 
     return FlockTool, FlockReAct
+
+
+def _error_text(error: BaseException) -> str:
+    """``RuntimeError: the oven is broken``: an exception as the model is shown it."""
+    try:
+        message = str(error)
+    except Exception as exc:
+        message = f"<its message cannot be shown: {type(exc).__name__}>"
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def _stop_reason(prediction: Any) -> str:
