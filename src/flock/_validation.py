@@ -27,6 +27,7 @@ from pydantic.functional_validators import (
     WrapValidator,
 )
 
+from flock._errors import safe_repr
 from flock.exceptions import PayloadValidationError, RegistryError
 from flock.registry import registry
 
@@ -107,12 +108,12 @@ def publishable(obj: Any) -> tuple[str, BaseModel]:
     if isinstance(obj, dict):
         if "type" not in obj:
             raise PayloadValidationError(
-                f"a dict needs a 'type' key naming a registered type, got keys {sorted(obj)!r}; "
+                f"a dict needs a 'type' key naming a registered type, got keys {safe_repr(list(obj))}; "
                 "publish {'type': 'Idea', 'payload': {...}} or a model instance"
             )
         type_name = obj["type"]
         if not isinstance(type_name, str):
-            raise PayloadValidationError(f"'type' must be a string, got {type_name!r}")
+            raise PayloadValidationError(f"'type' must be a string, got {safe_repr(type_name)}")
         model_cls = registry.resolve(type_name)
         data = obj.get("payload", {k: v for k, v in obj.items() if k != "type"})
         if isinstance(data, BaseModel):  # validated as an instance: its type, checked
@@ -131,7 +132,7 @@ def publishable(obj: Any) -> tuple[str, BaseModel]:
             ) from exc
     raise PayloadValidationError(
         f"publish() takes a registered Pydantic model instance or a {{'type', 'payload'}} "
-        f"dict, got {type(obj).__name__}: {obj!r:.200}"
+        f"dict, got {type(obj).__name__}: {safe_repr(obj)}"
     )
 
 

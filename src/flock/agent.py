@@ -34,10 +34,18 @@ from typing import TYPE_CHECKING, Any, Literal
 from opentelemetry.trace import Link, StatusCode
 from pydantic import BaseModel, ValidationError
 
+from flock._errors import Unprintable, describe, fatal, safe_repr, unwrapped
 from flock._names import is_name
 from flock.artifacts import Artifact, payload_json
 from flock.best_of import BestOf, ScoreFunction, best_of_spec, evaluate_best_of
-from flock.components import HOOKS, AgentComponent, OutputUtilityComponent, RunContext, overrides
+from flock.components import (
+    HOOKS,
+    AgentComponent,
+    OutputUtilityComponent,
+    RunContext,
+    call_hook,
+    overrides,
+)
 from flock.engines.base import Engine
 from flock.engines.function import FunctionEngine
 from flock.exceptions import ConfigurationError
@@ -155,7 +163,9 @@ class Agent:
             with instrument.span(
                 f"{type(engine).__name__}.evaluate", {"gen_ai.agent.name": self.name}
             ):
-                outputs.extend(self.coerce_outputs(await engine.evaluate(ctx, inputs)))
+                outputs.extend(
+                    self.coerce_outputs(await call_hook(engine, "evaluate", ctx, inputs))
+                )
         return outputs
 
     def coerce_outputs(self, result: Any) -> list[BaseModel]:
@@ -197,7 +207,7 @@ class Agent:
                     else "return instances of the declared types (or dicts of their fields)"
                 )
                 raise TypeError(
-                    f"agent {self.name!r} returned {type(item).__name__} ({item!r:.200}), "
+                    f"agent {self.name!r} returned {type(item).__name__} ({safe_repr(item)}), "
                     f"but it publishes {declared}; {hint}"
                 )
             outputs.append(item)
@@ -241,10 +251,7 @@ class Agent:
                     if self.timeout is None:
                         published = await self._steps(ctx, inputs, instrument, emit, emitted)
                     else:
-                        async with asyncio.timeout(self.timeout) as deadline:
-                            published = await self._steps(
-                                ctx, inputs, instrument, emit, emitted, deadline
-                            )
+                        published = await self._timed(ctx, inputs, instrument, emit, emitted)
                 except BaseException as error:
                     if isinstance(error, GeneratorExit):
                         raise  # a run abandoned with its event loop, collected: it cannot await
@@ -253,8 +260,8 @@ class Agent:
                         # interrupted run did not complete, so mark it.
                         span.record_exception(error)
                         span.set_status(StatusCode.ERROR, f"interrupted: {type(error).__name__}")
-                    await self._final_hooks(ctx, instrument, "on_error", error)
-                    await self._final_hooks(ctx, instrument, "on_terminate", error)
+                    await self._final_hooks(ctx, instrument, "on_error", unwrapped(error))
+                    await self._final_hooks(ctx, instrument, "on_terminate", unwrapped(error))
                     raise
                 if self.hooks("on_terminate"):
                     await self._final_hooks(ctx, instrument, "on_terminate")
@@ -275,10 +282,34 @@ class Agent:
             if emitted:
                 raise FailedAfterPublish(failure, emitted[0]) from failure
             raise failure from cancelled
-        except Exception as error:
-            if emitted:  # the outputs are on the blackboard: a retry would publish them again
-                raise FailedAfterPublish(error, emitted[0]) from error
-            raise
+        except BaseException as error:  # (not only Exception: pytest's Failed, say)
+            if emitted and not fatal(error):  # on the blackboard: a retry would publish again
+                raise FailedAfterPublish(unwrapped(error), emitted[0]) from error
+            if not isinstance(error, Unprintable):
+                raise
+            unprintable = unwrapped(error)
+        raise unprintable  # out of the except block: its __context__ stays as it was
+
+    async def _timed(
+        self,
+        ctx: RunContext,
+        inputs: list[Artifact],
+        instrument: Instrument,
+        emit: Emit,
+        emitted: list[list[Artifact]],
+    ) -> list[Artifact]:
+        """:meth:`_steps` within the agent's timeout; past it, a TimeoutError saying so."""
+        assert self.timeout is not None
+        deadline = asyncio.timeout(self.timeout)
+        try:
+            async with deadline:
+                return await self._steps(ctx, inputs, instrument, emit, emitted, deadline)
+        except TimeoutError as error:
+            if not deadline.expired():
+                raise  # the agent's own code raised it
+            raise TimeoutError(
+                f"the run took longer than the agent's timeout of {self.timeout:g}s"
+            ) from error
 
     async def _final_hooks(
         self,
@@ -294,15 +325,15 @@ class Agent:
             try:
                 with instrument.span(f"{type(component).__name__}.{hook}"):
                     if hook == "on_terminate":
-                        await component.on_terminate(ctx)
+                        await call_hook(component, hook, ctx)
                     elif error is not None:
-                        await component.on_error(ctx, error)
+                        await call_hook(component, hook, ctx, error)
             except Exception as hook_error:
                 if error is None:
                     raise
                 note = (
                     f"{type(component).__name__}.{hook} raised while handling it: "
-                    f"{type(hook_error).__name__}: {hook_error}"
+                    f"{describe(hook_error)}"
                 )
                 log.error("agent %r: %s", self.name, note, exc_info=hook_error)
                 error.add_note(note)
@@ -318,18 +349,22 @@ class Agent:
     ) -> list[Artifact]:
         for component in self.hooks("on_initialize"):
             with instrument.span(f"{type(component).__name__}.on_initialize"):
-                await component.on_initialize(ctx)
+                await call_hook(component, "on_initialize", ctx)
         for component in self.hooks("on_pre_consume"):
             with instrument.span(f"{type(component).__name__}.on_pre_consume"):
                 inputs = _returned(
-                    component, "on_pre_consume", await component.on_pre_consume(ctx, inputs)
+                    component,
+                    "on_pre_consume",
+                    await call_hook(component, "on_pre_consume", ctx, inputs),
                 )
             if not inputs:
                 return []
         for component in self.hooks("on_pre_evaluate"):
             with instrument.span(f"{type(component).__name__}.on_pre_evaluate"):
                 inputs = _returned(
-                    component, "on_pre_evaluate", await component.on_pre_evaluate(ctx, inputs)
+                    component,
+                    "on_pre_evaluate",
+                    await call_hook(component, "on_pre_evaluate", ctx, inputs),
                 )
         if self.best_of is not None:  # n candidates at once; the best one goes on from here
             outputs = await evaluate_best_of(self.best_of, self, ctx, inputs, instrument)
@@ -341,7 +376,7 @@ class Agent:
                     _returned(
                         component,
                         "on_post_evaluate",
-                        await component.on_post_evaluate(ctx, inputs, outputs),
+                        await call_hook(component, "on_post_evaluate", ctx, inputs, outputs),
                     )
                 )
         if deadline is not None and deadline.expired():
@@ -354,7 +389,7 @@ class Agent:
         for artifact in published:
             for component in self.hooks("on_post_publish"):
                 with instrument.span(f"{type(component).__name__}.on_post_publish"):
-                    await component.on_post_publish(ctx, artifact)
+                    await call_hook(component, "on_post_publish", ctx, artifact)
         return published
 
 
@@ -376,23 +411,33 @@ class FailedAfterPublish(Exception):
     blackboard, so the run is reported and not retried: a retry would publish them again.
     The run's own exception is ``error`` (and ``__cause__``)."""
 
-    def __init__(self, error: Exception, published: list[Artifact]) -> None:
-        super().__init__(f"{type(error).__name__}: {error}")
+    def __init__(self, error: BaseException, published: list[Artifact]) -> None:
+        super().__init__(describe(error))
         self.error = error
         self.published = published
 
 
 def _payload_text(artifacts: Sequence[Artifact]) -> str:
     if len(artifacts) == 1:
-        text = payload_json(artifacts[0].payload)
+        text = _shown(artifacts[0].payload)
     else:
-        text = "[" + ",".join(payload_json(a.payload) for a in artifacts) + "]"
+        text = "[" + ",".join(_shown(a.payload) for a in artifacts) + "]"
     if len(text) > PAYLOAD_ATTRIBUTE_CHARS:
         return (
             text[:PAYLOAD_ATTRIBUTE_CHARS]
             + f"…[truncated {len(text) - PAYLOAD_ATTRIBUTE_CHARS} chars]"
         )
     return text
+
+
+def _shown(payload: BaseModel) -> str:
+    """The payload as JSON text for a span attribute; a placeholder when it cannot be shown
+    (nested too deep to serialize, say): tracing never fails a run."""
+    try:
+        return payload_json(payload)
+    except Exception as error:
+        log.debug("cannot show a %s payload: %s", type(payload).__name__, describe(error))
+        return f'{{"unshowable": "{type(payload).__name__} ({type(error).__name__})"}}'
 
 
 def _model_type(t: Any, *, role: str, agent: str) -> type[BaseModel]:

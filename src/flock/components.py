@@ -19,6 +19,7 @@ the hooks it does not implement.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from flock._errors import carried
 from flock.artifacts import Artifact
 from flock.tracing._instrument import NOOP_INSTRUMENT
 
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
     from flock.store.base import Store
     from flock.tracing._instrument import AttributeValue, Instrument
 
-__all__ = ["HOOKS", "AgentComponent", "OutputUtilityComponent", "RunContext"]
+__all__ = ["HOOKS", "AgentComponent", "OutputUtilityComponent", "RunContext", "call_hook"]
 
 HOOKS = (
     "on_initialize",
@@ -108,6 +110,26 @@ class AgentComponent:
 
     async def on_terminate(self, ctx: RunContext) -> None:
         """Called last in every run, failed or not."""
+
+
+async def call_hook(component: AgentComponent, hook: str, *args: Any) -> Any:
+    """``await component.<hook>(*args)``; a hook defined without ``async`` (it returns no
+    awaitable) is a ``TypeError`` naming the component and the hook. An exception whose
+    ``str()`` raises leaves in an :class:`~flock._errors.Unprintable` (``Agent.execute``
+    unwraps it)."""
+    try:
+        result = getattr(component, hook)(*args)
+        if not inspect.isawaitable(result):
+            raise TypeError(
+                f"{type(component).__name__}.{hook} returned {type(result).__name__} instead "
+                f"of an awaitable: hooks are coroutines, define it with `async def {hook}(...)`"
+            )
+        return await result
+    except BaseException as error:
+        failure = carried(error)  # spans print it: one whose str() raises goes in a carrier
+        if failure is error:
+            raise
+        raise failure from error
 
 
 def overrides(component: AgentComponent, hook: str) -> bool:

@@ -255,6 +255,17 @@ def invoke_plan(agent: Agent, types: Sequence[str]) -> tuple[list[int], Attribut
     return [types.index(t) for t in fanin.types], {"flock.fanin": "join"}
 
 
+def key_text(key: object) -> str:
+    """A join key as a span attribute: its ``str()``, shortened; never raises (an int too
+    long to print, a key whose ``str()`` raises: its type and hash instead)."""
+    try:
+        if isinstance(key, int) and key.bit_length() > 4 * KEY_ATTRIBUTE_CHARS:  # > 256 digits
+            return f"<int of {key.bit_length()} bits, hash {hash(key):x}>"
+        return str(key)[:KEY_ATTRIBUTE_CHARS]
+    except Exception as error:
+        return f"<{type(key).__name__} key: str() raised {type(error).__name__}>"
+
+
 def _batch_attributes(size: int, trigger: str) -> Attributes:
     return {"flock.fanin": "batch", "flock.batch.size": size, "flock.batch.trigger": trigger}
 
@@ -384,8 +395,12 @@ class FanInBuffers:
             join = self.joins[agent.name] = _Join(agent, fanin)
         inputs = join.offer(key, artifact)
         if inputs is not None:
-            text = str(key)[:KEY_ATTRIBUTE_CHARS]
-            self.flock._start(agent, inputs, {"flock.fanin": "join", "flock.join.key": text})
+            extra: Attributes = {"flock.fanin": "join", "flock.join.key": key_text(key)}
+            try:
+                self.flock._start(agent, inputs, extra)
+            except Exception as exc:  # its partners no longer wait: reported with them
+                failed = self.flock._error(agent, inputs, exc, attempts=1, why="it did not start")
+                self.flock._failures.append(failed)
 
     def _batch(self, agent: Agent, fanin: FanIn, key: Hashable, artifact: Artifact) -> None:
         slot = (agent.name, key)

@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any, overload
 from opentelemetry.trace import Span, TracerProvider
 from pydantic import BaseModel
 
+from flock._errors import RunTask, describe, fatal, run_error, runaway
 from flock._names import checked_correlation_id, checked_count, checked_tags
 from flock._validation import checked_output, publishable
 from flock.agent import Agent, AgentBuilder, FailedAfterPublish
@@ -73,6 +75,7 @@ log = logging.getLogger("flock")
 PublishInput = BaseModel | dict[str, Any]
 Extra = dict[str, Any] | None  # span attributes of a fan-in run (see flock.fanin)
 _Run = tuple[Agent, tuple[Artifact, ...], Extra, list[Artifact]]  # ..., what it published
+_IN_RUN: contextvars.ContextVar[Flock | None] = contextvars.ContextVar("flock_run", default=None)
 
 
 def _seconds(value: object, what: str) -> float:
@@ -144,6 +147,7 @@ class Flock:
         # they do not pile up in a Flock that never calls run_until_idle.
         self._runs: dict[str, dict[str, int]] = {}
         self._live: dict[str, int] = {}
+        self._stopped: dict[str, dict[str, RunawayLoopError]] = {}  # reported, by workflow, agent
         self._failures: list[AgentRunError] = []
         self._fanin = FanInBuffers(self)  # artifacts waiting for a batch= or join= run
         self._tasks: dict[asyncio.Task[Any], _Run] = {}
@@ -207,6 +211,9 @@ class Flock:
             for agent in self._agents.values():
                 agent.check()
             self._checked = True
+        return self._tracing()
+
+    def _tracing(self) -> Instrument:
         if self._instrument is None:
             from flock.tracing.setup import instrument_for
 
@@ -340,29 +347,31 @@ class Flock:
         return self._idle
 
     def _schedule(self, artifact: Artifact) -> None:
+        """Start (or queue) the runs ``artifact`` triggers. Never raises: what fails for one
+        consumer (its where=, the artifact's visibility) is that consumer's failed run."""
         for agent in self._route(artifact.type):
             if agent.prevent_self_trigger and artifact.produced_by == agent.name:
                 continue
-            if not artifact.visibility.allows(agent):  # before where=: it may not see it
-                continue
+            why = "the artifact's visibility raised deciding whether the agent may see it"
             try:
+                if not artifact.visibility.allows(agent):  # before where=: it may not see it
+                    continue
+                why = "its where= predicate raised"
                 if not any(matches(sub, artifact) for sub in agent.subscriptions):
                     continue
+                why = "scheduling its run raised"
+                if agent.fanin is not None:  # waits for the other artifacts of its run
+                    self._fanin.offer(agent, artifact)
+                elif self._outbox is not None:  # a distributed store counts runs itself
+                    self._outbox.append((agent, (artifact,), None))
+                else:
+                    self._start(agent, (artifact,))
             except Exception as exc:
-                error = self._error(
-                    agent, (artifact,), exc, attempts=1, why="its where= predicate raised"
-                )
+                error = self._error(agent, (artifact,), exc, attempts=1, why=why)
                 if self._outbox is not None:  # stored as a failed run: the publisher reports it
                     self._outbox.append((agent, (artifact,), error))
                 else:
                     self._failures.append(error)
-                continue
-            if agent.fanin is not None:  # waits for the other artifacts of its run
-                self._fanin.offer(agent, artifact)
-            elif self._outbox is not None:  # a distributed store counts runs itself
-                self._outbox.append((agent, (artifact,), None))
-            else:
-                self._start(agent, (artifact,))
 
     def _start(self, agent: Agent, artifacts: tuple[Artifact, ...], extra: Extra = None) -> None:
         """Count the run against max_agent_runs (in its inputs' workflow) and spawn it."""
@@ -371,19 +380,14 @@ class Flock:
         if runs is None:
             runs = self._runs[workflow] = {}
         count = runs[agent.name] = runs.get(agent.name, 0) + 1
-        if count > self.max_agent_runs:
-            if count == self.max_agent_runs + 1:
-                error = RunawayLoopError(
-                    f"agent {agent.name!r} ran {self.max_agent_runs} times in workflow "
-                    f"{workflow!r} and was stopped as a runaway loop; fix the "
-                    "loop or raise Flock(max_agent_runs=...)",
-                    agent=agent.name,
-                    artifacts=artifacts,
-                )
-                log.error("%s", error)
-                self._failures.append(error)
+        if count > self.max_agent_runs:  # one error per agent and workflow lists every input
+            stopped = self._stopped.setdefault(workflow, {})
+            previous = stopped.get(agent.name)
+            stopped[agent.name] = runaway(agent, workflow, self.max_agent_runs, artifacts, previous)
+            if previous is None:
+                self._failures.append(stopped[agent.name])
             if workflow not in self._live and not self._waiting(workflow):
-                del self._runs[workflow]  # the loop ends here: nothing of it is left
+                self._forget(workflow)  # the loop ends here: nothing of it is left
             return
         self._spawn(agent, artifacts, extra)
 
@@ -394,9 +398,10 @@ class Flock:
         idle = self._idle_event()
         idle.clear()
         published: list[Artifact] = []
-        task = asyncio.get_running_loop().create_task(
-            self._run(agent, artifacts, extra, published), name=f"flock:{agent.name}"
-        )
+        task = RunTask(
+            self._run(agent, artifacts, extra, published), loop=asyncio.get_running_loop(),
+            name=f"flock:{agent.name}",
+        )  # fmt: skip
         self._tasks[task] = (agent, artifacts, extra, published)
         workflow = artifacts[0].correlation_id
         self._live[workflow] = self._live.get(workflow, 0) + 1
@@ -410,13 +415,19 @@ class Flock:
         if not task.done() or task.cancelled():
             # Its event loop ended first (asyncio.run cancels what is left; a loop closed by
             # hand leaves it pending): run again by the next run_until_idle, unless it had
-            # published (then reported: running it again would publish twice).
-            if published:
-                error = self._error(
-                    agent, artifacts, asyncio.CancelledError("its event loop ended"),
-                    attempts=1, published=published, why="interrupted after publishing",
+            # published (then reported: running it again would publish twice). Cancelled by
+            # code in its running loop: a failure, as the canceller meant it not to go on.
+            outside = isinstance(task, RunTask) and task.done() and task.cancelled_live
+            if published or outside:
+                cause, why = (
+                    ("its task was cancelled while its event loop ran", "cancelled from outside flock")
+                    if outside
+                    else ("its event loop ended", "interrupted after publishing")
                 )  # fmt: skip
-                self._failures.append(error)
+                self._failures.append(self._error(
+                    agent, artifacts, asyncio.CancelledError(cause), attempts=1,
+                    published=published, why=f"{why}; not run again",
+                ))  # fmt: skip
             else:
                 self._interrupted.append(run)
         workflow = artifacts[0].correlation_id
@@ -424,11 +435,15 @@ class Flock:
         if live:
             self._live[workflow] = live
         elif not self._waiting(workflow):  # a loop has its next run pending or waiting
-            self._runs.pop(workflow, None)
+            self._forget(workflow)
         if task.done() and not task.cancelled() and task.exception() is not None:  # a flock bug
             log.error("flock internal error", exc_info=task.exception())
         if not self._tasks and self._idle is not None:
             self._idle.set()
+
+    def _forget(self, workflow: str) -> None:
+        self._runs.pop(workflow, None)
+        self._stopped.pop(workflow, None)
 
     def _waiting(self, workflow: str) -> bool:
         """Whether a run of ``workflow`` waits: in a batch, or to run again (interrupted)."""
@@ -441,12 +456,17 @@ class Flock:
     async def _run(
         self, agent: Agent, artifacts: tuple[Artifact, ...], extra: Extra, published: list[Artifact]
     ) -> None:
+        _IN_RUN.set(self)  # (in this task's context) for run_until_idle to refuse to wait
         try:
             await self._attempts(agent, artifacts, publish=True, extra=extra, into=published)
         except AgentRunError as error:
             self._failures.append(error)
-        except Exception as exc:  # e.g. the store failed while recording the run
-            self._failures.append(self._error(agent, artifacts, exc, attempts=1))
+        except BaseException as exc:  # e.g. the store failed while recording the run
+            if fatal(exc):
+                raise
+            self._failures.append(
+                self._error(agent, artifacts, exc, attempts=1, published=published)
+            )
 
     async def _attempts(
         self,
@@ -459,10 +479,13 @@ class Flock:
     ) -> list[Artifact]:
         """Run ``agent`` with retries; raise :class:`AgentRunError` when every attempt failed.
         ``into``: a list to add the published outputs to."""
-        instrument = self._prepare()
+        if not self._checked:  # another agent declared meanwhile fails the caller's next call
+            agent.check()
+        instrument = self._tracing()
         run_id = new_id()
         correlation_id = artifacts[0].correlation_id
-        emit = partial(self._emit, into=into) if publish else self._wrap_outputs
+        published: list[Artifact] = into if into is not None else []
+        emit = partial(self._emit, into=published) if publish else self._wrap_outputs
         async with agent.semaphore():
             for attempt in range(1, agent.retries + 2):
                 ctx = RunContext(
@@ -484,14 +507,21 @@ class Flock:
                     raise self._error(
                         agent, artifacts, failed.error, attempts=attempt, published=failed.published
                     ) from failed.error
-                except Exception as exc:
+                except BaseException as exc:
+                    if fatal(exc):
+                        raise
+                    if published:  # stored, then scheduling failed: not retried
+                        await self._record_consumption(agent, artifacts)
+                        raise self._error(
+                            agent, artifacts, exc, attempts=attempt, published=published
+                        ) from exc
                     if attempt <= agent.retries and retryable(exc):
                         log.warning(
-                            "agent %r failed (attempt %d of %d), retrying: %r",
+                            "agent %r failed (attempt %d of %d), retrying: %s",
                             agent.name,
                             attempt,
                             agent.retries + 1,
-                            exc,
+                            describe(exc),
                         )
                         await asyncio.sleep(agent.retry_backoff * 2 ** (attempt - 1))
                         continue
@@ -505,34 +535,7 @@ class Flock:
         for artifact in artifacts:
             await self.store.record_consumption(artifact.id, agent.name)
 
-    def _error(
-        self,
-        agent: Agent,
-        artifacts: tuple[Artifact, ...],
-        exc: BaseException,
-        *,
-        attempts: int,
-        published: Sequence[Artifact] = (),
-        why: str = "",
-    ) -> AgentRunError:
-        inputs = ", ".join(f"{a.type} {a.id}" for a in artifacts)
-        tries = f" after {attempts} attempts" if attempts > 1 else ""
-        after = (
-            f" after publishing {len(published)} output(s), which stay published (not retried)"
-            if published
-            else ""
-        )
-        error = AgentRunError(
-            f"agent {agent.name!r} failed{tries} on {inputs}{after}: {type(exc).__name__}: {exc}"
-            + (f" ({why})" if why else ""),
-            agent=agent.name,
-            artifacts=artifacts,
-            attempts=attempts,
-            published=tuple(published),
-        )
-        error.__cause__ = exc
-        log.error("%s", error, exc_info=exc)
-        return error
+    _error = staticmethod(run_error)  # also used by flock.fanin and flock._distributed
 
     async def _wrap_outputs(self, ctx: RunContext, outputs: list[BaseModel]) -> list[Artifact]:
         from opentelemetry import trace
@@ -562,14 +565,16 @@ class Flock:
         """Publish an agent's outputs (inside its Agent.execute span) and schedule them;
         ``into``: a list of the run's published artifacts to add them to."""
         artifacts = await self._wrap_outputs(ctx, outputs)
-        if artifacts and self._distributed is not None:
-            await self._distributed.publish(artifacts)
-        elif artifacts:
-            await self.store.put(artifacts)
-            for artifact in artifacts:
-                self._schedule(artifact)
-        if into is not None:
-            into.extend(artifacts)
+        if artifacts:
+            if self._distributed is not None:
+                await self._distributed.publish(artifacts)
+            else:
+                await self.store.put(artifacts)
+            if into is not None:  # stored: the run fails after publishing from here on
+                into.extend(artifacts)
+            if self._distributed is None:
+                for artifact in artifacts:
+                    self._schedule(artifact)
         return artifacts
 
     # Running --------------------------------------------------------------
@@ -590,8 +595,14 @@ class Flock:
                 process published since the previous call, in whichever worker it failed —
                 runs that failed elsewhere carry the error text their worker stored.
             TimeoutError: ``timeout`` seconds passed first (the runs keep going).
-            ConfigurationError: ``timeout`` is not None or a finite number > 0.
+            ConfigurationError: ``timeout`` is not None or a finite number > 0, or it is
+                called inside a run of this Flock (it would wait for ever for that run).
         """
+        if _IN_RUN.get() is self:
+            raise ConfigurationError(
+                "run_until_idle() was called inside a run of this Flock, which it would wait "
+                "for for ever; publish from the run and let the caller wait, or use invoke()"
+            )
         if timeout is not None:
             timeout = _seconds(timeout, "run_until_idle(timeout=)")
         instrument = self._prepare()
@@ -608,6 +619,7 @@ class Flock:
                 await self._wait_idle(timeout)
                 await self.shutdown()
                 failures, self._failures = self._failures, []
+                self._stopped.clear()  # reported: later runs past the limit, in a new error
                 if self._distributed is not None:
                     failures += await self._distributed.take_failures()
                 if instrument.enabled:

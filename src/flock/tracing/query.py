@@ -370,8 +370,7 @@ class TraceStore:
         from flock.tracing._waterfall import forest
 
         nodes = {
-            r[0]: SpanNode(r[0], r[1], r[2], r[3], r[4], r[5], _decoded(r[6], dict))
-            for r in rows
+            r[0]: SpanNode(r[0], r[1], r[2], r[3], r[4], r[5], _decoded(r[6], dict)) for r in rows
         }
         # The timeline's rule: a span whose parent is missing, or is itself, is a root, and
         # a parent cycle (corrupt data) is cut at its earliest span — every span is shown once.
