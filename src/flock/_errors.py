@@ -1,8 +1,7 @@
 """Reporting failures safely: text of any exception or value (whose ``str()`` or ``repr()``
 may raise, or be huge), the :class:`AgentRunError` of a failed run, the one
 :class:`RunawayLoopError` of an agent stopped in a workflow, the task of a run (which tells
-a cancellation from outside from its event loop ending), and a carrier for an exception that
-cannot be printed."""
+a cancellation from outside from its event loop ending)."""
 
 from __future__ import annotations
 
@@ -19,15 +18,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RunTask",
-    "Unprintable",
-    "carried",
     "describe",
     "fatal",
     "run_error",
     "runaway",
     "safe_repr",
     "safe_text",
-    "unwrapped",
 ]
 
 log = logging.getLogger("flock")
@@ -146,34 +142,3 @@ class RunTask(asyncio.Task[None]):
         loop = self.get_loop()
         self.cancelled_live = loop.is_running() and not loop.is_closed()
         return super().cancel(msg)
-
-
-class Unprintable(Exception):
-    """Carries an exception whose ``str()`` raises through flock's spans (which record its
-    message) to where the run reports it: the exception itself, not what ``str()`` raised."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(describe(error))
-        self.error = error
-
-
-def carried(error: BaseException) -> BaseException:
-    """``error``, or an :class:`Unprintable` carrying it when its ``str()`` raises."""
-    if fatal(error) or isinstance(error, Unprintable):
-        return error
-    try:
-        str(error)
-    except Exception:
-        return Unprintable(error)
-    return error
-
-
-def unwrapped(error: BaseException) -> BaseException:
-    """The exception an :class:`Unprintable` carries (with the notes added to it), else
-    ``error``."""
-    if not isinstance(error, Unprintable):
-        return error
-    for note in getattr(error, "__notes__", ()):
-        error.error.add_note(note)
-    error.__notes__ = []
-    return error.error

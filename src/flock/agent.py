@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from opentelemetry.trace import Link, StatusCode
 from pydantic import BaseModel, ValidationError
 
-from flock._errors import Unprintable, describe, fatal, safe_repr, unwrapped
+from flock._errors import describe, fatal, safe_repr
 from flock._names import is_name
 from flock.artifacts import Artifact, payload_json
 from flock.best_of import BestOf, ScoreFunction, best_of_spec, evaluate_best_of
@@ -255,13 +255,13 @@ class Agent:
                 except BaseException as error:
                     if isinstance(error, GeneratorExit):
                         raise  # a run abandoned with its event loop, collected: it cannot await
-                    if not isinstance(error, Exception) and instrument.enabled:
-                        # OpenTelemetry leaves CancelledError/SystemExit unrecorded; an
+                    if fatal(error) and instrument.enabled:
+                        # The span leaves CancelledError/SystemExit unrecorded; an
                         # interrupted run did not complete, so mark it.
                         span.record_exception(error)
                         span.set_status(StatusCode.ERROR, f"interrupted: {type(error).__name__}")
-                    await self._final_hooks(ctx, instrument, "on_error", unwrapped(error))
-                    await self._final_hooks(ctx, instrument, "on_terminate", unwrapped(error))
+                    await self._final_hooks(ctx, instrument, "on_error", error)
+                    await self._final_hooks(ctx, instrument, "on_terminate", error)
                     raise
                 if self.hooks("on_terminate"):
                     await self._final_hooks(ctx, instrument, "on_terminate")
@@ -284,11 +284,8 @@ class Agent:
             raise failure from cancelled
         except BaseException as error:  # (not only Exception: pytest's Failed, say)
             if emitted and not fatal(error):  # on the blackboard: a retry would publish again
-                raise FailedAfterPublish(unwrapped(error), emitted[0]) from error
-            if not isinstance(error, Unprintable):
-                raise
-            unprintable = unwrapped(error)
-        raise unprintable  # out of the except block: its __context__ stays as it was
+                raise FailedAfterPublish(error, emitted[0]) from error
+            raise
 
     async def _timed(
         self,

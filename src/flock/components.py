@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from flock._errors import carried
 from flock.artifacts import Artifact
 from flock.tracing._instrument import NOOP_INSTRUMENT
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
     from contextlib import AbstractContextManager
 
     from opentelemetry.trace import Span
@@ -112,24 +112,16 @@ class AgentComponent:
         """Called last in every run, failed or not."""
 
 
-async def call_hook(component: AgentComponent, hook: str, *args: Any) -> Any:
-    """``await component.<hook>(*args)``; a hook defined without ``async`` (it returns no
-    awaitable) is a ``TypeError`` naming the component and the hook. An exception whose
-    ``str()`` raises leaves in an :class:`~flock._errors.Unprintable` (``Agent.execute``
-    unwraps it)."""
-    try:
-        result = getattr(component, hook)(*args)
-        if not inspect.isawaitable(result):
-            raise TypeError(
-                f"{type(component).__name__}.{hook} returned {type(result).__name__} instead "
-                f"of an awaitable: hooks are coroutines, define it with `async def {hook}(...)`"
-            )
-        return await result
-    except BaseException as error:
-        failure = carried(error)  # spans print it: one whose str() raises goes in a carrier
-        if failure is error:
-            raise
-        raise failure from error
+def call_hook(component: AgentComponent, hook: str, *args: Any) -> Awaitable[Any]:
+    """``component.<hook>(*args)``, to be awaited; a hook defined without ``async`` (it
+    returns no awaitable) is a ``TypeError`` naming the component and the hook."""
+    result = getattr(component, hook)(*args)
+    if not inspect.isawaitable(result):
+        raise TypeError(
+            f"{type(component).__name__}.{hook} returned {type(result).__name__} instead "
+            f"of an awaitable: hooks are coroutines, define it with `async def {hook}(...)`"
+        )
+    return result
 
 
 def overrides(component: AgentComponent, hook: str) -> bool:

@@ -6,6 +6,7 @@ context manager without touching OpenTelemetry at all, so untraced runs pay noth
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 
@@ -21,7 +22,9 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-__all__ = ["NOOP_INSTRUMENT", "AttributeValue", "Instrument"]
+from flock._errors import describe, fatal, safe_text
+
+__all__ = ["NOOP_INSTRUMENT", "AttributeValue", "Instrument", "record_error"]
 
 AttributeValue = (
     str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]
@@ -77,11 +80,28 @@ class _CurrentSpan(AbstractContextManager[Span]):
         span = self._span
         try:
             context_api.detach(self._token)
-            if isinstance(exc, Exception) and span.is_recording():
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            if exc is not None and not fatal(exc) and span.is_recording():
+                record_error(span, exc)
         finally:
             span.end()
+
+
+def record_error(span: Span, error: BaseException) -> None:
+    """Mark ``span`` failed by ``error``: an exception event and ERROR status ``"Type:
+    message"``. Never raises, so that it never replaces ``error``: one whose ``str()``
+    raises is recorded with a placeholder message."""
+    try:
+        span.record_exception(error)
+    except Exception:  # the SDK's str(error) raised
+        span.add_event(
+            "exception",
+            {
+                "exception.type": type(error).__name__,
+                "exception.message": safe_text(error),
+                "exception.stacktrace": "".join(traceback.format_exception(error)),
+            },
+        )
+    span.set_status(Status(StatusCode.ERROR, describe(error)))
 
 
 class Instrument:

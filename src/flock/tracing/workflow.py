@@ -24,6 +24,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode, Tracer
 
 from flock.exceptions import ConfigurationError
+from flock.tracing._instrument import record_error
 
 __all__ = ["WORKFLOW_KEY", "WorkflowSpanProcessor", "Workflows", "current_workflow"]
 
@@ -121,8 +122,7 @@ class Workflows:
         try:
             yield span
         except BaseException as exc:
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            record_error(span, exc)
             raise
         else:
             span.set_status(Status(StatusCode.OK))
@@ -212,8 +212,7 @@ class Workflows:
                 return  # a copy of the opening context (a task it started)
             otel_context.detach(self._auto_token)  # type: ignore[arg-type]
         if error is not None:
-            span.record_exception(error)
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            record_error(span, error)
         self._close_auto()
         await self.flush()
 
