@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
+from flock._errors import describe, safe_repr
 from flock.artifacts import Artifact
 from flock.components import RunContext
 from flock.engines.base import Engine, EngineOutput
@@ -560,7 +561,7 @@ def _context_payload(artifact: Artifact) -> Any:
     try:
         from pydantic_core import to_jsonable_python
 
-        return to_jsonable_python(_without_binary(payload.model_dump()), fallback=_short_repr)
+        return to_jsonable_python(_without_binary(payload.model_dump()), fallback=safe_repr)
     except Exception as error:  # a serializer of the model's own that fails in Python too
         log.debug("artifact %s has no Python form either: %r", artifact.id, error)
         return f"<a {type(payload).__name__} that cannot be shown: {type(error).__name__}>"
@@ -582,15 +583,6 @@ def _without_binary(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [_without_binary(v) for v in value]
     return value
-
-
-def _short_repr(value: Any) -> str:
-    """A value without a JSON form as a short text."""
-    try:
-        text = repr(value)
-    except Exception as error:
-        return f"<{type(value).__name__}: repr failed: {type(error).__name__}>"
-    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def _token_count(value: Any) -> int | None:
@@ -656,7 +648,7 @@ def _react_classes() -> tuple[Any, Any]:
             except Exception as error:  # logged and on the tool's span (ToolRun.call)
                 # The model gets the error as the tool's result, without the traceback that
                 # DSPy would add (frames of flock's and DSPy's code, install paths).
-                return f"Execution error in {self.name}: {_error_text(error)}"
+                return f"Execution error in {self.name}: {describe(error)}"
 
     class FlockReAct(react_base):  # type: ignore[misc]
         """``dspy.ReAct`` that survives a step it cannot parse (e.g. a tool name the model
@@ -696,15 +688,6 @@ def _react_classes() -> tuple[Any, Any]:
                 raise
 
     return FlockTool, FlockReAct
-
-
-def _error_text(error: BaseException) -> str:
-    """``RuntimeError: the oven is broken``: an exception as the model is shown it."""
-    try:
-        message = str(error)
-    except Exception as exc:
-        message = f"<its message cannot be shown: {type(exc).__name__}>"
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def _stop_reason(prediction: Any) -> str:
