@@ -31,6 +31,8 @@ APP = textwrap.dedent(
 
     async def cook(idea):
         await asyncio.sleep(float(os.environ.get("COOK_SECONDS", "0")))
+        if os.environ.get("COOK_FAILS"):
+            raise RuntimeError(os.environ["COOK_FAILS"])
         return Pizza(name=idea.topic)
 
     flock = Flock("openai/gpt-4o")
@@ -288,12 +290,8 @@ def test_sigterm_mid_workflow_keeps_finished_spans_and_marks_the_root(tmp_path: 
     assert spans["Agent.execute"][3] == "ERROR"  # interrupted, recorded
 
 
-REDACTED_EXPORT = textwrap.dedent(
+REDACTED_EXPORT = APP + textwrap.dedent(
     """
-    import asyncio
-    from pydantic import BaseModel
-    from flock.orchestrator import Flock
-    from flock.registry import flock_type
     from flock.tracing import configure
 
     def redact(key, value):
@@ -302,20 +300,6 @@ REDACTED_EXPORT = textwrap.dedent(
         return value.replace("sk-SECRET", "[redacted]") if isinstance(value, str) else value
 
     configure(redact=redact)
-
-    @flock_type
-    class Idea(BaseModel):
-        topic: str
-
-    @flock_type
-    class Pizza(BaseModel):
-        name: str
-
-    async def cook(idea):
-        raise RuntimeError("the oven rejected key " + "sk-" + "SECRET")
-
-    flock = Flock("openai/gpt-4o")
-    flock.agent("chef").consumes(Idea).publishes(Pizza).with_engines(cook)
 
     async def main():
         try:
@@ -338,6 +322,7 @@ def test_the_redact_hook_applies_to_otlp_export_as_to_the_file(tmp_path: Path) -
     script = tmp_path / "redacted.py"
     script.write_text(REDACTED_EXPORT)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOCK_", "OTEL_"))}
+    env["COOK_FAILS"] = "the oven rejected key sk-SECRET"
     with OtlpReceiver() as receiver:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.url
         result = subprocess.run(
