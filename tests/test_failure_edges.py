@@ -269,3 +269,25 @@ async def test_run_until_idle_inside_a_run_raises_instead_of_waiting_for_itself(
     (failure,) = info.value.failures
     assert isinstance(failure.__cause__, ConfigurationError)
     assert "inside a run" in str(failure)
+
+
+async def test_a_task_a_run_started_may_publish_and_wait_once_the_run_is_over() -> None:
+    flock = Flock()
+    background: list[asyncio.Task[None]] = []
+    run_over = asyncio.Event()
+
+    async def later() -> None:
+        await run_over.wait()
+        await flock.publish(Note(text="from the background"))
+        await flock.run_until_idle()
+
+    async def starts(idea: Idea) -> Pizza:
+        background.append(asyncio.create_task(later()))
+        return Pizza(name=idea.topic)
+
+    flock.agent("chef").consumes(Idea).publishes(Pizza).with_engines(starts)
+    await flock.publish(Idea(topic="x"))
+    await flock.run_until_idle()
+    run_over.set()
+    await asyncio.wait_for(background[0], 10)  # no ConfigurationError, no deadlock
+    assert [n.text for n in await flock.store.payloads(Note)] == ["from the background"]

@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -75,7 +74,6 @@ log = logging.getLogger("flock")
 PublishInput = BaseModel | dict[str, Any]
 Extra = dict[str, Any] | None  # span attributes of a fan-in run (see flock.fanin)
 _Run = tuple[Agent, tuple[Artifact, ...], Extra, list[Artifact]]  # ..., what it published
-_IN_RUN: contextvars.ContextVar[Flock | None] = contextvars.ContextVar("flock_run", default=None)
 
 
 def _seconds(value: object, what: str) -> float:
@@ -456,7 +454,6 @@ class Flock:
     async def _run(
         self, agent: Agent, artifacts: tuple[Artifact, ...], extra: Extra, published: list[Artifact]
     ) -> None:
-        _IN_RUN.set(self)  # (in this task's context) for run_until_idle to refuse to wait
         try:
             await self._attempts(agent, artifacts, publish=True, extra=extra, into=published)
         except AgentRunError as error:
@@ -598,7 +595,7 @@ class Flock:
             ConfigurationError: ``timeout`` is not None or a finite number > 0, or it is
                 called inside a run of this Flock (it would wait for ever for that run).
         """
-        if _IN_RUN.get() is self:
+        if asyncio.current_task() in self._tasks:  # (a task the run starts may wait: it ends)
             raise ConfigurationError(
                 "run_until_idle() was called inside a run of this Flock, which it would wait "
                 "for for ever; publish from the run and let the caller wait, or use invoke()"
