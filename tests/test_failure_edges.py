@@ -6,7 +6,11 @@ once, against the run it belongs to; nothing is published twice or lost."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -291,3 +295,66 @@ async def test_a_task_a_run_started_may_publish_and_wait_once_the_run_is_over() 
     run_over.set()
     await asyncio.wait_for(background[0], 10)  # no ConfigurationError, no deadlock
     assert [n.text for n in await flock.store.payloads(Note)] == ["from the background"]
+
+
+INTERRUPTED = """
+import asyncio, sys
+from pydantic import BaseModel
+from flock.orchestrator import Flock
+from flock.registry import flock_type
+
+@flock_type
+class Idea(BaseModel):
+    topic: str
+
+@flock_type
+class Pizza(BaseModel):
+    name: str
+
+calls = []
+
+def cook(idea):  # Ctrl-C (or sys.exit()) in its first call, fine in its second
+    calls.append(idea.topic)
+    if len(calls) == 1:
+        raise {stop}
+    return Pizza(name=idea.topic)
+
+flock = Flock()
+flock.agent("chef").consumes(Idea).publishes(Pizza).with_engines(cook)
+
+async def first():
+    await flock.publish(Idea(topic="margherita"))
+    await flock.run_until_idle()
+
+try:
+    asyncio.run(first())
+except {caught}:
+    print("stopped")
+asyncio.run(flock.run_until_idle())
+print("pizzas", [p.name for p in asyncio.run(flock.store.payloads(Pizza))], "calls", len(calls))
+"""
+
+
+@pytest.mark.parametrize(
+    ("stop", "caught"),
+    [("KeyboardInterrupt", "KeyboardInterrupt"), ("SystemExit(3)", "SystemExit")],
+)
+def test_a_run_stopped_by_ctrl_c_or_sys_exit_is_run_again_not_lost(
+    tmp_path: Path, stop: str, caught: str
+) -> None:
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED.replace("{stop}", stop).replace("{caught}", caught))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOCK_", "OTEL_"))}
+    env["FLOCK_TRACE_FILE"] = "false"
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "stopped" in result.stdout
+    assert "pizzas ['margherita'] calls 2" in result.stdout
+    assert "internal error" not in result.stderr

@@ -410,12 +410,15 @@ class Flock:
         if run is None:  # its loop was closed and the run given up already
             return
         agent, artifacts, _, published = run
-        if not task.done() or task.cancelled():
+        ended = task.done() and not task.cancelled()
+        error = task.exception() if ended else None
+        if not (ended and error is None) and (error is None or fatal(error)):
             # Its event loop ended first (asyncio.run cancels what is left; a loop closed by
-            # hand leaves it pending): run again by the next run_until_idle, unless it had
-            # published (then reported: running it again would publish twice). Cancelled by
-            # code in its running loop: a failure, as the canceller meant it not to go on.
-            outside = isinstance(task, RunTask) and task.done() and task.cancelled_live
+            # hand leaves it pending), or Ctrl-C / sys.exit() in its code stopped the loop:
+            # run again by the next run_until_idle, unless it had published (then reported:
+            # running it again would publish twice). Cancelled by code in its running loop:
+            # a failure, as the canceller meant it not to go on.
+            outside = isinstance(task, RunTask) and task.cancelled() and task.cancelled_live
             if published or outside:
                 cause, why = (
                     ("its task was cancelled while its event loop ran", "cancelled from outside flock")
@@ -423,7 +426,7 @@ class Flock:
                     else ("its event loop ended", "interrupted after publishing")
                 )  # fmt: skip
                 self._failures.append(self._error(
-                    agent, artifacts, asyncio.CancelledError(cause), attempts=1,
+                    agent, artifacts, error or asyncio.CancelledError(cause), attempts=1,
                     published=published, why=f"{why}; not run again",
                 ))  # fmt: skip
             else:
@@ -434,8 +437,8 @@ class Flock:
             self._live[workflow] = live
         elif not self._waiting(workflow):  # a loop has its next run pending or waiting
             self._forget(workflow)
-        if task.done() and not task.cancelled() and task.exception() is not None:  # a flock bug
-            log.error("flock internal error", exc_info=task.exception())
+        if error is not None and not fatal(error):  # a flock bug
+            log.error("flock internal error", exc_info=error)
         if not self._tasks and self._idle is not None:
             self._idle.set()
 
