@@ -3,6 +3,7 @@ parents form a cycle, and OTLP requests with more spans than the trace writer ev
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -184,6 +185,35 @@ async def test_a_live_message_with_a_lone_surrogate_is_sent_replaced_to_every_cl
     assert json.loads(ok.sent[-1]) == {"type": "traces", "spans": 3}
 
 
+class StalledSocket(FakeSocket):
+    """A client that stopped reading: its sends (and its close frame) never complete."""
+
+    async def send_text(self, text: str) -> None:
+        await asyncio.Event().wait()
+
+    async def close(self, code: int = 1000) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_client_that_stops_reading_is_dropped_and_holds_up_nobody(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A laptop asleep with the page open: its socket's buffers fill, and each send waited for
+    # ever. Every publish broadcasts, so publishing hung, other clients got nothing, and the
+    # server ignored SIGTERM while the stuck publish ran (found by a review).
+    from flock.dashboard import _live
+
+    monkeypatch.setattr(_live, "SEND_TIMEOUT", 0.2)
+    hub = LiveHub(TraceStore(tmp_path / "none.duckdb"), None)
+    ok, stalled = FakeSocket(), StalledSocket()
+    hub.clients.update({ok, stalled})  # type: ignore[arg-type]
+    await asyncio.wait_for(hub.broadcast({"type": "traces", "spans": 1}), 5)
+    assert [json.loads(m) for m in ok.sent] == [{"type": "traces", "spans": 1}]
+    assert hub.clients == {ok}
+    await asyncio.wait_for(hub.broadcast({"type": "traces", "spans": 2}), 1)
+    assert len(ok.sent) == 2
+
+
 def test_live_clients_keep_getting_artifacts_after_an_agent_published_a_lone_surrogate(
     tmp_path: Path,
 ) -> None:
@@ -214,6 +244,8 @@ def test_live_clients_keep_getting_artifacts_after_an_agent_published_a_lone_sur
                         got.append(message["artifact"])
                 return got
 
+            ws.send(b"\x00binary")  # clients say nothing; what they send is ignored
+            ws.send("text too")
             publish("first")
             assert artifacts_until(f"first{REPLACED}")
             publish("second")  # the client was not dropped: it hears of this one too

@@ -31,6 +31,8 @@ __all__ = ["LiveHub", "router"]
 
 log = logging.getLogger("flock.dashboard")
 ARTIFACT_WINDOW = 100
+SEND_TIMEOUT = 5.0
+"""Seconds a live message may take to reach one client before it is dropped."""
 
 router = APIRouter()
 
@@ -57,13 +59,18 @@ class LiveHub:
         except (TypeError, ValueError):  # not JSON: a bug, but no reason to drop anyone
             log.exception("dashboard live message cannot be encoded: %.200r", message)
             return
-        for ws in list(self.clients):
-            try:
-                await ws.send_text(text)
-            except Exception:  # a client that went away mid-send
-                self.clients.discard(ws)
-                with contextlib.suppress(Exception):
-                    await ws.close(1011)
+        await asyncio.gather(*(self._send(ws, text) for ws in list(self.clients)))
+
+    async def _send(self, ws: WebSocket, text: str) -> None:
+        """Send to one client, for at most :data:`SEND_TIMEOUT` s: a client that does not
+        read (a laptop asleep with the page open) must not hold up the others, nor the
+        publish that broadcasts, nor the server's shutdown. It is dropped instead."""
+        try:
+            await asyncio.wait_for(ws.send_text(text), SEND_TIMEOUT)
+        except Exception:  # went away mid-send, or stopped reading
+            self.clients.discard(ws)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(1011), 1.0)
 
     async def serve(self, ws: WebSocket) -> None:
         await ws.accept()
@@ -75,7 +82,10 @@ class LiveHub:
         try:
             await ws.send_json({"type": "hello", "interval": self.interval})
             while ws.application_state is WebSocketState.CONNECTED:  # until broadcast closes it
-                await ws.receive_text()  # clients say nothing; this notices them leave
+                # Clients say nothing (what they send, text or binary, is ignored): this
+                # notices them leave.
+                if (await ws.receive())["type"] == "websocket.disconnect":
+                    break
         except WebSocketDisconnect:
             pass
         finally:
