@@ -62,21 +62,29 @@ WORKFLOW = APP + textwrap.dedent(
 )
 
 
-def run(
-    tmp_path: Path, mode: str, env: dict[str, str], *, prelude: str = ""
+def run_script(
+    tmp_path: Path, name: str, source: str, *args: str, env: dict[str, str]
 ) -> subprocess.CompletedProcess[str]:
-    script = tmp_path / "pizza.py"
-    script.write_text(prelude + WORKFLOW)
+    """Run ``source`` as ``tmp_path/name`` in a fresh interpreter, in ``tmp_path``, with no
+    FLOCK_*/OTEL_* variable but those of ``env``."""
+    script = tmp_path / name
+    script.write_text(source)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOCK_", "OTEL_"))}
     full_env.update(env)
     return subprocess.run(
-        [sys.executable, str(script), mode],
+        [sys.executable, str(script), *args],
         cwd=tmp_path,
         env=full_env,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def run(
+    tmp_path: Path, mode: str, env: dict[str, str], *, prelude: str = ""
+) -> subprocess.CompletedProcess[str]:
+    return run_script(tmp_path, "pizza.py", prelude + WORKFLOW, mode, env=env)
 
 
 def rows(
@@ -184,18 +192,8 @@ W = "shapes_workflow"
 def test_auto_workflow_trace_across_tasks_and_event_loops(
     tmp_path: Path, shape: str, roots: list[str], publishes: list[int]
 ) -> None:
-    script = tmp_path / "shapes.py"
-    script.write_text(AUTO_SHAPES)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOCK_", "OTEL_"))}
-    env["FLOCK_AUTO_WORKFLOW_TRACE"] = "true"
-    result = subprocess.run(
-        [sys.executable, str(script), shape],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    env = {"FLOCK_AUTO_WORKFLOW_TRACE": "true"}
+    result = run_script(tmp_path, "shapes.py", AUTO_SHAPES, shape, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     spans = rows(
@@ -319,20 +317,12 @@ REDACTED_EXPORT = APP + textwrap.dedent(
 def test_the_redact_hook_applies_to_otlp_export_as_to_the_file(tmp_path: Path) -> None:
     from tests.tracing.stored import OtlpReceiver
 
-    script = tmp_path / "redacted.py"
-    script.write_text(REDACTED_EXPORT)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOCK_", "OTEL_"))}
-    env["COOK_FAILS"] = "the oven rejected key sk-SECRET"
     with OtlpReceiver() as receiver:
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.url
-        result = subprocess.run(
-            [sys.executable, str(script)],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        env = {
+            "COOK_FAILS": "the oven rejected key sk-SECRET",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+        }
+        result = run_script(tmp_path, "redacted.py", REDACTED_EXPORT, env=env)
     assert result.returncode == 0, result.stderr
     assert "failed as planned: AgentFailures" in result.stdout
     assert receiver.requests and all(b"sk-SECRET" not in body for _, _, body in receiver.requests)

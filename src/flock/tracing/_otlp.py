@@ -176,13 +176,14 @@ def redacted(span: ReadableSpan, redact: Redactor, resources: dict[int, Any]) ->
     from opentelemetry.sdk.trace import Event
     from opentelemetry.trace import Link, Status
 
+    from flock._errors import describe
     from flock.tracing._attributes import STATUS_DESCRIPTION_KEY, redact_flat
 
     def rewrite(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
         try:
             return redact_flat(attributes or {}, redact)
         except BaseException as exc:  # as the trace file's encoder does (SystemExit too)
-            return {"flock.encode_error": f"{type(exc).__name__}: {exc}"[:300]}
+            return {"flock.encode_error": describe(exc, 300)}
 
     resource = resources.get(id(span.resource))
     if resource is None:
@@ -194,7 +195,7 @@ def redacted(span: ReadableSpan, redact: Redactor, resources: dict[int, Any]) ->
         try:
             text = redact(STATUS_DESCRIPTION_KEY, status.description)
         except BaseException as exc:
-            text = f"flock.encode_error: {type(exc).__name__}: {exc}"[:300]
+            text = f"flock.encode_error: {describe(exc, 300)}"
         status = Status(status.status_code, None if text is None else str(text))
     return ReadableSpan(
         name=span.name,
