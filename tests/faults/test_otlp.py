@@ -188,3 +188,45 @@ def test_healthy_exporter_is_unaffected_and_silent(tmp_path: Path) -> None:
     assert "otlp_failed_batches 0" in child.seen
     assert sum(received) == SPANS  # every span exported, at exit included
     assert query(tmp_path / DB, "SELECT count(*) FROM spans")[0][0] == SPANS
+
+
+def test_a_failing_export_at_exit_is_tried_once_not_retried(tmp_path: Path) -> None:
+    """A short program's only export happens at exit; against a failing endpoint the exporter
+    used to retry it with back-off (1 s, 2 s, 4 s: a 0.3 s program took ~7 s to exit). Now
+    the exit export gets one attempt, and the failure is still reported once."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    posts: list[float] = []
+
+    class Unavailable(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            posts.append(time.monotonic())
+            self.send_response(503)  # retryable for OTLP exporters
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        child, code, stderr = run_child(
+            tmp_path,
+            "normal",
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{httpd.server_address[1]}",
+            OTEL_BSP_SCHEDULE_DELAY="600000",  # no export before the exit's
+        )
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+    assert code == 0, stderr
+    assert len(posts) == 1  # one attempt, no retry
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("flock: OTLP export to ") and "still written" in lines[0]
+    ended = [line for line in child.seen if line.startswith("ended ")]
+    assert query(tmp_path / DB, "SELECT count(*) FROM spans")[0][0] == len(ended) > 0

@@ -16,10 +16,13 @@ answers fills stderr with a few lines per batch for as long as the program runs.
   until an export succeeds again ("works again" is logged once), so each outage is reported
   once.
 - Export runs in the SDK's batch thread, so the run itself never waits for the endpoint. At
-  interpreter exit, if the endpoint is failing, the exporter is shut down first (which
-  interrupts its retry back-off) and the remaining batches are counted instead of retried:
-  the exit waits for at most the export already in flight (``OTEL_EXPORTER_OTLP_TIMEOUT``,
-  10 s by default), not one timeout per remaining batch.
+  interpreter exit each batch gets one attempt, not the exporter's retries: if the endpoint
+  is already failing, the exporter is shut down first (which interrupts its retry back-off);
+  if an exit export fails (typically the only export of a short program), its first
+  "retrying in …" shuts the exporter down the same way. The remaining batches are counted
+  instead of retried: the exit waits for at most one attempt (``OTEL_EXPORTER_OTLP_TIMEOUT``,
+  10 s by default, against an endpoint that never answers; at once against a refused port,
+  where the retries used to hold a short program's exit for ~7 s).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from flock._errors import describe
 
 if TYPE_CHECKING:
     from flock.tracing._attributes import Redactor
@@ -54,6 +59,9 @@ class _CaptureExportLogs(logging.Filter):
         if records is None:
             return True
         records.append(record)
+        on_retry: Callable[[], None] | None = getattr(_local, "on_retry", None)
+        if on_retry is not None and _RETRYING.search(record.getMessage()):
+            on_retry()  # before the exporter's back-off starts (it logs, then waits)
         return False
 
 
@@ -104,14 +112,15 @@ class ReportingSpanExporter(SpanExporter):
             spans = [redacted(span, hook, resources) for span in spans]
         records: list[logging.LogRecord] = []
         _local.records = records
+        _local.on_retry = self._shutdown_inner if self._exiting else None
         reason: str | None = None
         try:
             result = self.inner.export(spans)
         except Exception as exc:  # an exporter bug must not kill the SDK's batch thread
             result = SpanExportResult.FAILURE
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = describe(exc)
         finally:
-            _local.records = None
+            _local.records = _local.on_retry = None
         if result is SpanExportResult.SUCCESS:
             if self.failing:
                 self.failing = False
@@ -151,12 +160,14 @@ class ReportingSpanExporter(SpanExporter):
             if self._inner_shut_down:
                 return
             self._inner_shut_down = True
-        records: list[logging.LogRecord] = []
-        _local.records = records  # "Shutdown in progress" and the like
+        # Captures "Shutdown in progress" and the like; it may run inside export (on_retry),
+        # whose capture goes on after.
+        outer = getattr(_local, "records", None), getattr(_local, "on_retry", None)
+        _local.records, _local.on_retry = [], None
         try:
             self.inner.shutdown()
         finally:
-            _local.records = None
+            _local.records, _local.on_retry = outer
 
     def shutdown(self) -> None:
         atexit.unregister(self._at_exit)
@@ -176,7 +187,6 @@ def redacted(span: ReadableSpan, redact: Redactor, resources: dict[int, Any]) ->
     from opentelemetry.sdk.trace import Event
     from opentelemetry.trace import Link, Status
 
-    from flock._errors import describe
     from flock.tracing._attributes import STATUS_DESCRIPTION_KEY, redact_flat
 
     def rewrite(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
