@@ -262,6 +262,35 @@ def test_status_descriptions_and_span_names_are_capped_and_redacted(tmp_path: Pa
     assert descriptions[capped] == "e" * 40 + "…[truncated 60 chars]"
 
 
+def test_a_redact_hook_failing_on_a_status_description_stores_and_exports_the_same_stand_in(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The file stored a JSON object as the description and OTLP a "flock.encode_error: ..."
+    # text; an exception whose str() raises would have broken the file's stand-in.
+    from opentelemetry.trace import Status, StatusCode
+
+    from flock.tracing._encode import FinishedSpan, spans_to_arrow
+    from flock.tracing._otlp import redacted
+
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise ValueError("no text")
+
+    def redact(key: str, value: object) -> object:
+        if key == "otel.status_description":
+            raise Unprintable
+        return value
+
+    span = TracerProvider().get_tracer("t").start_span("failed")
+    span.set_status(Status(StatusCode.ERROR, "Boom: key sk-SECRET"))
+    span.end()
+    stored = spans_to_arrow([FinishedSpan(span)], redact=redact).column("status_description")
+    exported = redacted(span, redact, {}).status.description
+    expected = "flock.encode_error: Unprintable: <Unprintable: str() raised ValueError>"
+    assert stored.to_pylist() == [expected] and exported == expected
+    assert "could not encode the status description of span 'failed'" in caplog.text
+
+
 def test_a_flush_retries_a_held_file_often_so_it_follows_a_short_read_closely(
     tmp_path: Path,
 ) -> None:

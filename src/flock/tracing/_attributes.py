@@ -23,6 +23,7 @@ __all__ = [
     "has_non_finite",
     "nest",
     "nested_json",
+    "redact_description",
     "redact_flat",
     "to_json",
 ]
@@ -229,6 +230,24 @@ def redact_flat(attributes: Mapping[str, Any], redact: Redactor) -> dict[str, An
         if value is not None:
             kept[key] = value
     return kept
+
+
+def redact_description(
+    text: str, redact: Redactor, report: Callable[[BaseException], object] | None = None
+) -> str | None:
+    """A span's status description (typically an exception's message) as ``redact`` rewrites
+    it under :data:`STATUS_DESCRIPTION_KEY`; ``None`` drops it. Where the hook raises (even
+    SystemExit), ``"flock.encode_error: <Type: message>"`` (and ``report(exc)``): never the
+    unredacted text. The trace file and OTLP export store the same."""
+    from flock._errors import describe, safe_text
+
+    try:
+        value = redact(STATUS_DESCRIPTION_KEY, text)
+    except BaseException as exc:
+        if report is not None:
+            report(exc)
+        return f"flock.encode_error: {describe(exc, 300)}"
+    return None if value is None else safe_text(value, 1_000_000)
 
 
 def has_non_finite(values: Iterable[Any]) -> bool:

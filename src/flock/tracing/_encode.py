@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from flock._errors import describe
 from flock.tracing._attributes import (
-    STATUS_DESCRIPTION_KEY,
     attributes_json,
     cap,
     has_non_finite,
     nested_json,
+    redact_description,
     redact_flat,
     to_json,
 )
@@ -90,16 +91,12 @@ def _description(
 ) -> str | None:
     """A span's status description, redacted (as ``STATUS_DESCRIPTION_KEY``) and capped
     like an attribute: it typically holds an exception's message."""
-    text: Any = span._status._description
-    if redact is not None:
-        try:
-            text = redact(STATUS_DESCRIPTION_KEY, text)
-        except BaseException as exc:  # never stored unredacted (see _unencodable)
-            return _unencodable(span._name, "status description", exc)
-        if text is None:
-            return None
-    capped: str = cap(text if isinstance(text, str) else str(text), max_chars)
-    return capped
+    text: str | None = span._status._description
+    if redact is not None and text is not None:
+        text = redact_description(
+            text, redact, lambda exc: _unencodable(span._name, "status description", exc)
+        )
+    return None if text is None else cap(text, max_chars)
 
 
 _UNENCODABLE_REPORTED: set[str] = set()
@@ -112,7 +109,7 @@ def _unencodable(span_name: str, what: str, exc: BaseException) -> str:
 
     import orjson
 
-    reason = f"{type(exc).__name__}: {exc}"[:300]
+    reason = describe(exc, 300)
     if reason not in _UNENCODABLE_REPORTED and len(_UNENCODABLE_REPORTED) < 100:
         _UNENCODABLE_REPORTED.add(reason)
         logging.getLogger("flock.tracing").warning(

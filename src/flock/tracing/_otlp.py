@@ -187,7 +187,7 @@ def redacted(span: ReadableSpan, redact: Redactor, resources: dict[int, Any]) ->
     from opentelemetry.sdk.trace import Event
     from opentelemetry.trace import Link, Status
 
-    from flock.tracing._attributes import STATUS_DESCRIPTION_KEY, redact_flat
+    from flock.tracing._attributes import redact_description, redact_flat
 
     def rewrite(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
         try:
@@ -202,11 +202,7 @@ def redacted(span: ReadableSpan, redact: Redactor, resources: dict[int, Any]) ->
         )
     status = span.status
     if status.description is not None:
-        try:
-            text = redact(STATUS_DESCRIPTION_KEY, status.description)
-        except BaseException as exc:
-            text = f"flock.encode_error: {describe(exc, 300)}"
-        status = Status(status.status_code, None if text is None else str(text))
+        status = Status(status.status_code, redact_description(status.description, redact))
     return ReadableSpan(
         name=span.name,
         context=span.context,
