@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
+from starlette.types import Message
 
 from flock.dashboard._schemas import (
     AgentOut,
@@ -15,7 +18,7 @@ from flock.dashboard._schemas import (
     PublishRequest,
     TypeOut,
 )
-from flock.dashboard._state import DashboardState, get_state
+from flock.dashboard._state import BodyTooLargeError, DashboardState, get_state, read_body
 from flock.dashboard._text import SafeJSONResponse, find_surrogate
 from flock.exceptions import ConfigurationError, FlockError, RegistryError
 from flock.registry import registry
@@ -103,19 +106,6 @@ def _errors(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
-@router.post(
-    "/artifacts",
-    response_model=ArtifactOut,
-    status_code=201,
-    summary="Publish an artifact",
-    responses={
-        403: {"description": "read-only dashboard"},
-        422: {
-            "description": "invalid payload (or a string holding a lone surrogate): `detail` "
-            "lists errors with their field (`loc`)"
-        },
-    },
-)
 async def publish(state: State, body: PublishRequest) -> Any:
     """Validate ``payload`` against the registered type and publish it: agents that
     subscribe to it run. Validation errors name the field (``loc``) they belong to."""
@@ -145,3 +135,58 @@ async def publish(state: State, body: PublishRequest) -> Any:
     state.hub.mark_seen(artifact.id)
     await state.hub.broadcast({"type": "artifact", "artifact": data})
     return ArtifactOut(**data)
+
+
+class _CappedBodyRoute(APIRoute):
+    """A route that reads its body itself, at most the dashboard's ``max_publish_body``
+    bytes (:func:`~flock.dashboard._state.read_body`), before FastAPI parses and validates
+    it: FastAPI would read a body of any size into memory first. Over the cap: 413, and the
+    endpoint does not run."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def capped(request: Request) -> Response:
+            limit = get_state(request).max_publish_body
+            try:
+                body = await read_body(request, limit)
+            except BodyTooLargeError:
+                raise HTTPException(
+                    413,
+                    f"the request body is larger than {limit} bytes, the most this dashboard "
+                    "takes for publishing an artifact (create_app(max_publish_body=...))",
+                ) from None
+            replayed = False
+
+            async def receive() -> Message:  # the body read, then the client's messages
+                nonlocal replayed
+                if replayed:
+                    return await request.receive()
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            return await handler(Request(request.scope, receive))
+
+        return capped
+
+
+router.add_api_route(
+    "/artifacts",
+    publish,
+    methods=["POST"],
+    response_model=ArtifactOut,
+    status_code=201,
+    summary="Publish an artifact",
+    responses={
+        403: {"description": "read-only dashboard"},
+        413: {
+            "description": "the body is larger than the dashboard's limit "
+            "(`create_app(max_publish_body=...)`, 1 MiB by default): nothing is published"
+        },
+        422: {
+            "description": "invalid payload (or a string holding a lone surrogate): `detail` "
+            "lists errors with their field (`loc`)"
+        },
+    },
+    route_class_override=_CappedBodyRoute,
+)

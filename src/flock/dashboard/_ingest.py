@@ -37,7 +37,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from flock.dashboard._state import DashboardState, get_state
+from flock.dashboard._state import BodyTooLargeError, DashboardState, get_state, read_body
 from flock.exceptions import TracingError
 from flock.tracing.otlp_receiver import (
     JSON,
@@ -200,18 +200,6 @@ def _write(sink: SpanSink, body: bytes, content_type: str, encoding: str | None)
     return count
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise _Refused(413, RESOURCE_EXHAUSTED, f"body is larger than {limit} bytes", {})
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _Refused(413, RESOURCE_EXHAUSTED, f"body is larger than {limit} bytes", {})
-    return bytes(body)
-
-
 @router.post(
     INGEST_PATH,
     summary="Receive spans over OTLP/HTTP (protobuf or JSON) into the trace file",
@@ -270,12 +258,14 @@ async def receive_traces(
     sink = state.sink
     encoding = request.headers.get("content-encoding")
     try:
-        body = await _read_body(request, sink.max_body)
+        body = await read_body(request, sink.max_body)
         await anyio.to_thread.run_sync(
             functools.partial(_write, sink, body, content_type, encoding)
         )
     except _Refused as exc:
         return _error(exc.status, exc.code, exc.message, media, **exc.headers)
+    except BodyTooLargeError as exc:
+        return _error(413, RESOURCE_EXHAUSTED, str(exc), media)
     except OtlpUnsupportedError as exc:  # the content encoding
         return _error(
             415, INVALID_ARGUMENT, str(exc), media, **{"Accept-Encoding": "gzip, deflate"}

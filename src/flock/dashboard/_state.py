@@ -18,9 +18,20 @@ if TYPE_CHECKING:
     from flock.dashboard._live import LiveHub
     from flock.orchestrator import Flock
 
-__all__ = ["DashboardState", "get_state"]
+__all__ = [
+    "MAX_PUBLISH_BODY",
+    "BodyTooLargeError",
+    "DashboardState",
+    "get_state",
+    "read_body",
+]
 
 T = TypeVar("T")
+
+MAX_PUBLISH_BODY = 1024 * 1024
+"""The default cap on a ``POST /api/artifacts`` body (1 MiB): an artifact is one JSON
+payload typed by hand or sent by a script — a few kilobytes — and every one is kept in the
+blackboard's memory and handed to its agents, so a larger body is a mistake or an attack."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -31,6 +42,8 @@ class DashboardState:
     hub: LiveHub
     sink: SpanSink
     """Where spans received over OTLP (``POST /v1/traces``) are written."""
+    max_publish_body: int = MAX_PUBLISH_BODY
+    """The largest body ``POST /api/artifacts`` reads (bytes; larger ones get 413)."""
 
     @property
     def has_file(self) -> bool:
@@ -59,6 +72,30 @@ class DashboardState:
     def require_writable(self) -> None:
         if self.read_only:
             raise HTTPException(403, "this dashboard is read-only")
+
+
+class BodyTooLargeError(Exception):
+    """A request body is larger than its route takes (answer 413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"body is larger than {limit} bytes")
+        self.limit = limit
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body of ``request``, refused with :class:`BodyTooLargeError` once it is larger
+    than ``limit`` bytes: from its ``Content-Length`` before anything is read, and while
+    it streams in (a chunked body has none, and the header may lie), so at most ``limit``
+    bytes and a chunk are ever held."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise BodyTooLargeError(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLargeError(limit)
+    return bytes(body)
 
 
 def get_state(request: Request) -> DashboardState:

@@ -32,7 +32,7 @@ from flock.dashboard._ingest import SpanSink, is_ingest_path
 from flock.dashboard._live import LiveHub
 from flock.dashboard._schemas import HealthOut, InfoOut, WriterOut
 from flock.dashboard._security import SecurityMiddleware
-from flock.dashboard._state import DashboardState, get_state
+from flock.dashboard._state import MAX_PUBLISH_BODY, DashboardState, get_state
 from flock.dashboard._text import SafeJSONResponse, scrub
 from flock.exceptions import TracingError
 from flock.tracing.otlp_receiver import MAX_BODY
@@ -57,6 +57,7 @@ def create_app(
     live_interval: float = 1.0,
     lock_wait: float = 2.0,
     max_otlp_body: int = MAX_BODY,
+    max_publish_body: int = MAX_PUBLISH_BODY,
 ) -> FastAPI:
     """Build the dashboard app over the trace file ``db_path``.
 
@@ -74,6 +75,8 @@ def create_app(
         lock_wait: how long a query waits while another process writes the file.
         max_otlp_body: the largest OTLP/HTTP body ``POST /v1/traces`` accepts, before and
             after decompression (bytes; larger ones get 413).
+        max_publish_body: the largest body ``POST /api/artifacts`` (publishing) accepts
+            (bytes; larger ones get 413 before they are read whole; 1 MiB by default).
 
     Unless read-only, ``POST /v1/traces`` accepts spans over OTLP/HTTP (protobuf or JSON)
     and writes them into ``db_path`` through this process's trace writer, so workers that
@@ -85,6 +88,7 @@ def create_app(
         read_only=flock is None if read_only is None else read_only,
         hub=LiveHub(TraceStore(db_path, lock_wait=lock_wait), flock, interval=live_interval),
         sink=SpanSink(Path(db_path), max_body=max_otlp_body),
+        max_publish_body=max_publish_body,
     )
 
     @asynccontextmanager
