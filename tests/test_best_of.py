@@ -273,6 +273,119 @@ async def test_a_cancelled_error_raised_by_the_engine_itself_fails_only_its_cand
     )
 
 
+class Oops(BaseException):
+    """A BaseException that is not fatal (as pytest's ``Failed``): a failure like any other."""
+
+
+async def test_a_base_exception_that_is_not_fatal_fails_only_its_candidate(
+    capture: SpanCapture, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It used to fail the whole run (the other candidates cancelled, nothing published)."""
+    calls: list[int] = []
+
+    async def engine(idea: Idea) -> Pizza:
+        k = len(calls)
+        calls.append(k)
+        await asyncio.sleep(0)
+        if k == 1:
+            raise Oops("candidate one burnt it")
+        return Pizza(name=str(k), toppings=["x"] * [1, 9, 2][k])
+
+    flock = Flock(tracer_provider=capture.provider)
+    chef(flock, engine)
+    with caplog.at_level(logging.WARNING, logger="flock"):
+        await flock.publish(Idea(topic="t"))
+        await flock.run_until_idle()  # no AgentFailures: the run succeeded
+    assert calls == [0, 1, 2]
+    assert await pizzas(flock) == [Pizza(name="2", toppings=["x", "x"])]
+    (warning,) = [r for r in caplog.records if "best_of candidate" in r.getMessage()]
+    assert "agent 'chef': best_of candidate 1 of 3 failed" in warning.getMessage()
+    assert "Oops: candidate one burnt it" in warning.getMessage()
+    spans = candidate_spans(capture)
+    assert spans[1].status.status_code.name == "ERROR"
+    assert spans[1].status.description == "Oops: candidate one burnt it"  # not "interrupted"
+    assert [attrs(s)["flock.best_of.chosen"] for s in spans] == [False, False, True]
+    assert [s.status.status_code.name for s in (spans[0], spans[2])] == ["UNSET", "UNSET"]
+    (execute,) = capture.named("Agent.execute")
+    assert execute.status.status_code.name == "UNSET"
+    assert attrs(execute)["flock.best_of.failed"] == 1
+    assert attrs(execute)["flock.best_of.chosen_index"] == 2
+
+
+async def test_when_every_candidate_raises_a_base_exception_each_is_reported() -> None:
+    """The first one used to cancel the others: the run's error named only it."""
+    calls: list[int] = []
+
+    async def engine(idea: Idea) -> Pizza:
+        k = len(calls)
+        calls.append(k)
+        await asyncio.sleep(0.01 * (3 - k))  # the first candidate fails last
+        raise Oops(f"boom {k}")
+
+    flock = Flock()
+    chef(flock, engine)
+    await flock.publish(Idea(topic="t"))
+    with pytest.raises(AgentFailures) as info:
+        await flock.run_until_idle()
+    (failure,) = info.value.failures
+    assert str(failure).startswith("agent 'chef' failed on tests.models.Idea ")
+    assert str(failure).endswith(": Oops: boom 0")
+    cause = failure.__cause__
+    assert isinstance(cause, Oops) and str(cause) == "boom 0"
+    assert cause.__notes__ == [
+        "best_of candidate 1 of agent 'chef' failed too: Oops: boom 1",
+        "best_of candidate 2 of agent 'chef' failed too: Oops: boom 2",
+    ]
+    assert await pizzas(flock) == []
+
+
+async def test_a_score_function_raising_a_base_exception_fails_the_run_naming_it() -> None:
+    engine, _ = numbered(1, 2, 3)
+
+    def score(outputs: list[Pizza]) -> int:
+        if len(outputs[0].toppings) == 2:
+            raise Oops("no ruler")
+        return len(outputs[0].toppings)
+
+    flock = Flock()
+    chef(flock, engine, score=score)
+    await flock.publish(Idea(topic="t"))
+    with pytest.raises(AgentFailures) as info:
+        await flock.run_until_idle()
+    cause = info.value.failures[0].__cause__
+    assert isinstance(cause, RuntimeError)
+    assert str(cause) == (
+        "agent 'chef': its best_of score function raised on candidate 1: Oops: no ruler"
+    )
+    assert isinstance(cause.__cause__, Oops)
+    assert await pizzas(flock) == []
+
+
+@pytest.mark.parametrize("kind", [SystemExit, KeyboardInterrupt])
+def test_a_fatal_base_exception_of_a_candidate_still_propagates(
+    kind: type[BaseException],
+) -> None:
+    """Ctrl-C or ``sys.exit`` in one candidate stops everything, not just the candidate."""
+    calls: list[int] = []
+
+    async def engine(idea: Idea) -> Pizza:
+        k = len(calls)
+        calls.append(k)
+        await asyncio.sleep(0)
+        if k == 1:
+            raise kind("stop")
+        return Pizza(name=str(k), toppings=["x"] * k)
+
+    async def main() -> None:
+        flock = Flock()
+        chef(flock, engine)
+        await flock.publish(Idea(topic="t"))
+        await flock.run_until_idle()
+
+    with pytest.raises(kind):
+        asyncio.run(main())
+
+
 async def test_when_every_candidate_fails_the_run_fails_with_the_first_error(
     capture: SpanCapture,
 ) -> None:

@@ -30,6 +30,7 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, Status, StatusCode
 from pydantic import BaseModel
 
+from flock._errors import fatal
 from flock.agent import FailedAfterPublish
 from flock.artifacts import Artifact, new_id
 from flock.components import RunContext
@@ -384,7 +385,13 @@ class Distributed:
                 )
                 await self._failed(run, error)
                 return
-            except Exception as exc:
+            except BaseException as exc:
+                # Not only Exception: a BaseException from the agent's code that is not fatal
+                # (pytest's Failed, say) fails the run too. Escaping, it would end this task
+                # silently and leave the run leased until its lease expired, then claimed
+                # and lost the same way again.
+                if fatal(exc):
+                    raise  # Ctrl-C, sys.exit, the worker cancelled: the run goes back
                 if retry < agent.retries and retryable(exc):
                     log.warning(
                         "agent %r failed (attempt %d of %d), retrying: %r",

@@ -51,6 +51,7 @@ from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.trace import Span, StatusCode, set_span_in_context
 
+from flock._errors import fatal
 from flock.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -189,7 +190,7 @@ async def _candidate(
             span.set_attribute("flock.best_of.score", _as_float(candidate.score))
     except BaseException as error:
         task = asyncio.current_task()
-        interrupted = not isinstance(error, Exception | asyncio.CancelledError) or bool(
+        interrupted = (fatal(error) and not isinstance(error, asyncio.CancelledError)) or bool(
             task is not None and task.cancelling()
         )  # the run is being cancelled (its timeout, a shutdown), or the process is stopping
         if span is not None:
@@ -198,7 +199,8 @@ async def _candidate(
             span.set_status(StatusCode.ERROR, f"interrupted: {status}" if interrupted else status)
         if interrupted:
             raise
-        # A CancelledError the agent's own code raised fails the candidate like any error.
+        # A CancelledError the agent's own code raised, or another BaseException that is not
+        # fatal (pytest's Failed, say), fails the candidate like any error.
         if scoring:
             candidate.score_error = error
         else:
@@ -218,7 +220,9 @@ async def _score(spec: BestOf, agent: Agent, candidate: _Candidate) -> Any:
         value: Any = spec.score(candidate.outputs)
         if inspect.isawaitable(value):
             value = await value
-    except Exception as error:
+    except BaseException as error:
+        if fatal(error):
+            raise
         raise RuntimeError(
             f"{where} raised on candidate {candidate.index}: {type(error).__name__}: {error}"
         ) from error
