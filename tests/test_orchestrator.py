@@ -353,6 +353,27 @@ async def test_predicate_error_is_a_failure_of_that_agent() -> None:
     assert len(await flock.store.query(type=PIZZA)) == 1
 
 
+async def test_a_predicate_raising_a_base_exception_fails_only_that_agent() -> None:
+    # A BaseException that is not fatal escaped publish(): the consumers routed after the
+    # predicate's agent were never scheduled, the artifact stored but not delivered.
+    class Oops(BaseException):
+        pass
+
+    def picky(idea: Idea) -> bool:
+        raise Oops("no opinion")
+
+    flock = Flock()
+    flock.agent("picky").consumes(Idea, where=picky).with_engines(lambda i: None)
+    chef(flock)
+    await flock.publish(Idea(topic="x"))
+    with pytest.raises(AgentFailures) as info:
+        await flock.run_until_idle()
+    assert [f.agent for f in info.value.failures] == ["picky"]
+    assert "where= predicate raised" in str(info.value.failures[0])
+    assert "Oops: no opinion" in str(info.value.failures[0])
+    assert len(await flock.store.query(type=PIZZA)) == 1
+
+
 # invoke -----------------------------------------------------------------------------------
 
 

@@ -364,7 +364,9 @@ class Flock:
                     self._outbox.append((agent, (artifact,), None))
                 else:
                     self._start(agent, (artifact,))
-            except Exception as exc:
+            except BaseException as exc:  # (a where= raising pytest's Failed, say)
+                if fatal(exc):
+                    raise
                 error = self._error(agent, (artifact,), exc, attempts=1, why=why)
                 if self._outbox is not None:  # stored as a failed run: the publisher reports it
                     self._outbox.append((agent, (artifact,), error))
