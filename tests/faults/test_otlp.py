@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,20 @@ def closed_port() -> Iterator[int]:
     yield port  # nothing listens there any more: connection refused
 
 
+@contextmanager
+def http_collector(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    """An HTTP server on 127.0.0.1 answering with ``handler``; yields its port."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
 @pytest.mark.parametrize(
     ("server", "protocol", "cause"),
     [
@@ -146,8 +161,6 @@ def test_broken_otlp_endpoint_is_reported_once_and_loses_no_span(
 
 def test_healthy_exporter_is_unaffected_and_silent(tmp_path: Path) -> None:
     """The wrapper passes successes through: a collector that answers 200 gets every span."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )
@@ -169,20 +182,13 @@ def test_healthy_exporter_is_unaffected_and_silent(tmp_path: Path) -> None:
         def log_message(self, *args: object) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_collector(Collector) as port:
         child, code, stderr = run_child(
             tmp_path,
             "rounds",
-            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{httpd.server_address[1]}",
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
             OTEL_BSP_SCHEDULE_DELAY="100",
         )
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
     assert code == 0, stderr
     assert stderr == ""
     assert "otlp_failed_batches 0" in child.seen
@@ -194,8 +200,6 @@ def test_a_failing_export_at_exit_is_tried_once_not_retried(tmp_path: Path) -> N
     """A short program's only export happens at exit; against a failing endpoint the exporter
     used to retry it with back-off (1 s, 2 s, 4 s: a 0.3 s program took ~7 s to exit). Now
     the exit export gets one attempt, and the failure is still reported once."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     posts: list[float] = []
 
     class Unavailable(BaseHTTPRequestHandler):
@@ -209,20 +213,13 @@ def test_a_failing_export_at_exit_is_tried_once_not_retried(tmp_path: Path) -> N
         def log_message(self, *args: object) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_collector(Unavailable) as port:
         child, code, stderr = run_child(
             tmp_path,
             "normal",
-            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{httpd.server_address[1]}",
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
             OTEL_BSP_SCHEDULE_DELAY="600000",  # no export before the exit's
         )
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
     assert code == 0, stderr
     assert len(posts) == 1  # one attempt, no retry
     lines = stderr.strip().splitlines()
