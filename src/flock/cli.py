@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from flock.orchestrator import Flock
+    from flock.tracing.export import ExportError
     from flock.tracing.query import TraceStore
 
 __all__ = ["app", "main"]
@@ -489,46 +490,96 @@ def export(
         if not trace_ids:
             err.print(f"No traces to export in {db}.")
             return
+        # A trace that cannot be exported does not stop the others: each failure is
+        # reported at the end, and the exit status is 1.
+        incomplete: list[tuple[otlp.ExportError, str]] = []
         if output is not None or endpoint is None:
-            _export_json(store, trace_ids, output, err)
+            incomplete += _export_json(store, trace_ids, output, err)
         if endpoint is not None:
             with _progress(err, len(trace_ids)) as bar:
                 task = bar.add_task("Sending", total=len(trace_ids), spans=0)
-                traces, spans = otlp.send_otlp(
-                    store,
-                    trace_ids,
-                    endpoint,
-                    protocol=cast("otlp.OtlpProtocol", otlp_protocol),
-                    headers=headers,
-                    progress=lambda done, n: bar.update(
-                        task, completed=done, spans=bar.tasks[0].fields["spans"] + n
-                    ),
-                )
-            err.print(f"Sent {traces} trace(s), {spans} spans to {endpoint}")
+                try:
+                    traces, spans = otlp.send_otlp(
+                        store,
+                        trace_ids,
+                        endpoint,
+                        protocol=cast("otlp.OtlpProtocol", otlp_protocol),
+                        headers=headers,
+                        progress=lambda done, n: bar.update(
+                            task, completed=done, spans=bar.tasks[0].fields["spans"] + n
+                        ),
+                    )
+                    sent_all = True
+                except otlp.ExportError as exc:
+                    traces, spans, sent_all = exc.traces, exc.spans, False
+                    incomplete.append((exc, f"sent to {endpoint}"))
+            if traces or sent_all:
+                err.print(f"Sent {traces} trace(s), {spans} spans to {endpoint}")
     except TracingError as exc:
         raise _fail(str(exc)) from None
+    if incomplete:
+        for export_error, where in incomplete:
+            _report_incomplete_export(export_error, where, err)
+        raise typer.Exit(code=1)
 
 
-def _export_json(store: TraceStore, trace_ids: list[str], output: str | None, err: Console) -> None:
-    from flock.tracing.export import write_json_file, write_json_lines
+def _report_incomplete_export(exc: ExportError, where: str, err: Console) -> None:
+    """``error: ...`` lines for an export that left traces out: the reason alone when one
+    trace was asked for (as for any failure); else a count and each trace with its reason,
+    then why the export stopped, if it did."""
 
+    def line(text: str) -> str:
+        return escape(_printable(text))
+
+    if exc.total == 1:
+        reason = exc.failures[0].reason if exc.failures else exc.stopped or str(exc)
+        err.print(f"[red]error:[/red] {line(reason)}")
+        return
+    if exc.failures:
+        err.print(
+            f"[red]error:[/red] {len(exc.failures)} of {exc.total} traces could not be "
+            f"{line(where)}:"
+        )
+        for failure in exc.failures:
+            err.print(f"  {line(failure.trace_id)}: {line(failure.reason)}")
+    if exc.stopped:
+        err.print(
+            f"[red]error:[/red] {line(exc.stopped)} — stopped, {exc.not_sent} of "
+            f"{exc.total} traces not {line(where)}"
+        )
+
+
+def _export_json(
+    store: TraceStore, trace_ids: list[str], output: str | None, err: Console
+) -> list[tuple[ExportError, str]]:
+    """Export as OTLP/JSON; returns the export's failures to report, with where it went."""
+    from flock.tracing.export import ExportError, write_json_file, write_json_lines
+
+    incomplete: list[tuple[ExportError, str]] = []
     with _progress(err, len(trace_ids)) as bar:
         task = bar.add_task("Exporting", total=len(trace_ids), spans=0)
 
         def advance(done: int, n: int) -> None:
             bar.update(task, completed=done, spans=bar.tasks[0].fields["spans"] + n)
 
-        if output is None or output == "-":
-            traces, spans = write_json_lines(store, trace_ids, sys.stdout, progress=advance)
-            sys.stdout.flush()
-            where = "stdout"
-        else:  # a regular file is replaced atomically; a FIFO or a symlink's target written
-            try:
-                traces, spans = write_json_file(store, trace_ids, output, progress=advance)
-            except OSError as exc:
-                raise _fail(f"cannot write {output!r}: {exc.strerror or exc}") from None
-            where = output
-    err.print(f"Exported {traces} trace(s), {spans} spans as OTLP/JSON to {where}")
+        where = "stdout" if output is None or output == "-" else output
+        try:
+            if output is None or output == "-":
+                try:
+                    traces, spans = write_json_lines(store, trace_ids, sys.stdout, progress=advance)
+                finally:
+                    sys.stdout.flush()
+            else:  # a regular file is replaced atomically; a FIFO or a symlink's target written
+                try:
+                    traces, spans = write_json_file(store, trace_ids, output, progress=advance)
+                except OSError as exc:
+                    raise _fail(f"cannot write {output!r}: {exc.strerror or exc}") from None
+        except ExportError as exc:  # the traces that could be exported were
+            traces, spans = exc.traces, exc.spans
+            incomplete.append((exc, f"exported to {where}"))
+    if traces or not incomplete:
+        err.print(f"Exported {traces} trace(s), {spans} spans as OTLP/JSON to {where}")
+    return incomplete
 
 
 def _load_flock(target: str) -> object:

@@ -36,6 +36,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from string import hexdigits
 from typing import IO, TYPE_CHECKING, Any, Literal
 
@@ -54,7 +55,9 @@ if TYPE_CHECKING:
     from flock.tracing.query import TraceStore
 
 __all__ = [
+    "ExportError",
     "OtlpProtocol",
+    "TraceFailure",
     "check_header",
     "encode_request",
     "export_json",
@@ -82,6 +85,68 @@ _READ_CHUNK = 200
 """Traces read per short read-only connection."""
 
 
+@dataclass(frozen=True)
+class TraceFailure:
+    """A trace that could not be exported, and why (one line, e.g. ``no trace '…' in …``)."""
+
+    trace_id: str
+    reason: str
+
+
+class ExportError(TracingError):
+    """An export of stored traces that did not export them all.
+
+    Raised once the export has gone through every trace it could: a trace that cannot be
+    read or encoded (not in the file, a span OTLP cannot hold) or whose request the receiver
+    refused is a :attr:`failures` entry, and the other traces are exported all the same. An
+    export *stops* early (:attr:`stopped` says why; the :attr:`not_sent` traces it did not
+    get to are not in :attr:`failures`) only when going on could not help: the trace file
+    cannot be read any more, or the OTLP receiver is unreachable, does not speak HTTP, or
+    refuses for a reason that holds for every request (401, 403, 404, 405, 407, 408, 415,
+    429, 502, 503, 504).
+
+    ``str()`` is the reason alone when one trace was asked for; otherwise a count and every
+    failure, ``trace id: reason``, joined by ``; ``.
+    """
+
+    def __init__(
+        self,
+        *,
+        total: int,
+        traces: int,
+        spans: int,
+        failures: Sequence[TraceFailure] = (),
+        stopped: str | None = None,
+        not_sent: int = 0,
+    ) -> None:
+        self.total = total
+        """Traces asked for."""
+        self.traces = traces
+        """Traces exported (written, or every span accepted by the receiver)."""
+        self.spans = spans
+        """Spans exported."""
+        self.failures = list(failures)
+        """Each trace that could not be exported, in the order met."""
+        self.stopped = stopped
+        """Why the export stopped before its end, or ``None``."""
+        self.not_sent = not_sent
+        """Traces not exported because the export stopped (not in :attr:`failures`)."""
+        reasons = [f.reason for f in self.failures] + ([stopped] if stopped else [])
+        if total == 1 and len(reasons) == 1:
+            message = reasons[0]
+        else:
+            parts = [f"{f.trace_id}: {f.reason}" for f in self.failures]
+            if stopped:
+                parts.append(f"stopped, {not_sent} not exported: {stopped}")
+            message = f"{self.not_exported} of {total} traces not exported: " + "; ".join(parts)
+        super().__init__(message)
+
+    @property
+    def not_exported(self) -> int:
+        """Traces asked for but not exported: :attr:`failures` and :attr:`not_sent`."""
+        return len(self.failures) + self.not_sent
+
+
 def trace_ids_for_export(
     store: TraceStore, *, name: str | None = None, since_ns: int | None = None
 ) -> list[str]:
@@ -91,13 +156,18 @@ def trace_ids_for_export(
 
 
 def iter_trace_spans(
-    store: TraceStore, trace_ids: Sequence[str]
+    store: TraceStore,
+    trace_ids: Sequence[str],
+    *,
+    on_failure: Callable[[TraceFailure], None] | None = None,
 ) -> Iterator[tuple[str, list[ReadableSpan]]]:
     """``(trace_id, spans)`` for each trace, in the given order; spans by start time.
 
     Reads a chunk of traces per connection, so the file is never held for long. A trace id
     that is not in the file, or a span OTLP cannot hold (see :func:`rows_to_spans`), raises
-    :class:`TracingError`.
+    :class:`TracingError` — or, with ``on_failure``, is passed to it as a
+    :class:`TraceFailure` and skipped, and the other traces follow. A file that cannot be
+    read raises :class:`TracingError` either way.
     """
     resources: dict[str, Resource] = {}
     for first in range(0, len(trace_ids), _READ_CHUNK):
@@ -113,12 +183,18 @@ def iter_trace_spans(
             by_trace.setdefault(row[0], []).append(row)
         for trace_id in chunk:
             if trace_id not in by_trace:
-                raise TracingError(f"no trace {trace_id!r} in {str(store.path)!r}")
-            try:
-                spans = rows_to_spans(by_trace[trace_id], resources=resources)
-            except ValueError as exc:  # a span OTLP cannot hold (a crafted or corrupt file)
-                raise TracingError(f"cannot export {str(store.path)!r}: {exc}") from None
-            yield trace_id, spans
+                reason = f"no trace {trace_id!r} in {str(store.path)!r}"
+            else:
+                try:
+                    spans = rows_to_spans(by_trace[trace_id], resources=resources)
+                except ValueError as exc:  # a span OTLP cannot hold (a crafted or corrupt file)
+                    reason = f"cannot export {str(store.path)!r}: {exc}"
+                else:
+                    yield trace_id, spans
+                    continue
+            if on_failure is None:
+                raise TracingError(reason)
+            on_failure(TraceFailure(trace_id, reason))
 
 
 _INT64 = range(-(2**63), 2**63)
@@ -346,15 +422,56 @@ def write_json_lines(
     per trace and line (the format of the OpenTelemetry Collector's file exporter and its
     ``otlpjsonfile`` receiver; a single trace is a plain JSON document that can be POSTed to
     ``/v1/traces`` as it is). Returns ``(traces, spans)`` written; ``progress(traces_done,
-    spans_of_trace)`` is called after each trace."""
-    traces = spans_written = 0
-    for _, spans in iter_trace_spans(store, trace_ids):
-        out.write(orjson.dumps(to_otlp_json(spans)).decode())
-        out.write("\n")
-        traces += 1
-        spans_written += len(spans)
+    spans_of_trace)`` is called after each trace (written, or failed with 0 spans).
+
+    Raises:
+        ExportError: some traces could not be exported (not in the file, a span OTLP cannot
+            hold); raised after every other trace was written. Also when the file cannot
+            be read any more after some traces were done (``stopped``).
+        TracingError: the file cannot be read at all (no file, held by another process).
+    """
+    failures: list[TraceFailure] = []
+    traces = spans_written = done = 0
+
+    def settled(spans: int) -> None:
+        nonlocal done
+        done += 1
         if progress is not None:
-            progress(traces, len(spans))
+            progress(done, spans)
+
+    def failed(failure: TraceFailure) -> None:
+        failures.append(failure)
+        settled(0)
+
+    try:
+        for trace_id, spans in iter_trace_spans(store, trace_ids, on_failure=failed):
+            try:
+                line = orjson.dumps(to_otlp_json(spans)).decode()
+            except (ValueError, TypeError) as exc:  # what the OTLP encoder cannot take
+                failed(TraceFailure(trace_id, f"cannot encode trace {trace_id!r}: {exc}"))
+                continue
+            out.write(line)
+            out.write("\n")
+            traces += 1
+            spans_written += len(spans)
+            settled(len(spans))
+    except ExportError:
+        raise
+    except TracingError as exc:  # the file cannot be read (any more)
+        if not done:
+            raise
+        raise ExportError(
+            total=len(trace_ids),
+            traces=traces,
+            spans=spans_written,
+            failures=failures,
+            stopped=str(exc),
+            not_sent=len(trace_ids) - done,
+        ) from None
+    if failures:
+        raise ExportError(
+            total=len(trace_ids), traces=traces, spans=spans_written, failures=failures
+        )
     return traces, spans_written
 
 
@@ -375,12 +492,16 @@ def write_json_file(
     """:func:`write_json_lines` into the file at ``path``; returns ``(traces, spans)``.
 
     A regular file (or a new one) is replaced whole: written beside it (``NAME.part``) and
-    renamed over it once complete, so no reader sees half an export and a failed export
-    leaves the old file as it was (its permissions are kept). Anything else that can be
-    opened for writing — a FIFO, a terminal, a character device — is written to as it is.
-    A symlink is followed: its target is written (or replaced), the link stays.
+    renamed over it once the export has gone through every trace, so no reader sees half an
+    export (its permissions are kept). When some traces cannot be exported the file holds
+    the others and :class:`ExportError` names the missing ones; an export that wrote no trace
+    at all leaves the old file as it was. Anything else that can be opened for writing — a
+    FIFO, a terminal, a character device — is written to as it is. A symlink is followed:
+    its target is written (or replaced), the link stays.
 
     Raises:
+        ExportError: some traces could not be exported (see :func:`write_json_lines`).
+        TracingError: the trace file cannot be read.
         OSError: the path cannot be written (a directory, a missing folder, no permission).
     """
     name = os.fspath(path)
@@ -399,8 +520,17 @@ def write_json_file(
         with open(tmp, "w", encoding="utf-8") as out:
             if info is not None:
                 os.chmod(tmp, stat.S_IMODE(info.st_mode))
-            result = write_json_lines(store, trace_ids, out, progress=progress)
-        os.replace(tmp, target)
+            try:
+                result = write_json_lines(store, trace_ids, out, progress=progress)
+            except ExportError as exc:
+                partial: ExportError | None = exc
+                result = (exc.traces, exc.spans)
+            else:
+                partial = None
+        if result[0] or partial is None:  # the traces that could be exported
+            os.replace(tmp, target)
+        if partial is not None:
+            raise partial
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -492,15 +622,30 @@ def post_request(
             response.read()
     except urllib.error.HTTPError as exc:
         detail = _refusal_message(exc.read(64 * 1024), exc.headers.get("Content-Type", ""))
-        raise TracingError(
+        raise _Refused(
             f"{url} refused the spans: HTTP {exc.code} {exc.reason}"
-            + (f" — {detail}" if detail else "")
+            + (f" — {detail}" if detail else ""),
+            exc.code,
         ) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise TracingError(f"cannot reach {url}: {reason}") from None
     except (http.client.HTTPException, ValueError) as exc:  # not HTTP, a bad URL or header
         raise TracingError(f"cannot send to {url!r}: {type(exc).__name__}: {exc}") from None
+
+
+class _Refused(TracingError):
+    """The receiver answered with an HTTP error ``status``."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+_ENDPOINT_REFUSALS = frozenset({401, 403, 404, 405, 407, 408, 415, 429, 502, 503, 504})
+"""HTTP errors about the receiver, not the spans (auth, a wrong URL or protocol, overload,
+a receiver down behind a proxy): every later request would get them too, so an export
+stops at the first. Other errors (400, 413, 422, 500, …) fail the request's traces only."""
 
 
 def _refusal_message(body: bytes, content_type: str) -> str:
@@ -538,32 +683,93 @@ def send_otlp(
     ``endpoint`` is the receiver's base URL (``/v1/traces`` is added) or the full traces URL.
     Traces are batched into requests of at most ``max_spans_per_request`` spans (a larger
     trace is split across requests).
-    ``progress(traces_done, spans_in_batch)`` is called after each trace is read.
+    ``progress(traces_done, spans_of_trace)`` is called as each trace is settled: sent (all
+    its requests accepted) or failed (0 spans).
+
+    Raises:
+        ExportError: some traces could not be sent — not in the file, a span OTLP cannot
+            hold, or a request holding spans of theirs refused (e.g. HTTP 400 or 413) —
+            raised after every other trace was sent. The export *stops* at once, with the
+            traces not yet sent counted in ``not_sent``, when going on cannot help: the
+            receiver is unreachable, does not speak HTTP, or refuses for a reason about
+            itself (see :data:`_ENDPOINT_REFUSALS`: 401, 403, 404, 429, 503, …), or the
+            trace file cannot be read any more.
+        TracingError: the trace file cannot be read at all.
     """
     url = traces_endpoint(endpoint)
     batch: list[ReadableSpan] = []
-    traces = spans_sent = 0
+    # the traces with spans in the batch: their span count once their last spans are in it
+    in_batch: dict[str, int | None] = {}
+    failures: list[TraceFailure] = []
+    failed: set[str] = set()
+    traces = spans_sent = done = 0
+
+    def settled(spans: int) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, spans)
+
+    def fail(failure: TraceFailure) -> None:
+        if failure.trace_id not in failed:  # a trace split over requests fails once
+            failed.add(failure.trace_id)
+            failures.append(failure)
+            settled(0)
+
+    def stop(reason: str) -> ExportError:
+        return ExportError(
+            total=len(trace_ids),
+            traces=traces,
+            spans=spans_sent,
+            failures=failures,
+            stopped=reason,
+            not_sent=len(trace_ids) - done,
+        )
 
     def flush() -> None:
-        nonlocal spans_sent
-        if batch:
+        nonlocal spans_sent, traces
+        if not batch:
+            return
+        try:
             post_request(
                 url, encode_request(batch), protocol=protocol, headers=headers, timeout=timeout
             )
+        except _Refused as exc:
+            if exc.status in _ENDPOINT_REFUSALS:
+                raise stop(str(exc)) from None
+            for trace_id in in_batch:
+                fail(TraceFailure(trace_id, str(exc)))
+        except TracingError as exc:  # unreachable, not HTTP: so is every later request
+            raise stop(str(exc)) from None
+        else:
             spans_sent += len(batch)
-            batch.clear()
+            for trace_id, count in in_batch.items():
+                if count is not None and trace_id not in failed:
+                    traces += 1
+                    settled(count)
+        batch.clear()
+        in_batch.clear()
 
-    for _, spans in iter_trace_spans(store, trace_ids):
-        if batch and len(batch) + len(spans) > max_spans_per_request:
-            flush()
-        # A trace larger than a request is split (receivers limit request sizes; flock's
-        # dashboard takes 64 MiB), as a live exporter sends it in batches.
-        for start in range(0, len(spans), max_spans_per_request):
-            if len(batch) >= max_spans_per_request:
+    try:
+        for trace_id, spans in iter_trace_spans(store, trace_ids, on_failure=fail):
+            if batch and len(batch) + len(spans) > max_spans_per_request:
                 flush()
-            batch.extend(spans[start : start + max_spans_per_request])
-        traces += 1
-        if progress is not None:
-            progress(traces, len(spans))
+            # A trace larger than a request is split (receivers limit request sizes; flock's
+            # dashboard takes 64 MiB), as a live exporter sends it in batches.
+            for start in range(0, len(spans), max_spans_per_request):
+                if len(batch) >= max_spans_per_request:
+                    flush()
+                batch.extend(spans[start : start + max_spans_per_request])
+                in_batch[trace_id] = None
+            in_batch[trace_id] = len(spans)
+    except ExportError:
+        raise
+    except TracingError as exc:  # the file cannot be read (any more)
+        if not done and not batch:
+            raise
+        flush()  # what was read still goes
+        raise stop(str(exc)) from None
     flush()
+    if failures:
+        raise ExportError(total=len(trace_ids), traces=traces, spans=spans_sent, failures=failures)
     return traces, spans_sent
