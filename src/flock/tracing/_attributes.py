@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -106,16 +107,21 @@ def nest(
 
 
 _MISSING: Any = object()
-_PLANS: dict[tuple[str, ...], Callable[[tuple[Any, ...]], dict[str, Any]] | None] = {}
+_THREAD = threading.local()  # each thread's plans: a plan refills one dict (see _compile)
 
 
 def _compile(keys: tuple[str, ...]) -> Callable[[tuple[Any, ...]], dict[str, Any]] | None:
-    """A function from the values (in ``keys`` order) to the nested dict, as one literal.
+    """A function that writes the values (in ``keys`` order) into the nested dict of this
+    key set and returns it: the dict is built once, and each call only assigns its leaves
+    (building the nested dicts anew for every span cost ~0.6 µs a span of 2 µs, measured).
+    The returned dict is the same object every call: serialize it before the next call, in
+    the same thread (plans are per thread, see :func:`attributes_json`).
 
     ``None`` when the keys need :func:`nest`'s general handling (a key that is both a leaf
     and a prefix, or an empty part such as ``"a..b"``).
     """
     tree: dict[str, Any] = {}
+    leaves: list[tuple[dict[str, Any], str, int]] = []
     for index, key in enumerate(keys):
         parts = key.split(".")
         if "" in parts:
@@ -128,31 +134,35 @@ def _compile(keys: tuple[str, ...]) -> Callable[[tuple[Any, ...]], dict[str, Any
             node = child
         if parts[-1] in node:
             return None
-        node[parts[-1]] = index
-
-    def source(node: dict[str, Any]) -> str:
-        items = (
-            f"{key!r}: {source(value) if value.__class__ is dict else f'v[{value}]'}"
-            for key, value in node.items()
-        )
-        return "{" + ", ".join(items) + "}"
-
-    # The keys are embedded as repr() string literals, the values by index: no user text
-    # is ever evaluated as code.
-    plan: Callable[[tuple[Any, ...]], dict[str, Any]] = eval(
-        f"lambda v: {source(tree)}", {"__builtins__": {}}
-    )
+        node[parts[-1]] = None
+        leaves.append((node, parts[-1], index))
+    # Each parent dict is bound to a default argument; the keys are embedded as repr()
+    # string literals, the values by index: no user text is ever evaluated as code.
+    parents: dict[int, str] = {}
+    bound: dict[str, dict[str, Any]] = {"t": tree}
+    lines = []
+    for node, leaf, index in leaves:
+        name = parents.get(id(node))
+        if name is None:
+            name = parents[id(node)] = f"d{len(parents)}"
+            bound[name] = node
+        lines.append(f"    {name}[{leaf!r}] = v[{index}]")
+    params = ", ".join(f"{name}={name}" for name in bound)
+    source = f"def plan(v, {params}):\n" + "\n".join(lines) + "\n    return t\n"
+    namespace: dict[str, Any] = {"__builtins__": {}, **bound}
+    exec(source, namespace)
+    plan: Callable[[tuple[Any, ...]], dict[str, Any]] = namespace["plan"]
     return plan
 
 
 def attributes_json(
     attributes: Mapping[str, Any], *, max_chars: int, redact: Redactor | None = None
 ) -> str:
-    """``nest(attributes)`` as JSON bytes, fast for the common case.
+    """``nest(attributes)`` as JSON, fast for the common case.
 
     Spans of one kind share their attribute keys, so the nesting is compiled once per key
-    set; and when the whole JSON is at most ``max_chars`` long no string in it can need
-    capping, so capping only runs for the rare large span.
+    set (and thread: see :func:`_compile`); and when the whole JSON is at most ``max_chars``
+    long no string in it can need capping, so capping only runs for the rare large span.
 
     Returns ``str``: orjson's ``bytes`` results over-allocate, and keeping thousands of them
     alive (a writer batch) costs far more than the encoding itself; a decoded copy does not.
@@ -162,12 +172,16 @@ def attributes_json(
     if not attributes:
         return "{}"
     if redact is None:
+        try:
+            plans: dict[tuple[str, ...], Any] = _THREAD.plans
+        except AttributeError:
+            plans = _THREAD.plans = {}
         keys = tuple(attributes)
-        plan = _PLANS.get(keys, _MISSING)
+        plan = plans.get(keys, _MISSING)
         if plan is _MISSING:
             plan = _compile(keys)
-            if len(_PLANS) < 4096:  # key sets are few; don't grow without bound
-                _PLANS[keys] = plan
+            if len(plans) < 4096:  # key sets are few; don't grow without bound
+                plans[keys] = plan
         if plan is not None:
             nested = plan(tuple(attributes.values()))
             try:  # (orjson inline, not to_json: this runs for every span)
