@@ -612,3 +612,49 @@ def test_appends_write_small_row_groups_and_older_files_stay_appendable(tmp_path
     appender.close()
     with duckdb.connect(str(older), read_only=True) as conn:
         assert conn.execute("SELECT count(*) FROM spans").fetchone() == (big.num_rows + len(spans),)
+
+
+def test_batches_encode_each_column_as_plain_arrow_conversion_would() -> None:
+    """The encoder takes shortcuts (a column with one value for the whole batch is a slice
+    of an array made once; integer columns go through array.array; nested attribute dicts
+    are refilled per key set): batches that repeat values, that mix them, and that follow
+    each other with other values must come out as pyarrow's plain conversion of the same
+    values, and equal to one batch of all the spans."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.trace import Status, StatusCode
+
+    from flock.tracing._encode import FinishedSpan
+
+    def spans(service: str, n: int, mixed: bool) -> list[FinishedSpan]:
+        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        tracer = provider.get_tracer("t")
+        made = []
+        for i in range(n):
+            span = tracer.start_span("a" if not mixed or i % 3 else "b", start_time=i + 1)
+            span.set_attribute("flock.n", i)
+            span.set_attribute("workflow.name", service)
+            if mixed and i % 4 == 0:
+                span.add_event("e", {"k": i}, timestamp=i + 2)
+                span.set_status(Status(StatusCode.ERROR, f"boom {i}"))
+            span.end(end_time=i + 3)
+            made.append(FinishedSpan(span))
+        return made
+
+    batches = [spans("one", 256, False), spans("two", 256, False), spans("two", 100, True)]
+    tables = [spans_to_arrow(batch) for batch in batches]
+    for batch, table in zip(batches, tables, strict=True):
+        rows = table.to_pylist()
+        assert [r["name"] for r in rows] == [s._name for s in batch]
+        assert [r["span_id"] for r in rows] == [s._context.span_id for s in batch]
+        assert [(r["start_time"], r["end_time"]) for r in rows] == [
+            (s._start_time, s._end_time) for s in batch
+        ]
+        assert [r["status_description"] for r in rows] == [s._status.description for s in batch]
+        assert {r["service"] for r in rows} == {batch[0]._resource.attributes["service.name"]}
+        assert [json.loads(r["attributes"]) for r in rows] == [
+            {"flock": {"n": s._attributes["flock.n"]}, "workflow": {"name": r["service"]}}
+            for s, r in zip(batch, rows, strict=True)
+        ]
+        assert [len(json.loads(r["events"])) for r in rows] == [len(s._events or ()) for s in batch]
+    whole = spans_to_arrow([s for batch in batches for s in batch])
+    assert pa.concat_tables(tables).to_pylist() == whole.to_pylist()
