@@ -12,13 +12,16 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+
+import orjson
 
 __all__ = [
     "STATUS_DESCRIPTION_KEY",
     "Redactor",
     "attributes_json",
+    "attributes_jsons",
     "cap",
     "flatten",
     "has_non_finite",
@@ -158,39 +161,66 @@ def _compile(keys: tuple[str, ...]) -> Callable[[tuple[Any, ...]], dict[str, Any
 def attributes_json(
     attributes: Mapping[str, Any], *, max_chars: int, redact: Redactor | None = None
 ) -> str:
-    """``nest(attributes)`` as JSON, fast for the common case.
+    """``nest(attributes)`` as JSON (see :func:`attributes_jsons`)."""
+    return attributes_jsons((attributes,), max_chars=max_chars, redact=redact)[0]
+
+
+def attributes_jsons(
+    batch: Sequence[Mapping[str, Any] | None],
+    *,
+    max_chars: int,
+    redact: Redactor | None = None,
+    failed: Callable[[int, BaseException], str] | None = None,
+) -> list[str]:
+    """``nest(attributes)`` as JSON for each of a batch's attribute mappings (``"{}"`` for
+    ``None`` or an empty one), fast for the common case: one call per batch, not per span.
 
     Spans of one kind share their attribute keys, so the nesting is compiled once per key
     set (and thread: see :func:`_compile`); and when the whole JSON is at most ``max_chars``
     long no string in it can need capping, so capping only runs for the rare large span.
+    Where one mapping cannot be encoded (a redact hook that raises, even SystemExit), the
+    item is ``failed(index, exc)``; without ``failed`` the exception propagates.
 
     Returns ``str``: orjson's ``bytes`` results over-allocate, and keeping thousands of them
     alive (a writer batch) costs far more than the encoding itself; a decoded copy does not.
     """
-    import orjson
-
-    if not attributes:
-        return "{}"
-    if redact is None:
+    out: list[str] = []
+    append = out.append
+    if redact is not None:
+        plans: dict[tuple[str, ...], Any] = {}  # (never used: every mapping is redacted)
+    else:
         try:
-            plans: dict[tuple[str, ...], Any] = _THREAD.plans
+            plans = _THREAD.plans
         except AttributeError:
             plans = _THREAD.plans = {}
-        keys = tuple(attributes)
-        plan = plans.get(keys, _MISSING)
-        if plan is _MISSING:
-            plan = _compile(keys)
-            if len(plans) < 4096:  # key sets are few; don't grow without bound
-                plans[keys] = plan
-        if plan is not None:
-            nested = plan(tuple(attributes.values()))
-            try:  # (orjson inline, not to_json: this runs for every span)
-                data = orjson.dumps(nested, default=str)
-            except orjson.JSONEncodeError:
-                data = to_json(nested)
-            if len(data) <= max_chars:
-                return data.decode()
-    return nested_json(attributes, max_chars=max_chars, redact=redact)
+    dumps = orjson.dumps
+    for index, attributes in enumerate(batch):
+        if not attributes:
+            append("{}")
+            continue
+        try:
+            if redact is None:
+                keys = tuple(attributes)
+                plan = plans.get(keys, _MISSING)
+                if plan is _MISSING:
+                    plan = _compile(keys)
+                    if len(plans) < 4096:  # key sets are few; don't grow without bound
+                        plans[keys] = plan
+                if plan is not None:
+                    nested = plan(tuple(attributes.values()))
+                    try:
+                        data = dumps(nested, default=str)
+                    except orjson.JSONEncodeError:
+                        data = to_json(nested)
+                    if len(data) <= max_chars:
+                        append(data.decode())
+                        continue
+            append(nested_json(attributes, max_chars=max_chars, redact=redact))
+        except BaseException as exc:
+            if failed is None:
+                raise
+            append(failed(index, exc))
+    return out
 
 
 def to_json(value: Any) -> bytes:
@@ -198,8 +228,6 @@ def to_json(value: Any) -> bytes:
     of failing the whole value: a lone surrogate (a file name decoded with
     ``surrogateescape``, say) becomes U+FFFD, an integer beyond 64 bits its decimal digits as
     a string. Reported once per process."""
-    import orjson
-
     try:
         return orjson.dumps(value, default=str)
     except orjson.JSONEncodeError:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from flock._errors import describe
 from flock.tracing._attributes import (
-    attributes_json,
+    attributes_jsons,
     cap,
     has_non_finite,
     nested_json,
@@ -201,7 +201,7 @@ def spans_to_arrow(
     ends: list[int] = [0] * n
     status_codes: list[str] = [""] * n
     status_descriptions: list[str | None] = [None] * n
-    attributes: list[str] = ["{}"] * n
+    raws: list[Mapping[str, Any] | None] = [None] * n
     events: list[str] = ["[]"] * n
     links: list[str] = ["[]"] * n
     resources_col: list[str] = ["{}"] * n
@@ -243,14 +243,7 @@ def spans_to_arrow(
             status_descriptions[i] = _description(span, max_chars, redact)
         raw = span._attributes
         if raw:
-            try:
-                attributes[i] = attributes_json(
-                    getattr(raw, "_dict", raw), max_chars=max_chars, redact=redact
-                )
-            # e.g. a redact hook that raises: lose these, not the batch. BaseException: a
-            # hook's SystemExit must not kill the writer thread either (no cost unless raised).
-            except BaseException as exc:
-                attributes[i] = _unencodable(span._name, "attributes", exc)
+            raws[i] = getattr(raw, "_dict", raw)
         if span._events:
             try:
                 events[i] = _events_json(span._events, max_chars * 4, redact)
@@ -261,6 +254,14 @@ def spans_to_arrow(
                 links[i] = _links_json(span._links, max_chars, redact)
             except BaseException as exc:
                 links[i] = "[" + _unencodable(span._name, "links", exc) + "]"
+    # One call for the batch's attributes. Where a span's cannot be encoded (a redact hook
+    # that raises, even SystemExit): lose these, not the batch, nor the writer thread.
+    attributes = attributes_jsons(
+        raws,
+        max_chars=max_chars,
+        redact=redact,
+        failed=lambda i, exc: _unencodable(spans[i]._name, "attributes", exc),
+    )
     # The fast path writes NaN and infinities as null: redo the (rare) spans that have one
     # with nested_json, which keeps them. One search per batch, not one per span; "null" in
     # a string value (a JSON payload) is told apart by the values. (With a redact hook every
