@@ -455,9 +455,9 @@ async def test_workflows_ending_together_share_one_append(
     appends: list[int] = []
     append = Appender.append
 
-    def counting(self: Appender, table: Any) -> None:
+    def counting(self: Appender, table: Any, **options: Any) -> None:
         appends.append(table.num_rows)
-        append(self, table)
+        append(self, table, **options)
 
     monkeypatch.setattr(Appender, "append", counting)
     processor = DuckDBSpanProcessor(tmp_path / "t.duckdb", flush_interval=3600)
@@ -658,3 +658,40 @@ def test_batches_encode_each_column_as_plain_arrow_conversion_would() -> None:
         assert [len(json.loads(r["events"])) for r in rows] == [len(s._events or ()) for s in batch]
     whole = spans_to_arrow([s for batch in batches for s in batch])
     assert pa.concat_tables(tables).to_pylist() == whole.to_pylist()
+
+
+def test_a_large_append_someone_waits_for_runs_on_two_threads_then_back_to_one(
+    tmp_path: Path,
+) -> None:
+    """The last append of a flush runs on two DuckDB threads, rows in any order: all of
+    them land, and the writer's instance goes back to one thread in insertion order."""
+    from flock.tracing.store import PARALLEL_ROWS
+    from tests.tracing.stored import seed_trace
+
+    spans = seed_trace()
+    table = spans_to_arrow(spans)
+    big = pa.concat_tables([table] * (PARALLEL_ROWS // len(spans) + 1))
+    appender = Appender(tmp_path / "t.duckdb")
+    seen: list[tuple[Any, ...]] = []
+    insert = appender._insert
+
+    def watching(conn: Any, batch: Any, where: str = "") -> None:
+        setting = "SELECT current_setting('threads'), current_setting('preserve_insertion_order')"
+        seen.append(conn.execute(setting).fetchone())
+        insert(conn, batch, where)
+
+    appender._insert = watching  # type: ignore[method-assign]
+    try:
+        appender.append(big, waited_on=True)
+        appender.append(table, waited_on=True)  # small: one thread
+        appender.append(big)  # nobody waits: one thread
+        assert appender._conn is not None
+        assert appender._conn.execute(
+            "SELECT current_setting('threads'), current_setting('preserve_insertion_order')"
+        ).fetchone() == (1, True)
+    finally:
+        appender.close()
+    assert seen == [(2, False), (1, True), (1, True)]
+    with duckdb.connect(str(tmp_path / "t.duckdb"), read_only=True) as conn:
+        counted = conn.execute("SELECT count(*), count(DISTINCT span_id) FROM spans").fetchone()
+    assert counted == (2 * len(big) + len(table), len(spans))

@@ -464,10 +464,10 @@ def test_the_writer_survives_a_base_exception_and_retries(
     append = Appender.append
     failures = [SystemExit("from somewhere in the append")]
 
-    def failing_once(self: Appender, table: Any) -> None:
+    def failing_once(self: Appender, table: Any, **options: Any) -> None:
         if failures:
             raise failures.pop()
-        append(self, table)
+        append(self, table, **options)
 
     monkeypatch.setattr(Appender, "append", failing_once)
     db = tmp_path / "traces.duckdb"

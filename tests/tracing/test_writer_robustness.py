@@ -301,11 +301,11 @@ def test_a_flush_retries_a_held_file_often_so_it_follows_a_short_read_closely(
     attempts: list[float] = []
     append = writer._appender.append
 
-    def held_for_eight_tries(table: object) -> None:
+    def held_for_eight_tries(table: object, **options: bool) -> None:
         attempts.append(time.monotonic())
         if len(attempts) <= 8:
             raise duckdb.IOException("IO Error: Could not set lock on file: held by a reader")
-        append(table)  # type: ignore[arg-type]
+        append(table, **options)  # type: ignore[arg-type]
 
     writer._appender.append = held_for_eight_tries  # type: ignore[method-assign]
     try:

@@ -570,7 +570,9 @@ class DuckDBSpanProcessor(SpanProcessor):
         self._writing_rows = self._encoded_rows  # (see pending)
         tables, rows = self._take()
         try:
-            written = self._write(tables, rows, deadline=deadline, urgent_until=urgent_until)
+            written = self._write(
+                tables, rows, deadline=deadline, urgent_until=urgent_until, waited_on=True
+            )
             if not written:
                 self._give_back(tables, rows)
         except BaseException:
@@ -659,7 +661,13 @@ class DuckDBSpanProcessor(SpanProcessor):
         return good, (self._encode(good) if good else None)
 
     def _write(
-        self, tables: list[Any], rows: int, *, deadline: float | None, urgent_until: float = 0.0
+        self,
+        tables: list[Any],
+        rows: int,
+        *,
+        deadline: float | None,
+        urgent_until: float = 0.0,
+        waited_on: bool = False,
     ) -> bool:
         """Append ``tables``; retry while the file is locked. False: not yet (or give back).
 
@@ -674,7 +682,7 @@ class DuckDBSpanProcessor(SpanProcessor):
         while True:
             try:
                 with self._file_lock, self._append_lock:
-                    self._appender.append(table)
+                    self._appender.append(table, waited_on=waited_on)
             except Exception as exc:
                 if not is_lock_error(exc):
                     raise
