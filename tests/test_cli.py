@@ -14,7 +14,8 @@ import orjson
 import pytest
 from rich.console import Console
 
-import flock.cli
+import flock._cli_common
+import flock._cli_traces
 from flock.cli import main
 from tests.tracing.stored import SEED_TREE, OtlpReceiver, hex_ids, seed_trace, write_spans
 
@@ -82,6 +83,21 @@ def test_missing_file_and_unknown_trace_are_plain_errors(
 def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
     main(["traces", "show", "--help"])
     assert "Example: flock traces show latest" in capsys.readouterr().out
+
+
+def test_python_dash_m_flock_runs_the_command_line(tmp_path: Path) -> None:
+    # "No module named flock.__main__" before; the exit code is the command's.
+    ok = subprocess.run(
+        [sys.executable, "-m", "flock", "traces", "--help"], capture_output=True, text=True
+    )
+    assert ok.returncode == 0 and "Inspect the trace file." in ok.stdout
+    missing = str(tmp_path / "none.duckdb")
+    failed = subprocess.run(
+        [sys.executable, "-m", "flock", "traces", "list", "--db", missing],
+        capture_output=True,
+        text=True,
+    )
+    assert failed.returncode == 1 and "error: no trace file at" in failed.stderr
 
 
 # --- stored traces: exact layout, list --since, stats, export, locking, progress ---------
@@ -247,7 +263,7 @@ def test_progress_bar_on_a_terminal_only(
     db, _ = seeded
     terminal = io.StringIO()
     monkeypatch.setattr(
-        flock.cli,
+        flock._cli_traces,
         "_err_console",
         lambda: Console(file=terminal, force_terminal=True, width=100),
     )
@@ -298,7 +314,7 @@ def test_a_locked_file_is_a_plain_message(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     db, _ = seeded
-    monkeypatch.setattr(flock.cli, "LOCK_WAIT", 0.3)
+    monkeypatch.setattr(flock._cli_common, "LOCK_WAIT", 0.3)
     with file_locked(db):
         assert main([*command, "--db", db]) == 1
     err = capsys.readouterr().err
@@ -312,11 +328,11 @@ def test_commands_wait_out_a_brief_lock(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     db, _ = seeded
-    monkeypatch.setattr(flock.cli, "LOCK_WAIT", 0.3)
+    monkeypatch.setattr(flock._cli_common, "LOCK_WAIT", 0.3)
     with file_locked(db):
         assert main(["traces", "clear", "--yes", "--db", db]) == 1
     assert "is held by another process" in capsys.readouterr().err
-    monkeypatch.setattr(flock.cli, "LOCK_WAIT", 20.0)
+    monkeypatch.setattr(flock._cli_common, "LOCK_WAIT", 20.0)
     with file_locked(db, seconds=1.0):  # lets go after a second
         assert main(["traces", "list", "--json", "--db", db]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
