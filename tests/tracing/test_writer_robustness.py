@@ -317,3 +317,60 @@ def test_a_flush_retries_a_held_file_often_so_it_follows_a_short_read_closely(
         writer.shutdown()
     assert len(attempts) == 9 and stored(db=tmp_path / "traces.duckdb", column="name") == {"s": "s"}
     assert attempts[-1] - attempts[0] < 1.0  # 8 waits of 10 ms (the old schedule: > 3 s)
+
+
+def test_spans_with_float_times_are_stored(tmp_path: Path) -> None:
+    # The SDK keeps start_time=/end_time= as given; time.time() * 1e9 is a float. The
+    # encoder's array.array path refused floats, and such a span was dropped as unencodable.
+    db = tmp_path / "traces.duckdb"
+    writer = DuckDBSpanProcessor(db, flush_interval=60)
+    tracer = TracerProvider().get_tracer("t")
+    try:
+        start = float(time.time_ns() // 1000 * 1000)
+        span = tracer.start_span("float-start", start_time=start)  # type: ignore[arg-type]
+        span.end(end_time=start + 5e6)  # type: ignore[arg-type]
+        other = tracer.start_span("int")
+        other.end()
+        for s in (span, other):
+            writer.on_end(s)
+        assert writer.force_flush(10_000)
+        assert writer.dropped == 0
+    finally:
+        writer.shutdown()
+    with duckdb.connect(str(db), read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT name, start_time, duration_ms FROM spans ORDER BY name"
+        ).fetchall()
+    assert rows[0][:2] == ("float-start", int(start)) and rows[1][0] == "int"
+    assert rows[0][2] == pytest.approx(5.0, abs=0.001)  # (a float's precision at 1.8e18 ns)
+
+
+def test_encoding_attributes_keeps_no_value_alive_and_may_reenter() -> None:
+    # An attribute key set's nested dict is reused from span to span: it must not keep the
+    # last span's values (a large prompt, say) alive after the batch, and a value whose
+    # str() (orjson's default=str) encodes attributes of the same keys in this thread must
+    # not overwrite the dict being serialized.
+    import gc
+    import weakref
+
+    from flock.tracing._attributes import attributes_json, attributes_jsons
+
+    class Payload:
+        def __str__(self) -> str:
+            return "payload"
+
+    payload = Payload()
+    alive = weakref.ref(payload)
+    assert attributes_jsons([{"llm.prompt": payload}], max_chars=100) == [
+        '{"llm":{"prompt":"payload"}}'
+    ]
+    del payload
+    gc.collect()
+    assert alive() is None
+
+    class Inner:
+        def __str__(self) -> str:
+            return attributes_json({"a": "INNER", "b": "inner-b"}, max_chars=100)
+
+    outer = json.loads(attributes_json({"a": Inner(), "b": "outer-b"}, max_chars=1000))
+    assert outer == {"a": '{"a":"INNER","b":"inner-b"}', "b": "outer-b"}

@@ -111,6 +111,8 @@ def nest(
 
 _MISSING: Any = object()
 _THREAD = threading.local()  # each thread's plans: a plan refills one dict (see _compile)
+_Plan = tuple[Callable[[tuple[Any, ...]], dict[str, Any]], tuple[None, ...]]
+"""A key set's plan and the values that blank its dict (Nones, one per key)."""
 
 
 def _compile(keys: tuple[str, ...]) -> Callable[[tuple[Any, ...]], dict[str, Any]] | None:
@@ -186,40 +188,52 @@ def attributes_jsons(
     """
     out: list[str] = []
     append = out.append
-    if redact is not None:
-        plans: dict[tuple[str, ...], Any] = {}  # (never used: every mapping is redacted)
-    else:
+    plans: dict[tuple[str, ...], _Plan | None] = {}
+    busy = getattr(_THREAD, "busy", False)
+    if redact is None and not busy:
+        # (A value's __str__, called by orjson's default=str, that encodes attributes in
+        # this thread again gets plans of its own: it must not refill the dicts in use.)
         try:
             plans = _THREAD.plans
         except AttributeError:
             plans = _THREAD.plans = {}
+    _THREAD.busy = True
+    used: list[_Plan] = []  # blanked at the end: a dict must not keep a span's values alive
     dumps = orjson.dumps
-    for index, attributes in enumerate(batch):
-        if not attributes:
-            append("{}")
-            continue
-        try:
-            if redact is None:
-                keys = tuple(attributes)
-                plan = plans.get(keys, _MISSING)
-                if plan is _MISSING:
-                    plan = _compile(keys)
-                    if len(plans) < 4096:  # key sets are few; don't grow without bound
-                        plans[keys] = plan
-                if plan is not None:
-                    nested = plan(tuple(attributes.values()))
-                    try:
-                        data = dumps(nested, default=str)
-                    except orjson.JSONEncodeError:
-                        data = to_json(nested)
-                    if len(data) <= max_chars:
-                        append(data.decode())
-                        continue
-            append(nested_json(attributes, max_chars=max_chars, redact=redact))
-        except BaseException as exc:
-            if failed is None:
-                raise
-            append(failed(index, exc))
+    try:
+        for index, attributes in enumerate(batch):
+            if not attributes:
+                append("{}")
+                continue
+            try:
+                if redact is None:
+                    keys = tuple(attributes)
+                    entry = plans.get(keys, _MISSING)
+                    if entry is _MISSING:
+                        plan = _compile(keys)
+                        entry = None if plan is None else (plan, (None,) * len(keys))
+                        if len(plans) < 4096:  # key sets are few; don't grow without bound
+                            plans[keys] = entry
+                    if entry is not None:
+                        if not used or used[-1] is not entry:
+                            used.append(entry)
+                        nested = entry[0](tuple(attributes.values()))
+                        try:
+                            data = dumps(nested, default=str)
+                        except orjson.JSONEncodeError:
+                            data = to_json(nested)
+                        if len(data) <= max_chars:
+                            append(data.decode())
+                            continue
+                append(nested_json(attributes, max_chars=max_chars, redact=redact))
+            except BaseException as exc:
+                if failed is None:
+                    raise
+                append(failed(index, exc))
+    finally:
+        _THREAD.busy = busy
+        for plan, blank in used:
+            plan(blank)
     return out
 
 

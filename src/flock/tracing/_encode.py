@@ -308,7 +308,10 @@ def _arrow(values: list[Any], field: pa.Field) -> pa.Array:
     name = field.name
     code = _NUMBERS.get(name)
     if code is not None and sys.byteorder == "little":
-        numbers = array.array(code, values)  # (OverflowError out of range, as pyarrow's)
+        try:  # (OverflowError out of range, as pyarrow's)
+            numbers = array.array(code, values)
+        except TypeError:  # a float time (start_time=time.time() * 1e9): pyarrow takes it
+            return pa.array(values, type=field.type, memory_pool=_pool())
         return pa.Array.from_buffers(field.type, n, [None, pa.py_buffer(numbers)])
     if name not in _NOT_REPEATED and 0 < n <= _REPEATED_ROWS:
         first = values[0]
