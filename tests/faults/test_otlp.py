@@ -7,6 +7,7 @@ Each case is a child process exporting to a server of this test on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -15,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -227,3 +229,77 @@ def test_a_failing_export_at_exit_is_tried_once_not_retried(tmp_path: Path) -> N
     assert lines[0].startswith("flock: OTLP export to ") and "still written" in lines[0]
     ended = [line for line in child.seen if line.startswith("ended ")]
     assert query(tmp_path / DB, "SELECT count(*) FROM spans")[0][0] == len(ended) > 0
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_at_exit_each_batch_gets_one_attempt(protocol: str) -> None:
+    """At exit a batch is tried once, without the exporter's back-off, and the batches after
+    a failed one are still tried: a collector answering 503 (gRPC: UNAVAILABLE) once, as
+    one restarting does, gets every later exit batch. (The first fix shut the exporter
+    down at the first retry, and the later batches were lost.)"""
+    import grpc
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+        OTLPSpanExporter as GrpcExporter,
+    )
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpExporter,
+    )
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from flock.tracing._otlp import ReportingSpanExporter
+
+    attempts: list[int] = []
+
+    class FailsOnce(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            attempts.append(1)
+            self.send_response(503 if len(attempts) == 1 else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    def grpc_fails_once(request: bytes, context: grpc.ServicerContext) -> bytes:
+        attempts.append(1)
+        if len(attempts) == 1:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+        return b""
+
+    spans = []
+    tracer = TracerProvider().get_tracer("t")
+    for i in range(6):
+        span = tracer.start_span(f"s{i}")
+        span.end()
+        spans.append(span)
+    with contextlib.ExitStack() as stack:
+        if protocol == "grpc":
+            server = grpc.server(ThreadPoolExecutor(max_workers=2))
+            handler = grpc.unary_unary_rpc_method_handler(grpc_fails_once)
+            server.add_generic_rpc_handlers(
+                [
+                    grpc.method_handlers_generic_handler(
+                        "opentelemetry.proto.collector.trace.v1.TraceService",
+                        {"Export": handler},
+                    )
+                ]
+            )
+            port = server.add_insecure_port("127.0.0.1:0")
+            server.start()
+            stack.callback(lambda: server.stop(0).wait(5))
+            inner: Any = GrpcExporter(endpoint=f"127.0.0.1:{port}", insecure=True)
+        else:
+            port = stack.enter_context(http_collector(FailsOnce))
+            inner = HttpExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces")
+        exporter = ReportingSpanExporter(inner)
+        stack.callback(exporter.shutdown)
+        exporter._at_exit()  # what the interpreter's exit does
+        started = time.monotonic()
+        results = [exporter.export(spans[i : i + 2]) for i in range(0, 6, 2)]
+        took = time.monotonic() - started
+    assert results == [SpanExportResult.FAILURE, SpanExportResult.SUCCESS, SpanExportResult.SUCCESS]
+    assert len(attempts) == 3  # no retry of the first, nothing skipped after it
+    assert exporter.failed_spans == 2
+    assert took < 0.8  # the exporters' first back-off is ~1 s

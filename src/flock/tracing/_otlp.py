@@ -16,13 +16,13 @@ answers fills stderr with a few lines per batch for as long as the program runs.
   until an export succeeds again ("works again" is logged once), so each outage is reported
   once.
 - Export runs in the SDK's batch thread, so the run itself never waits for the endpoint. At
-  interpreter exit each batch gets one attempt, not the exporter's retries: if the endpoint
-  is already failing, the exporter is shut down first (which interrupts its retry back-off);
-  if an exit export fails (typically the only export of a short program), its first
-  "retrying in …" shuts the exporter down the same way. The remaining batches are counted
-  instead of retried: the exit waits for at most one attempt (``OTEL_EXPORTER_OTLP_TIMEOUT``,
-  10 s by default, against an endpoint that never answers; at once against a refused port,
-  where the retries used to hold a short program's exit for ~7 s).
+  interpreter exit each batch gets one attempt, not the exporter's retries with back-off (a
+  refused port held a short program's exit ~7 s): the exporter's retry wait is cut short
+  (its shutdown event is set, which ends the back-off without shutting it down). Once the
+  endpoint has failed and the exit's exports have taken :data:`EXIT_BUDGET_S`, the remaining
+  batches are counted instead of tried, so an endpoint that never answers holds the exit
+  for about one timeout (``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s by default), not one per batch;
+  one that fails once (a 503) still gets the batches after it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import atexit
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,9 @@ log = logging.getLogger("flock.tracing")
 
 _CAPTURED_LOGGERS = ("opentelemetry.exporter", "urllib3")
 _local = threading.local()
+EXIT_BUDGET_S = 2.0
+"""How long the exit's exports may take before a failing endpoint's remaining batches are
+counted instead of tried."""
 _RETRYING = re.compile(r",? retrying in [0-9.]+s\.?")
 
 
@@ -97,13 +101,18 @@ class ReportingSpanExporter(SpanExporter):
         self.failed_spans = 0
         self.failing = False
         self._exiting = False
+        self._exit_started = 0.0
         self._inner_shut_down = False
         self._lock = threading.Lock()
         _install_capture()
         atexit.register(self._at_exit)  # after the provider's own hook, so it runs before it
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._exiting and self.failing:
+        if (
+            self._exiting
+            and self.failing
+            and time.monotonic() - self._exit_started > EXIT_BUDGET_S
+        ):
             self._count_failure(len(spans))
             return SpanExportResult.FAILURE
         hook = self.redact() if self.redact is not None else None
@@ -112,7 +121,7 @@ class ReportingSpanExporter(SpanExporter):
             spans = [redacted(span, hook, resources) for span in spans]
         records: list[logging.LogRecord] = []
         _local.records = records
-        _local.on_retry = self._shutdown_inner if self._exiting else None
+        _local.on_retry = self._end_retries if self._exiting else None
         reason: str | None = None
         try:
             result = self.inner.export(spans)
@@ -151,8 +160,23 @@ class ReportingSpanExporter(SpanExporter):
             return first
 
     def _at_exit(self) -> None:
+        self._exit_started = time.monotonic()
         self._exiting = True
         if self.failing:
+            self._end_retries()
+
+    def _end_retries(self) -> None:
+        """From now on, one attempt per batch: set the event the exporter's retry back-off
+        waits on (its shutdown event: set, an export fails after its first attempt instead
+        of waiting to retry, and later exports still run). An exporter without one (another
+        version) is shut down instead, which also ends the wait, and later exports with it."""
+        inner: Any = self.inner
+        event = getattr(getattr(inner, "_client", None), "_shutdown_event", None)  # HTTP
+        if not isinstance(event, threading.Event):
+            event = getattr(inner, "_shutdown_in_progress", None)  # gRPC
+        if isinstance(event, threading.Event):
+            event.set()
+        else:
             self._shutdown_inner()
 
     def _shutdown_inner(self) -> None:
