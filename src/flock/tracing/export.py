@@ -759,9 +759,12 @@ def send_otlp(
             for start in range(0, len(spans), max_spans_per_request):
                 if len(batch) >= max_spans_per_request:
                     flush()
+                if trace_id in failed:  # a request with its first spans was refused: the
+                    break  # rest would only add to a partial trace at the receiver
                 batch.extend(spans[start : start + max_spans_per_request])
                 in_batch[trace_id] = None
-            in_batch[trace_id] = len(spans)
+            else:
+                in_batch[trace_id] = len(spans)
     except ExportError:
         raise
     except TracingError as exc:  # the file cannot be read (any more)
