@@ -101,13 +101,15 @@ def assert_failures(exc: ExportError, expected: dict[str, str]) -> None:
 
 class SelectiveReceiver(OtlpReceiver):
     """An OTLP/HTTP receiver on 127.0.0.1 that refuses (HTTP ``status``) every request
-    holding a span of ``refused`` traces and records the spans of the others."""
+    holding a span of ``refused`` traces, and the ``nth`` request (1-based) if given, and
+    records the spans of the others."""
 
-    def __init__(self, refused: set[str], status: int = 400) -> None:
+    def __init__(self, refused: set[str], status: int = 400, *, nth: int | None = None) -> None:
         super().__init__()
         self.refused = refused
         self.refused_status = status
         self.refusals = 0
+        self.seen = 0
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -125,7 +127,8 @@ class SelectiveReceiver(OtlpReceiver):
                     for ss in rs.scope_spans
                     for s in ss.spans
                 }
-                if ids & receiver.refused:
+                receiver.seen += 1
+                if ids & receiver.refused or receiver.seen == nth:
                     receiver.refusals += 1
                     reply, status = b"span too odd", receiver.refused_status
                 else:
@@ -225,6 +228,28 @@ def test_a_refused_request_fails_every_trace_in_it_and_a_split_trace_once(
         send_otlp(store, traces.good, receiver.url)  # both traces in one request
     assert [f.trace_id for f in info.value.failures] == traces.good
     assert receiver.requests == [] and info.value.traces == 0
+
+
+def test_a_trace_refused_after_a_part_was_accepted_is_not_counted_as_sent(
+    traces: Traces,
+) -> None:
+    # 4 spans a request: trace 0's second request is refused (its first was accepted, its
+    # third is not sent); the counts are those of the traces sent whole, as the progress.
+    store = TraceStore(traces.db)
+    progress: list[tuple[int, int]] = []
+    with SelectiveReceiver(set(), nth=2) as receiver, pytest.raises(ExportError) as info:
+        send_otlp(
+            store,
+            traces.good,
+            receiver.url,
+            max_spans_per_request=4,
+            progress=lambda done, n: progress.append((done, n)),
+        )
+    assert (receiver.seen, receiver.refusals) == (5, 1)  # 1 + 1 refused + 3 of trace 4
+    exc = info.value
+    assert [f.trace_id for f in exc.failures] == [traces.ids[0]]
+    assert (exc.traces, exc.spans) == (1, SPANS_PER_TRACE)
+    assert progress == [(1, 0), (2, SPANS_PER_TRACE)]
 
 
 @pytest.mark.parametrize("status", [401, 403, 404, 503])

@@ -682,7 +682,9 @@ def send_otlp(
 
     ``endpoint`` is the receiver's base URL (``/v1/traces`` is added) or the full traces URL.
     Traces are batched into requests of at most ``max_spans_per_request`` spans (a larger
-    trace is split across requests).
+    trace is split across requests; when one of its requests is refused, the rest of it is
+    not sent, but the parts already accepted stay at the receiver). The traces and spans
+    returned, and counted in :class:`ExportError`, are those of the traces sent whole.
     ``progress(traces_done, spans_of_trace)`` is called as each trace is settled: sent (all
     its requests accepted) or failed (0 spans).
 
@@ -741,11 +743,11 @@ def send_otlp(
                 fail(TraceFailure(trace_id, str(exc)))
         except TracingError as exc:  # unreachable, not HTTP: so is every later request
             raise stop(str(exc)) from None
-        else:
-            spans_sent += len(batch)
+        else:  # counted when a trace's last part is in: spans of the traces sent whole
             for trace_id, count in in_batch.items():
                 if count is not None and trace_id not in failed:
                     traces += 1
+                    spans_sent += count
                     settled(count)
         batch.clear()
         in_batch.clear()
