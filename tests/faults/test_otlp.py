@@ -303,3 +303,43 @@ def test_at_exit_each_batch_gets_one_attempt(protocol: str) -> None:
     assert len(attempts) == 3  # no retry of the first, nothing skipped after it
     assert exporter.failed_spans == 2
     assert took < 0.8  # the exporters' first back-off is ~1 s
+
+
+def test_at_exit_an_endpoint_already_failing_is_not_tried_again() -> None:
+    """An endpoint that failed before the exit is not waited for again at exit (one that
+    never answers would hold it a full timeout per try): its exit batches are counted."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from flock.tracing._otlp import ReportingSpanExporter
+
+    attempts: list[int] = []
+
+    class Unavailable(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            attempts.append(1)
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    tracer = TracerProvider().get_tracer("t")
+    spans = [tracer.start_span(f"s{i}") for i in range(4)]
+    for span in spans:
+        span.end()
+    with http_collector(Unavailable) as port:
+        # (timeout 0.5 s: the exporter's first back-off, ~1 s, does not fit: no retry)
+        inner = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces", timeout=0.5)
+        exporter = ReportingSpanExporter(inner)
+        try:
+            assert exporter.export(spans[:2]) is SpanExportResult.FAILURE  # while running
+            exporter._at_exit()
+            assert exporter.export(spans[2:]) is SpanExportResult.FAILURE
+        finally:
+            exporter.shutdown()
+    assert len(attempts) == 1  # nothing tried at exit
+    assert (exporter.failed_batches, exporter.failed_spans) == (2, 4)

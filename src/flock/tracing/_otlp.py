@@ -16,13 +16,13 @@ answers fills stderr with a few lines per batch for as long as the program runs.
   until an export succeeds again ("works again" is logged once), so each outage is reported
   once.
 - Export runs in the SDK's batch thread, so the run itself never waits for the endpoint. At
-  interpreter exit each batch gets one attempt, not the exporter's retries with back-off (a
+  interpreter exit a batch gets one attempt, not the exporter's retries with back-off (a
   refused port held a short program's exit ~7 s): the exporter's retry wait is cut short
-  (its shutdown event is set, which ends the back-off without shutting it down). Once the
-  endpoint has failed and the exit's exports have taken :data:`EXIT_BUDGET_S`, the remaining
-  batches are counted instead of tried, so an endpoint that never answers holds the exit
-  for about one timeout (``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s by default), not one per batch;
-  one that fails once (a 503) still gets the batches after it.
+  (its shutdown event is set, which ends the back-off without shutting it down). The exit
+  gives up on the endpoint, counting the remaining batches instead of trying them, when it
+  was failing already as the exit began, after a slow failure (an endpoint that never
+  answers: one ``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s by default) or after a second failure;
+  a collector that fails one batch (a 503 while it restarts) still gets the others.
 """
 
 from __future__ import annotations
@@ -49,9 +49,8 @@ log = logging.getLogger("flock.tracing")
 
 _CAPTURED_LOGGERS = ("opentelemetry.exporter", "urllib3")
 _local = threading.local()
-EXIT_BUDGET_S = 2.0
-"""How long the exit's exports may take before a failing endpoint's remaining batches are
-counted instead of tried."""
+SLOW_FAILURE_S = 0.5
+"""An exit export that fails after this long (a timeout, not an answer) gives up the rest."""
 _RETRYING = re.compile(r",? retrying in [0-9.]+s\.?")
 
 
@@ -101,18 +100,15 @@ class ReportingSpanExporter(SpanExporter):
         self.failed_spans = 0
         self.failing = False
         self._exiting = False
-        self._exit_started = 0.0
+        self._give_up = False  # (at exit) the remaining batches are counted, not tried
+        self._exit_failures = 0
         self._inner_shut_down = False
         self._lock = threading.Lock()
         _install_capture()
         atexit.register(self._at_exit)  # after the provider's own hook, so it runs before it
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if (
-            self._exiting
-            and self.failing
-            and time.monotonic() - self._exit_started > EXIT_BUDGET_S
-        ):
+        if self._exiting and self._give_up:
             self._count_failure(len(spans))
             return SpanExportResult.FAILURE
         hook = self.redact() if self.redact is not None else None
@@ -121,8 +117,9 @@ class ReportingSpanExporter(SpanExporter):
             spans = [redacted(span, hook, resources) for span in spans]
         records: list[logging.LogRecord] = []
         _local.records = records
-        _local.on_retry = self._end_retries if self._exiting else None
+        _local.on_retry = self._retry_at_exit if self._exiting else None
         reason: str | None = None
+        started = time.monotonic()
         try:
             result = self.inner.export(spans)
         except Exception as exc:  # an exporter bug must not kill the SDK's batch thread
@@ -136,6 +133,10 @@ class ReportingSpanExporter(SpanExporter):
                 log.warning("flock: OTLP export to %s works again", self.endpoint)
             return result
         first = self._count_failure(len(spans))
+        if self._exiting:
+            self._exit_failures += 1
+            slow = time.monotonic() - started > SLOW_FAILURE_S
+            self._give_up = self._give_up or slow or self._exit_failures >= 2
         if first:
             if reason is None:
                 reason = records[0].getMessage() if records else "the exporter reported failure"
@@ -160,23 +161,28 @@ class ReportingSpanExporter(SpanExporter):
             return first
 
     def _at_exit(self) -> None:
-        self._exit_started = time.monotonic()
+        self._give_up = self.failing  # down already: the exit does not wait for it again
         self._exiting = True
-        if self.failing:
-            self._end_retries()
+        if not self._end_retries() and self.failing:
+            self._shutdown_inner()  # (another exporter: ends its wait, and later exports)
 
-    def _end_retries(self) -> None:
+    def _end_retries(self) -> bool:
         """From now on, one attempt per batch: set the event the exporter's retry back-off
         waits on (its shutdown event: set, an export fails after its first attempt instead
-        of waiting to retry, and later exports still run). An exporter without one (another
-        version) is shut down instead, which also ends the wait, and later exports with it."""
+        of waiting to retry, and later exports still run; a back-off already under way ends).
+        False for an exporter without one (another version or kind)."""
         inner: Any = self.inner
         event = getattr(getattr(inner, "_client", None), "_shutdown_event", None)  # HTTP
         if not isinstance(event, threading.Event):
             event = getattr(inner, "_shutdown_in_progress", None)  # gRPC
         if isinstance(event, threading.Event):
             event.set()
-        else:
+            return True
+        return False
+
+    def _retry_at_exit(self) -> None:
+        """The exporter is about to wait to retry a batch during the exit: not that long."""
+        if not self._end_retries():
             self._shutdown_inner()
 
     def _shutdown_inner(self) -> None:
