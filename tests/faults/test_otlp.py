@@ -11,7 +11,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -95,17 +95,42 @@ def closed_port() -> Iterator[int]:
 
 
 @contextmanager
-def http_collector(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
-    """An HTTP server on 127.0.0.1 answering with ``handler``; yields its port."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def http_collector(
+    status: Callable[[int], int] = lambda n: 200,
+) -> Iterator[tuple[int, list[bytes]]]:
+    """An OTLP/HTTP collector on 127.0.0.1 answering the n-th request (1-based) with
+    ``status(n)``; yields its port and the bodies of the requests it got."""
+    bodies: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(status(len(bodies)))
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield httpd.server_address[1]
+        yield httpd.server_address[1], bodies
     finally:
         httpd.shutdown()
         httpd.server_close()
         thread.join(5)
+
+
+def span_count(body: bytes) -> int:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    request = ExportTraceServiceRequest.FromString(body)
+    return sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
 
 
 @pytest.mark.parametrize(
@@ -163,28 +188,7 @@ def test_broken_otlp_endpoint_is_reported_once_and_loses_no_span(
 
 def test_healthy_exporter_is_unaffected_and_silent(tmp_path: Path) -> None:
     """The wrapper passes successes through: a collector that answers 200 gets every span."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-        ExportTraceServiceRequest,
-    )
-
-    received: list[int] = []
-
-    class Collector(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            request = ExportTraceServiceRequest.FromString(body)
-            received.append(
-                sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
-            )
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with http_collector(Collector) as port:
+    with http_collector() as (port, bodies):
         child, code, stderr = run_child(
             tmp_path,
             "rounds",
@@ -194,7 +198,7 @@ def test_healthy_exporter_is_unaffected_and_silent(tmp_path: Path) -> None:
     assert code == 0, stderr
     assert stderr == ""
     assert "otlp_failed_batches 0" in child.seen
-    assert sum(received) == SPANS  # every span exported, at exit included
+    assert sum(map(span_count, bodies)) == SPANS  # every span exported, at exit included
     assert query(tmp_path / DB, "SELECT count(*) FROM spans")[0][0] == SPANS
 
 
@@ -202,20 +206,7 @@ def test_a_failing_export_at_exit_is_tried_once_not_retried(tmp_path: Path) -> N
     """A short program's only export happens at exit; against a failing endpoint the exporter
     used to retry it with back-off (1 s, 2 s, 4 s: a 0.3 s program took ~7 s to exit). Now
     the exit export gets one attempt, and the failure is still reported once."""
-    posts: list[float] = []
-
-    class Unavailable(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            posts.append(time.monotonic())
-            self.send_response(503)  # retryable for OTLP exporters
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with http_collector(Unavailable) as port:
+    with http_collector(lambda n: 503) as (port, posts):  # (503: retryable)
         child, code, stderr = run_child(
             tmp_path,
             "normal",
@@ -249,21 +240,10 @@ def test_at_exit_each_batch_gets_one_attempt(protocol: str) -> None:
 
     from flock.tracing._otlp import ReportingSpanExporter
 
-    attempts: list[int] = []
-
-    class FailsOnce(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            attempts.append(1)
-            self.send_response(503 if len(attempts) == 1 else 200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
+    attempts: list[bytes] = []
 
     def grpc_fails_once(request: bytes, context: grpc.ServicerContext) -> bytes:
-        attempts.append(1)
+        attempts.append(request)
         if len(attempts) == 1:
             context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
         return b""
@@ -291,7 +271,8 @@ def test_at_exit_each_batch_gets_one_attempt(protocol: str) -> None:
             stack.callback(lambda: server.stop(0).wait(5))
             inner: Any = GrpcExporter(endpoint=f"127.0.0.1:{port}", insecure=True)
         else:
-            port = stack.enter_context(http_collector(FailsOnce))
+            port, bodies = stack.enter_context(http_collector(lambda n: 503 if n == 1 else 200))
+            attempts = bodies  # what the collector got: one body per attempt
             inner = HttpExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces")
         exporter = ReportingSpanExporter(inner)
         stack.callback(exporter.shutdown)
@@ -314,24 +295,11 @@ def test_at_exit_an_endpoint_already_failing_is_not_tried_again() -> None:
 
     from flock.tracing._otlp import ReportingSpanExporter
 
-    attempts: list[int] = []
-
-    class Unavailable(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            attempts.append(1)
-            self.send_response(503)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
     tracer = TracerProvider().get_tracer("t")
     spans = [tracer.start_span(f"s{i}") for i in range(4)]
     for span in spans:
         span.end()
-    with http_collector(Unavailable) as port:
+    with http_collector(lambda n: 503) as (port, attempts):
         # (timeout 0.5 s: the exporter's first back-off, ~1 s, does not fit: no retry)
         inner = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces", timeout=0.5)
         exporter = ReportingSpanExporter(inner)
