@@ -48,7 +48,7 @@ traces_app = typer.Typer(help="Inspect the trace file.", no_args_is_help=True)
 
 
 def _since(value: str | None) -> int | None:
-    from flock.tracing.query import parse_since
+    from flock.tracing._times import parse_since
 
     return None if value is None else parse_since(value)  # checked by _check_since
 
@@ -56,7 +56,7 @@ def _since(value: str | None) -> int | None:
 def _check_since(value: str | None) -> str | None:
     """A bad ``--since`` is a usage error (usage, ``Error: ...``, exit 2), found while the
     command line is parsed."""
-    from flock.tracing.query import parse_since
+    from flock.tracing._times import parse_since
 
     if value is not None:
         try:

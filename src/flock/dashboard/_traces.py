@@ -28,7 +28,8 @@ from flock.dashboard._schemas import (
     TracePageOut,
 )
 from flock.dashboard._state import DashboardState, get_state
-from flock.tracing.query import TraceSummary, check_ns, parse_since
+from flock.tracing._times import check_ns, parse_since
+from flock.tracing.query import TraceSummary
 
 __all__ = ["MAX_PAGE", "MAX_TIMELINE_PAGE", "router"]
 

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from flock.exceptions import TracingError
+from flock.tracing._times import check_ns, parse_since
 from flock.tracing.store import COLUMNS, DEFAULT_DB_PATH, macros_message, spans_catalog
 
 if TYPE_CHECKING:
@@ -757,15 +756,6 @@ def _correlation(r: tuple[Any, ...]) -> CorrelationSummary:
     )
 
 
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE | re.ASCII)
-_UNIT_NS = {"s": 1e9, "sec": 1e9, "m": 60e9, "min": 60e9, "h": 3600e9, "d": 86400e9, "w": 604800e9}
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
-MIN_NS, MAX_NS = -(2**63), 2**63 - 1
-"""The times a trace file can hold: ns since the epoch in a BIGINT (1677-09-21 to
-2262-04-11)."""
-
-
 def _decoded(text: str | None, kind: type[dict[str, Any]] | type[list[Any]]) -> Any:
     """A JSON column's value as the ``kind`` flock writes there; in a file from elsewhere,
     other JSON is shown wrapped (``{"(not an object)": 1}``, ``[1]``), not a failure."""
@@ -773,47 +763,3 @@ def _decoded(text: str | None, kind: type[dict[str, Any]] | type[list[Any]]) -> 
     if value is None or isinstance(value, kind):
         return kind() if value is None else value
     return {"(not an object)": value} if kind is dict else [value]
-
-
-def check_ns(ns: int, value: object) -> int:
-    """``ns`` if a trace file can hold it (see :data:`MAX_NS`), else a ``ValueError`` that
-    names ``value`` (what it came from)."""
-    if not MIN_NS <= ns <= MAX_NS:
-        raise ValueError(
-            f"{value!r} is out of range: times must be between 1677-09-21 and 2262-04-11"
-        )
-    return ns
-
-
-def duration_ns(value: str) -> float | None:
-    """``"30s"``, ``"10m"``, ``"2h"``, ``"1d"``, ``"1w"`` in ns; None if ``value`` is no such
-    duration."""
-    match = _RELATIVE.match(value)
-    return float(match.group(1)) * _UNIT_NS[match.group(2).lower()] if match else None
-
-
-def parse_since(value: str, *, now_ns: int | None = None) -> int:
-    """A start time in ns since the epoch from ``"10m"``, ``"2h"``, ``"1d"``, ``"1w"``, ``"30s"``
-    (that long ago) or an ISO 8601 time (``"2025-01-31T12:00"``, local time unless it has an
-    offset or ``Z``). Raises ``ValueError`` with a readable message otherwise, also for a time
-    outside 1677-09-21 … 2262-04-11 (what a trace file's ns can hold)."""
-    ago = duration_ns(value)
-    if ago is not None:
-        now = time.time_ns() if now_ns is None else now_ns
-        if ago > MAX_NS:  # also inf
-            raise ValueError(f"{value!r} is out of range: that is before 1677-09-21")
-        return check_ns(now - int(ago), value)
-    try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise ValueError(
-            f"{value!r} is not a time: use a duration like 10m, 2h, 1d, 1w or an ISO time "
-            "like 2025-01-31T12:00"
-        ) from None
-    try:
-        if moment.tzinfo is None:
-            moment = moment.astimezone()  # local time
-        ns = (moment - _EPOCH) // _US * 1_000
-    except (OverflowError, ValueError):  # e.g. 0001-01-01 in a zone east of UTC
-        ns = MIN_NS - 1 if moment.year < 1970 else MAX_NS + 1
-    return check_ns(ns, value)

@@ -376,7 +376,7 @@ def _flush_interval() -> float:
 def _retention() -> timedelta | None:
     """``FLOCK_TRACE_RETENTION`` (``"7d"``, ``"12h"``, ``"30m"``); None (keep every trace),
     with a warning, unless it is a positive duration."""
-    from flock.tracing.query import MAX_NS, duration_ns
+    from flock.tracing._times import MAX_NS, duration_ns
 
     raw = os.environ.get("FLOCK_TRACE_RETENTION")
     if raw is None or not raw.strip():

@@ -567,7 +567,7 @@ def _cutoff_ns(older_than: str | timedelta) -> int:
     import time
     from datetime import timedelta
 
-    from flock.tracing.query import check_ns, parse_since
+    from flock.tracing._times import check_ns, parse_since
 
     if isinstance(older_than, timedelta):
         return check_ns(time.time_ns() - older_than // timedelta(microseconds=1) * 1000, older_than)
