@@ -147,6 +147,45 @@ class ExportError(TracingError):
         return len(self.failures) + self.not_sent
 
 
+class _Tally:
+    """What an export has done so far: the traces settled (for ``progress``), those
+    exported and their spans, the failures; and the :class:`ExportError` that says so."""
+
+    def __init__(
+        self, trace_ids: Sequence[str], progress: Callable[[int, int], None] | None
+    ) -> None:
+        self.total = len(trace_ids)
+        self.progress = progress
+        self.done = self.traces = self.spans = 0
+        self.failures: list[TraceFailure] = []
+
+    def exported(self, spans: int) -> None:
+        self.traces += 1
+        self.spans += spans
+        self._settled(spans)
+
+    def failed(self, failure: TraceFailure) -> None:
+        self.failures.append(failure)
+        self._settled(0)
+
+    def _settled(self, spans: int) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, spans)
+
+    def error(self, stopped: str | None = None) -> ExportError:
+        """The export's error: its failures, and why it stopped before its end, if it did
+        (the traces it did not get to are then ``not_sent``)."""
+        return ExportError(
+            total=self.total,
+            traces=self.traces,
+            spans=self.spans,
+            failures=self.failures,
+            stopped=stopped,
+            not_sent=self.total - self.done if stopped is not None else 0,
+        )
+
+
 def trace_ids_for_export(
     store: TraceStore, *, name: str | None = None, since_ns: int | None = None
 ) -> list[str]:
@@ -430,49 +469,26 @@ def write_json_lines(
             be read any more after some traces were done (``stopped``).
         TracingError: the file cannot be read at all (no file, held by another process).
     """
-    failures: list[TraceFailure] = []
-    traces = spans_written = done = 0
-
-    def settled(spans: int) -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, spans)
-
-    def failed(failure: TraceFailure) -> None:
-        failures.append(failure)
-        settled(0)
-
+    tally = _Tally(trace_ids, progress)
     try:
-        for trace_id, spans in iter_trace_spans(store, trace_ids, on_failure=failed):
+        for trace_id, spans in iter_trace_spans(store, trace_ids, on_failure=tally.failed):
             try:
                 line = orjson.dumps(to_otlp_json(spans)).decode()
             except (ValueError, TypeError) as exc:  # what the OTLP encoder cannot take
-                failed(TraceFailure(trace_id, f"cannot encode trace {trace_id!r}: {exc}"))
+                tally.failed(TraceFailure(trace_id, f"cannot encode trace {trace_id!r}: {exc}"))
                 continue
             out.write(line)
             out.write("\n")
-            traces += 1
-            spans_written += len(spans)
-            settled(len(spans))
+            tally.exported(len(spans))
     except ExportError:
         raise
     except TracingError as exc:  # the file cannot be read (any more)
-        if not done:
+        if not tally.done:
             raise
-        raise ExportError(
-            total=len(trace_ids),
-            traces=traces,
-            spans=spans_written,
-            failures=failures,
-            stopped=str(exc),
-            not_sent=len(trace_ids) - done,
-        ) from None
-    if failures:
-        raise ExportError(
-            total=len(trace_ids), traces=traces, spans=spans_written, failures=failures
-        )
-    return traces, spans_written
+        raise tally.error(stopped=str(exc)) from None
+    if tally.failures:
+        raise tally.error()
+    return tally.traces, tally.spans
 
 
 def export_json(store: TraceStore, trace_ids: Sequence[str]) -> str:
@@ -702,34 +718,15 @@ def send_otlp(
     batch: list[ReadableSpan] = []
     # the traces with spans in the batch: their span count once their last spans are in it
     in_batch: dict[str, int | None] = {}
-    failures: list[TraceFailure] = []
     failed: set[str] = set()
-    traces = spans_sent = done = 0
-
-    def settled(spans: int) -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, spans)
+    tally = _Tally(trace_ids, progress)
 
     def fail(failure: TraceFailure) -> None:
         if failure.trace_id not in failed:  # a trace split over requests fails once
             failed.add(failure.trace_id)
-            failures.append(failure)
-            settled(0)
-
-    def stop(reason: str) -> ExportError:
-        return ExportError(
-            total=len(trace_ids),
-            traces=traces,
-            spans=spans_sent,
-            failures=failures,
-            stopped=reason,
-            not_sent=len(trace_ids) - done,
-        )
+            tally.failed(failure)
 
     def flush() -> None:
-        nonlocal spans_sent, traces
         if not batch:
             return
         try:
@@ -738,17 +735,15 @@ def send_otlp(
             )
         except _Refused as exc:
             if exc.status in _ENDPOINT_REFUSALS:
-                raise stop(str(exc)) from None
+                raise tally.error(stopped=str(exc)) from None
             for trace_id in in_batch:
                 fail(TraceFailure(trace_id, str(exc)))
         except TracingError as exc:  # unreachable, not HTTP: so is every later request
-            raise stop(str(exc)) from None
+            raise tally.error(stopped=str(exc)) from None
         else:  # counted when a trace's last part is in: spans of the traces sent whole
             for trace_id, count in in_batch.items():
                 if count is not None and trace_id not in failed:
-                    traces += 1
-                    spans_sent += count
-                    settled(count)
+                    tally.exported(count)
         batch.clear()
         in_batch.clear()
 
@@ -770,11 +765,11 @@ def send_otlp(
     except ExportError:
         raise
     except TracingError as exc:  # the file cannot be read (any more)
-        if not done and not batch:
+        if not tally.done and not batch:
             raise
         flush()  # what was read still goes
-        raise stop(str(exc)) from None
+        raise tally.error(stopped=str(exc)) from None
     flush()
-    if failures:
-        raise ExportError(total=len(trace_ids), traces=traces, spans=spans_sent, failures=failures)
-    return traces, spans_sent
+    if tally.failures:
+        raise tally.error()
+    return tally.traces, tally.spans
