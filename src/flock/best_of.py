@@ -51,7 +51,7 @@ from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.trace import Span, StatusCode, set_span_in_context
 
-from flock._errors import fatal
+from flock._errors import describe, fatal
 from flock.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -224,7 +224,7 @@ async def _score(spec: BestOf, agent: Agent, candidate: _Candidate) -> Any:
         if fatal(error):
             raise
         raise RuntimeError(
-            f"{where} raised on candidate {candidate.index}: {type(error).__name__}: {error}"
+            f"{where} raised on candidate {candidate.index}: {describe(error)}"
         ) from error
     if not isinstance(value, numbers.Real | decimal.Decimal):
         raise ConfigurationError(

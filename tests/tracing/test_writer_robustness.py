@@ -5,6 +5,7 @@ attributes are capped and redacted like a span's; a forked child writes its own 
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import time
@@ -374,3 +375,37 @@ def test_encoding_attributes_keeps_no_value_alive_and_may_reenter() -> None:
 
     outer = json.loads(attributes_json({"a": Inner(), "b": "outer-b"}, max_chars=1000))
     assert outer == {"a": '{"a":"INNER","b":"inner-b"}', "b": "outer-b"}
+
+
+def test_an_append_error_whose_message_cannot_be_shown_is_reported_as_itself(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The writer formatted errors with str() (to tell a lock error, and in its last-resort
+    # handler): an exception whose str() raises was replaced by the ValueError that str()
+    # raised, and the report named that instead of the append's own failure.
+    class Unprintable(RuntimeError):
+        def __str__(self) -> str:
+            raise ValueError("no text")
+
+    writer = DuckDBSpanProcessor(tmp_path / "traces.duckdb", flush_interval=0.05)
+    append = writer._appender.append
+    failures = [Unprintable()]
+
+    def failing_once(table: object, **options: bool) -> None:
+        if failures:
+            raise failures.pop()
+        append(table, **options)  # type: ignore[arg-type]
+
+    writer._appender.append = failing_once  # type: ignore[method-assign]
+    try:
+        span = TracerProvider().get_tracer("t").start_span("s")
+        span.end()
+        writer.on_end(span)
+        with caplog.at_level(logging.ERROR, logger="flock.tracing"):
+            writer.force_flush(500)  # (the flush the failed append served may report False)
+            assert writer.force_flush(10_000)  # the writer goes on, and the span is written
+        assert writer._thread.is_alive() and writer.written == 1
+        assert "flock trace writer failed" in caplog.text  # reported, with its traceback
+        assert "Unprintable" in caplog.text and "ValueError: no text" not in caplog.text
+    finally:
+        writer.shutdown()

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from flock._errors import describe, safe_text
 from flock.exceptions import TracingError
 from flock.tracing._encode import FinishedSpan, replace_surrogates, spans_to_arrow
 from flock.tracing.store import MAX_ATTRIBUTE_CHARS, Appender
@@ -74,7 +75,7 @@ def is_lock_error(exc: BaseException) -> bool:
     DuckDB database of this process (a ``duckdb.connect()`` of the file left open beside the
     writer); nothing else: a corrupt file's "checksum ... in block at ..." or any path
     through ``.flock/`` also contains "lock"."""
-    text = str(exc)
+    text = safe_text(exc)
     return (
         "Could not set lock on file" in text
         or "Conflicting lock is held" in text
@@ -440,7 +441,7 @@ class DuckDBSpanProcessor(SpanProcessor):
             try:
                 self._drain(deadline=time.monotonic() + self.exit_timeout if stopping else None)
             except BaseException as exc:  # never let the writer die silently (SystemExit too)
-                error = f"{type(exc).__name__}: {exc}"
+                error = describe(exc)  # (an exception whose str() raises must not end it)
                 if error != self.last_error:
                     log.exception("flock trace writer failed; spans stay queued and are retried")
                 self.last_error = error
@@ -650,7 +651,7 @@ class DuckDBSpanProcessor(SpanProcessor):
                     replace_surrogates(span)
                     self._encode([span])
             except BaseException as exc:  # as any exception: this thread must go on
-                error = f"{type(exc).__name__}: {exc}"
+                error = describe(exc)
                 if error != self.unencodable_error:
                     log.error("flock trace writer: dropping span %r: %s", span._name, error)
                 self.unencodable_error = error
@@ -686,7 +687,7 @@ class DuckDBSpanProcessor(SpanProcessor):
             except Exception as exc:
                 if not is_lock_error(exc):
                     raise
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error = describe(exc)
                 if not self._warned_lock:
                     self._warned_lock = True
                     log.warning(

@@ -23,6 +23,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from flock._errors import describe
+
 if TYPE_CHECKING:
     import logging
     from datetime import timedelta
@@ -308,7 +310,7 @@ class Appender:
                 with _optimizing(conn):  # its anti-join
                     self._recover(conn)
         except Exception as exc:  # the directory cannot be listed, say
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = describe(exc)
             if reason not in self._recover_errors:
                 self._recover_errors.add(reason)
                 _log().warning(
@@ -374,7 +376,7 @@ class Appender:
     def _set_aside(self, spilled: Path, exc: Exception) -> None:
         """Rename a spilled file that cannot be added to ``*.unreadable``, and say so."""
         target = spilled.with_suffix(".unreadable")
-        why = f"{type(exc).__name__}: {exc}"
+        why = describe(exc)
         try:
             spilled.rename(target)
         except OSError as error:
